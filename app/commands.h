@@ -1,0 +1,9 @@
+// One function per verb adds its subcommand to the CLI; each lives in app/cmd_<verb>.cpp and is
+// a thin call into src/. Flags parse into an options struct; the work happens in the callback.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace flatune::cli {
+
+
+}  // namespace flatune::cli

@@ -1,0 +1,44 @@
+// flatune: the command line. Each verb is added by its cmd_<verb>.cpp; errors a user can cause
+// end here as one line `flatune: <where>: <problem>` and exit code 2.
+#include <c10/util/Exception.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "commands.h"
+#include "flatune/core/error.h"
+#include "flatune/core/log.h"
+#include "yaml_config.h"
+
+namespace {
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"flatune: fine-tune Llama-family models while keeping what they know"};
+  app.require_subcommand(1);
+  app.set_config("--config", "", "YAML file whose keys are the long flag names")->check(CLI::ExistingFile);
+  app.config_formatter(std::make_shared<flatune::cli::YamlConfig>());
+  const char* level = std::getenv("FLATUNE_LOG");
+  flatune::init_logging(level ? level : "info");
+
+  // Verbs (one line each; see commands.h).
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const flatune::Error& e) {
+    std::fprintf(stderr, "flatune: %s\n", e.what());
+    return 2;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "flatune: torch: %s\n", first_line(e.what_without_backtrace()).c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "flatune: %s\n", first_line(e.what()).c_str());
+    return 1;
+  }
+  return 0;
+}

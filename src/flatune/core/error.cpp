@@ -1,0 +1,1 @@
+#include "flatune/core/error.h"

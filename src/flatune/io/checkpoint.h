@@ -1,0 +1,32 @@
+// Hugging Face model folders: config.json + model.safetensors, or model.safetensors.index.json
+// + shards; tokenizer files copied alongside.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+
+#include "flatune/io/safetensors.h"
+#include "flatune/model/config.h"
+
+namespace flatune {
+
+// All weights of a folder (single file or sharded), by Hugging Face name. Errors name the
+// missing or malformed file.
+NamedTensors load_checkpoint_weights(const std::string& dir);
+
+struct SaveOptions {
+  torch::ScalarType dtype = torch::kFloat32;  // weights are converted (round-to-nearest-even for bf16)
+  int64_t max_shard_bytes = 0;                // 0: one model.safetensors; else shards + index
+};
+
+// Writes config.json, generation_config.json and the weights; copies tokenizer files from
+// `tokenizer_dir` when given. The folder is written under a temporary name and renamed, so a
+// crash never leaves a half-written folder at `dir`.
+void save_checkpoint(const std::string& dir, const LlamaConfig& config, const NamedTensors& weights,
+                     const SaveOptions& opts = {}, const std::string& tokenizer_dir = "");
+
+// Copies tokenizer.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json when present.
+void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
+
+}  // namespace flatune

@@ -1,0 +1,1 @@
+flatune_test(test_core SOURCES test_core.cpp test_util.cpp DEPS flatune_core)
