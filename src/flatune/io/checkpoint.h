@@ -7,7 +7,7 @@
 #include <string>
 
 #include "flatune/io/safetensors.h"
-#include "flatune/model/config.h"
+#include <nlohmann/json.hpp>
 
 namespace flatune {
 
@@ -20,10 +20,11 @@ struct SaveOptions {
   int64_t max_shard_bytes = 0;                // 0: one model.safetensors; else shards + index
 };
 
-// Writes config.json, generation_config.json and the weights; copies tokenizer files from
-// `tokenizer_dir` when given. The folder is written under a temporary name and renamed, so a
-// crash never leaves a half-written folder at `dir`.
-void save_checkpoint(const std::string& dir, const LlamaConfig& config, const NamedTensors& weights,
+// Writes config.json (given as JSON, e.g. llama_config_to_json; torch_dtype set from opts),
+// generation_config.json and the weights; copies tokenizer files from `tokenizer_dir` when
+// given. The folder is written under a temporary name and renamed, so a crash never leaves a
+// half-written folder at `dir` (an existing `dir` is replaced only once the new one is whole).
+void save_checkpoint(const std::string& dir, const nlohmann::json& config, const NamedTensors& weights,
                      const SaveOptions& opts = {}, const std::string& tokenizer_dir = "");
 
 // Copies tokenizer.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json when present.
