@@ -5,5 +5,10 @@
 
 namespace flatune::cli {
 
+// Verbs (one line each).
+void add_bench_command(CLI::App& app);
+
+// Benchmarks under `flatune bench` (one line each).
+
 
 }  // namespace flatune::cli

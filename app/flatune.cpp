@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   flatune::init_logging(level ? level : "info");
 
   // Verbs (one line each; see commands.h).
+  flatune::cli::add_bench_command(app);
 
   try {
     app.parse(argc, argv);
