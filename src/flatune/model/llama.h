@@ -6,6 +6,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -97,7 +98,6 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   torch::Tensor inv_freq_;  // [head_dim/2] float64, RoPE frequencies after scaling
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
   torch::Tensor embed_, norm_weight_, lm_head_;
-  friend struct LlamaAccess;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

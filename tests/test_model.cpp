@@ -1,0 +1,270 @@
+// The Llama-family decoder against reference logits made outside the project, finite
+// differences, and its own full forward (KV cache, batching, packing, LoRA).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "flatune/core/error.h"
+#include "flatune/core/json.h"
+#include "flatune/io/safetensors.h"
+#include "flatune/model/generate.h"
+#include "flatune/model/llama.h"
+#include "test_util.h"
+
+using namespace flatune;
+using flatune::testing::testdata;
+
+namespace {
+
+std::map<std::string, torch::Tensor> read_vectors(const std::string& dir) {
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [name, t] : read_safetensors(dir + "/vectors.safetensors")) out[name] = t;
+  return out;
+}
+
+LlamaConfig tiny_config() {
+  LlamaConfig c;
+  c.vocab_size = 37;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 4;
+  c.rms_norm_eps = 1e-6;
+  c.attention_bias = true;
+  c.initializer_range = 0.3;  // large enough that every path matters
+  return c;
+}
+
+torch::Tensor forward_logits(LlamaForCausalLM& m, const torch::Tensor& ids) {
+  ForwardInput in;
+  in.input_ids = ids;
+  return m->forward(in);
+}
+
+}  // namespace
+
+class ReferenceModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ReferenceModel, LogitsAndLossMatchReference) {
+  const std::string rel = "models/" + GetParam();
+  FLATUNE_REQUIRE_TESTDATA(rel);
+  const std::string dir = testdata(rel);
+  auto model = load_llama(dir);
+  model->eval();
+  auto v = read_vectors(dir);
+  torch::NoGradGuard ng;
+  auto logits = forward_logits(model, v.at("input_ids"));
+  EXPECT_LE((logits - v.at("logits")).abs().max().item<double>(), 1e-4);
+  auto short_logits = forward_logits(model, v.at("short_input_ids"));
+  EXPECT_LE((short_logits - v.at("short_logits")).abs().max().item<double>(), 1e-4);
+  double expected = read_json_file(dir + "/expected.json").at("loss").get<double>();
+  double loss = causal_lm_loss(logits, v.at("labels")).item<double>();
+  EXPECT_NEAR(loss, expected, 1e-5 * std::abs(expected));
+}
+
+INSTANTIATE_TEST_SUITE_P(Testdata, ReferenceModel,
+                         ::testing::Values("llama-mha", "llama-gqa", "llama-bias", "qwen2-tied", "llama3-rope"));
+
+TEST(Model, HfParameterNames) {
+  LlamaConfig c = tiny_config();
+  LlamaForCausalLM m(c);
+  std::set<std::string> names;
+  for (auto& [n, t] : m->weights()) names.insert(n);
+  for (const char* n : {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+                        "model.layers.0.self_attn.q_proj.bias", "model.layers.1.self_attn.o_proj.bias",
+                        "model.layers.1.mlp.down_proj.weight", "model.layers.0.input_layernorm.weight",
+                        "model.layers.0.post_attention_layernorm.weight", "model.norm.weight", "lm_head.weight"})
+    EXPECT_TRUE(names.count(n)) << n;
+  EXPECT_EQ(static_cast<int64_t>(names.size()), 2 + 2 * 13 + 1);
+}
+
+TEST(Model, LoadRejectsWrongShapeAndMissingTensor) {
+  LlamaConfig c = tiny_config();
+  LlamaForCausalLM m(c);
+  auto w = m->weights();
+  auto bad = w;
+  bad[1].second = torch::zeros({3, 3});
+  try {
+    m->load_weights(bad, "dir/model.safetensors");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.where(), "dir/model.safetensors");
+    EXPECT_NE(std::string(e.what()).find(w[1].first), std::string::npos) << e.what();
+  }
+  auto missing = w;
+  missing.pop_back();
+  EXPECT_THROW(m->load_weights(missing, "x"), Error);
+  auto extra = w;
+  extra.emplace_back("model.layers.9.mlp.up_proj.weight", torch::zeros({1}));
+  EXPECT_THROW(m->load_weights(extra, "x"), Error);
+}
+
+// d loss / d theta in float64 against central differences, for every kind of parameter.
+TEST(Model, GradientsMatchFiniteDifferences) {
+  LlamaConfig c = tiny_config();
+  c.tie_word_embeddings = false;
+  LlamaForCausalLM m(c);
+  m->init_weights(7);
+  m->to(torch::kDouble);
+  auto ids = torch::tensor({{1, 5, 9, 2, 30, 11, 4}, {3, 3, 8, 21, 7, 0, 36}}, torch::kLong);
+  auto labels = ids.clone();
+  labels[1][5] = -100;
+  auto loss_at = [&]() { return causal_lm_loss(forward_logits(m, ids), labels); };
+  m->zero_grad();
+  loss_at().backward();
+  const double h = 1e-6;
+  int checked = 0;
+  for (const char* name : {"model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
+                           "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                           "model.layers.1.self_attn.v_proj.weight", "model.layers.1.self_attn.o_proj.weight",
+                           "model.layers.0.self_attn.q_proj.bias", "model.layers.0.mlp.gate_proj.weight",
+                           "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight",
+                           "model.norm.weight", "lm_head.weight"}) {
+    torch::Tensor p = m->named_parameters()[name];
+    auto flat = p.view({-1});
+    auto grad = p.grad().view({-1});
+    for (int64_t idx : {int64_t(0), flat.numel() / 3, flat.numel() - 1}) {
+      torch::NoGradGuard ng;
+      double orig = flat[idx].item<double>();
+      flat[idx] = orig + h;
+      double up = loss_at().item<double>();
+      flat[idx] = orig - h;
+      double down = loss_at().item<double>();
+      flat[idx] = orig;
+      double fd = (up - down) / (2 * h);
+      double an = grad[idx].item<double>();
+      EXPECT_NEAR(an, fd, 1e-6 + 1e-5 * std::abs(fd)) << name << "[" << idx << "]";
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 36);
+}
+
+TEST(Model, KvCacheDecodingMatchesFullForward) {
+  LlamaConfig c = tiny_config();
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 2.0;
+  LlamaForCausalLM m(c);
+  m->init_weights(3);
+  m->eval();
+  torch::NoGradGuard ng;
+  auto ids = torch::randint(0, c.vocab_size, {2, 9}, torch::kLong);
+  auto full = forward_logits(m, ids);
+  KVCache cache;
+  ForwardInput first;
+  first.input_ids = ids.narrow(1, 0, 4);
+  first.cache = &cache;
+  auto out = m->forward(first);
+  EXPECT_LE((out - full.narrow(1, 0, 4)).abs().max().item<double>(), 1e-5);
+  for (int64_t t = 4; t < 9; ++t) {
+    ForwardInput step;
+    step.input_ids = ids.narrow(1, t, 1);
+    step.cache = &cache;
+    auto logits = m->forward(step);
+    EXPECT_LE((logits.squeeze(1) - full.select(1, t)).abs().max().item<double>(), 1e-5) << "step " << t;
+  }
+  EXPECT_EQ(cache.length(), 9);
+  // A cache shared by several continuations (index_select) gives each its full-forward logits.
+  KVCache ctx;
+  ForwardInput c1;
+  c1.input_ids = ids.narrow(0, 0, 1).narrow(1, 0, 5);
+  c1.cache = &ctx;
+  m->forward(c1);
+  KVCache shared = ctx.index_select(torch::zeros({2}, torch::kLong));
+  auto conts = torch::tensor({{int64_t(4), 7}, {int64_t(11), 12}});
+  ForwardInput c2;
+  c2.input_ids = conts;
+  c2.cache = &shared;
+  auto cl = m->forward(c2);
+  for (int64_t b = 0; b < 2; ++b) {
+    auto seq = torch::cat({ids[0].narrow(0, 0, 5), conts[b]}).unsqueeze(0);
+    auto ref = forward_logits(m, seq).narrow(1, 5, 2);
+    EXPECT_LE((cl[b] - ref[0]).abs().max().item<double>(), 1e-5);
+  }
+}
+
+TEST(Model, LeftPaddedBatchMatchesSingleRows) {
+  LlamaConfig c = tiny_config();
+  LlamaForCausalLM m(c);
+  m->init_weights(5);
+  m->eval();
+  std::vector<std::vector<int64_t>> prompts = {{1, 4, 6, 8, 10, 3}, {1, 20}, {1, 7, 7, 9}};
+  GenerateOptions o;
+  o.max_new_tokens = 6;
+  auto batched = generate(m, prompts, o);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto single = generate(m, {prompts[i]}, o);
+    EXPECT_EQ(batched[i], single[0]) << "prompt " << i;
+  }
+  // Greedy equals the argmax of a full forward at each step.
+  std::vector<int64_t> seq = prompts[0];
+  for (int64_t tok : batched[0]) {
+    torch::NoGradGuard ng;
+    auto logits = forward_logits(m, torch::tensor(seq).unsqueeze(0));
+    EXPECT_EQ(logits[0][-1].argmax().item<int64_t>(), tok);
+    seq.push_back(tok);
+  }
+  // Stops on EOS; sampling is reproducible from the seed.
+  o.eos_ids = {batched[0][2]};
+  EXPECT_EQ(generate(m, {prompts[0]}, o)[0].size(), 3u);
+  GenerateOptions s;
+  s.temperature = 1.0;
+  s.top_p = 0.9;
+  s.top_k = 10;
+  s.seed = 42;
+  s.max_new_tokens = 8;
+  EXPECT_EQ(generate(m, prompts, s), generate(m, prompts, s));
+}
+
+TEST(Model, PackedSegmentsMatchSeparateForwards) {
+  LlamaConfig c = tiny_config();
+  LlamaForCausalLM m(c);
+  m->init_weights(9);
+  torch::NoGradGuard ng;
+  auto a = torch::tensor({int64_t(1), 5, 6, 7}), b = torch::tensor({int64_t(1), 9, 8});
+  ForwardInput in;
+  in.input_ids = torch::cat({a, b}).unsqueeze(0);
+  in.segment_ids = torch::tensor({int64_t(0), 0, 0, 0, 1, 1, 1}).unsqueeze(0);
+  in.position_ids = torch::tensor({int64_t(0), 1, 2, 3, 0, 1, 2}).unsqueeze(0);
+  auto packed = m->forward(in);
+  auto la = forward_logits(m, a.unsqueeze(0)), lb = forward_logits(m, b.unsqueeze(0));
+  EXPECT_LE((packed.narrow(1, 0, 4) - la).abs().max().item<double>(), 1e-5);
+  EXPECT_LE((packed.narrow(1, 4, 3) - lb).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Model, LoraStartsAsNoOpAndMergesExactly) {
+  LlamaConfig c = tiny_config();
+  LlamaForCausalLM m(c);
+  m->init_weights(11);
+  m->eval();
+  auto ids = torch::randint(0, c.vocab_size, {2, 6}, torch::kLong);
+  torch::Tensor base;
+  {
+    torch::NoGradGuard ng;
+    base = forward_logits(m, ids);
+  }
+  LoraOptions o;
+  o.rank = 2;
+  o.alpha = 4;
+  o.targets = {"q_proj", "v_proj", "down_proj"};
+  m->add_lora(o);
+  torch::NoGradGuard ng;
+  EXPECT_TRUE(torch::equal(forward_logits(m, ids), base));
+  auto trainable = m->trainable_parameters();
+  EXPECT_EQ(trainable.size(), 2u * 3u * 2u);
+  for (auto& [n, t] : trainable) {
+    EXPECT_TRUE(n.find(".lora_A.weight") != std::string::npos || n.find(".lora_B.weight") != std::string::npos) << n;
+    if (n.find("lora_B") != std::string::npos) t.normal_(0, 0.5);
+  }
+  auto adapted = forward_logits(m, ids);
+  EXPECT_GT((adapted - base).abs().max().item<double>(), 1e-3);
+  LlamaForCausalLM merged(c);
+  merged->load_weights(m->weights(/*merge_lora=*/true), "merged");
+  merged->eval();
+  EXPECT_LE((forward_logits(merged, ids) - adapted).abs().max().item<double>(), 1e-5);
+  LlamaForCausalLM other(c);
+  LoraOptions bad = o;
+  bad.targets = {"qkv"};
+  EXPECT_THROW(other->add_lora(bad), Error);
+}
