@@ -1,11 +1,13 @@
 // flatune: the command line. Each verb is added by its cmd_<verb>.cpp; errors a user can cause
 // end here as one line `flatune: <where>: <problem>` and exit code 2.
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "commands.h"
 #include "flatune/core/error.h"
@@ -23,9 +25,13 @@ int main(int argc, char** argv) {
   app.config_formatter(std::make_shared<flatune::cli::YamlConfig>());
   const char* level = std::getenv("FLATUNE_LOG");
   flatune::init_logging(level ? level : "info");
+  // libtorch's default intra-op thread count was 1 on a 2-vCPU machine: use every core unless
+  // a verb's --threads says otherwise.
+  at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
   // Verbs (one line each; see commands.h).
   flatune::cli::add_bench_command(app);
+  flatune::cli::add_generate_command(app);
 
   try {
     app.parse(argc, argv);
