@@ -8,6 +8,7 @@ namespace flatune::cli {
 // Verbs (one line each).
 void add_bench_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
+void add_launch_command(CLI::App& app);
 
 // Benchmarks under `flatune bench` (one line each).
 

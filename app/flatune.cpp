@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   // Verbs (one line each; see commands.h).
   flatune::cli::add_bench_command(app);
   flatune::cli::add_generate_command(app);
+  flatune::cli::add_launch_command(app);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,139 @@
+#include "flatune/train/distributed.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <cstdlib>
+
+#include "flatune/core/error.h"
+
+namespace flatune {
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+};
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < 0) fail(std::string("environment ") + name, std::string("not a non-negative integer: '") + v + "'");
+  return static_cast<int>(x);
+}
+
+c10d::ProcessGroup& group(const Distributed& d) { return *static_cast<Group*>(d.impl.get())->pg; }
+
+// Runs a collective; a peer that died or timed out becomes an Error naming this rank.
+template <typename Fn>
+void collective(const Distributed& d, const char* what, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    fail("rank " + std::to_string(d.rank), std::string(what) + " failed (a peer died or timed out): " + msg);
+  }
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world) {
+  int64_t base = n / world, extra = n % world;
+  int64_t begin = rank * base + std::min<int64_t>(rank, extra);
+  return {begin, begin + base + (rank < extra ? 1 : 0)};
+}
+
+Distributed init_distributed(std::chrono::milliseconds timeout) {
+  Distributed d;
+  d.world_size = env_int("WORLD_SIZE", 1);
+  if (d.world_size <= 1) return d;
+  d.rank = env_int("RANK", -1);
+  d.local_rank = env_int("LOCAL_RANK", d.rank);
+  if (d.rank < 0 || d.rank >= d.world_size) fail("environment RANK", "must be set and below WORLD_SIZE");
+  const char* addr = std::getenv("MASTER_ADDR");
+  std::string host = addr && *addr ? addr : "127.0.0.1";
+  int port = env_int("MASTER_PORT", 29500);
+  auto g = std::make_shared<Group>();
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(port);
+    so.isServer = d.rank == 0;
+    so.numWorkers = d.world_size;
+    so.timeout = timeout;
+    g->store = c10::make_intrusive<c10d::TCPStore>(host, so);
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host == "localhost" ? "127.0.0.1" : host));
+    g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, d.rank, d.world_size, opts);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    fail("rank " + std::to_string(d.rank), "cannot join the process group at " + host + ":" + std::to_string(port) + ": " +
+                                               msg.substr(0, msg.find('\n')));
+  }
+  d.impl = g;
+  return d;
+}
+
+void Distributed::allreduce_mean(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes) const {
+  if (!active() || tensors.empty()) return;
+  torch::NoGradGuard ng;
+  // Flatten into buckets so a model with hundreds of tensors makes a few collectives.
+  size_t i = 0;
+  while (i < tensors.size()) {
+    std::vector<torch::Tensor> bucket;
+    int64_t bytes = 0;
+    auto dtype = tensors[i].scalar_type();
+    while (i < tensors.size() && tensors[i].scalar_type() == dtype && (bucket.empty() || bytes + tensors[i].nbytes() <= bucket_bytes)) {
+      bytes += tensors[i].nbytes();
+      bucket.push_back(tensors[i++]);
+    }
+    std::vector<torch::Tensor> flat_views;
+    for (auto& t : bucket) flat_views.push_back(t.reshape({-1}));
+    std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
+    collective(*this, "all-reduce", [&] { group(*this).allreduce(flat)->wait(); });
+    flat[0].div_(world_size);
+    int64_t off = 0;
+    for (auto& t : bucket) {
+      t.copy_(flat[0].narrow(0, off, t.numel()).view(t.sizes()));
+      off += t.numel();
+    }
+  }
+}
+
+void Distributed::broadcast(const std::vector<torch::Tensor>& tensors) const {
+  if (!active()) return;
+  torch::NoGradGuard ng;
+  for (const auto& t : tensors) {
+    std::vector<torch::Tensor> one = {t.is_contiguous() ? t : t.contiguous()};
+    collective(*this, "broadcast", [&] { group(*this).broadcast(one)->wait(); });
+    if (!t.is_contiguous()) t.copy_(one[0]);
+  }
+}
+
+double Distributed::mean(double value) const {
+  if (!active()) return value;
+  std::vector<torch::Tensor> t = {torch::tensor({value}, torch::kDouble)};
+  collective(*this, "all-reduce", [&] { group(*this).allreduce(t)->wait(); });
+  return t[0].item<double>() / world_size;
+}
+
+std::vector<double> Distributed::all_gather(double value) const {
+  if (!active()) return {value};
+  std::vector<torch::Tensor> in = {torch::tensor({value}, torch::kDouble)};
+  std::vector<std::vector<torch::Tensor>> out(1);
+  for (int r = 0; r < world_size; ++r) out[0].push_back(torch::zeros({1}, torch::kDouble));
+  collective(*this, "all-gather", [&] { group(*this).allgather(out, in)->wait(); });
+  std::vector<double> values;
+  for (auto& t : out[0]) values.push_back(t.item<double>());
+  return values;
+}
+
+void Distributed::barrier() const {
+  if (!active()) return;
+  collective(*this, "barrier", [&] { group(*this).barrier()->wait(); });
+}
+
+}  // namespace flatune

@@ -1,0 +1,42 @@
+// Data parallel training on libtorch's c10d: process group from the torchrun environment
+// (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), TCPStore rendezvous with a timeout,
+// Gloo on CPU (NCCL when built with CUDA). One process is the degenerate case: every collective
+// is then a no-op, so the trainer calls them unconditionally.
+#pragma once
+#include <torch/torch.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace flatune {
+
+struct Distributed {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;
+  std::shared_ptr<void> impl;  // the process group and its store, when world_size > 1
+
+  bool active() const { return world_size > 1; }
+  bool is_main() const { return rank == 0; }
+
+  // Sums then divides by world_size, in place, in buckets of at most `bucket_bytes`.
+  void allreduce_mean(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes = 32 << 20) const;
+  // Copies rank 0's values into every rank's tensors, in place.
+  void broadcast(const std::vector<torch::Tensor>& tensors) const;
+  double mean(double value) const;
+  // Every rank's value, in rank order.
+  std::vector<double> all_gather(double value) const;
+  void barrier() const;
+};
+
+// Reads the environment; without WORLD_SIZE (or WORLD_SIZE=1) returns a single-process context.
+// `timeout` bounds the rendezvous and every collective: a dead or stuck peer makes the call
+// throw an Error naming the rank that noticed, never hang.
+Distributed init_distributed(std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+// The contiguous share [begin, end) of n items that `rank` of `world` handles.
+std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world);
+
+}  // namespace flatune

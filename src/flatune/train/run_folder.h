@@ -1,0 +1,52 @@
+// A training run's folder: config.yaml (resolved settings), metrics.jsonl (one line per logged
+// step), checkpoints/step-N/ (complete or absent: written as step-N.partial and renamed),
+// final/, eval/, landscape/.
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace flatune {
+
+struct RunFolder {
+  std::string root;
+
+  std::string checkpoints_dir() const { return root + "/checkpoints"; }
+  std::string checkpoint_dir(int64_t step) const { return checkpoints_dir() + "/step-" + std::to_string(step); }
+  std::string final_dir() const { return root + "/final"; }
+  std::string metrics_path() const { return root + "/metrics.jsonl"; }
+  std::string config_path() const { return root + "/config.yaml"; }
+};
+
+// Steps of the complete checkpoints in the folder, ascending (partial ones are ignored).
+std::vector<int64_t> list_checkpoints(const RunFolder& run);
+std::optional<int64_t> newest_checkpoint(const RunFolder& run);
+
+// Removes all but the newest `keep` complete checkpoints (keep <= 0: keep all), and any
+// leftovers of interrupted writes.
+void prune_checkpoints(const RunFolder& run, int64_t keep);
+
+// Writes a folder atomically: `fill(tmp)` writes into a sibling temporary folder, which is
+// fsynced and renamed to `dir` (replacing an existing one). A crash leaves either the old
+// folder or the new one, never a half-written one.
+void write_folder_atomic(const std::string& dir, const std::function<void(const std::string& tmp)>& fill);
+
+// Appends JSON lines to metrics.jsonl, flushed per line so a crash loses at most one.
+class MetricsLog {
+ public:
+  explicit MetricsLog(const std::string& path, bool truncate_after_step = false, int64_t after_step = 0);
+  void write(const nlohmann::json& line);
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+// Settings as YAML (flat map; lists and nested objects kept), for config.yaml.
+std::string json_to_yaml(const nlohmann::json& j);
+
+}  // namespace flatune

@@ -1,0 +1,111 @@
+// c10d data parallel helpers, run as real processes: the test re-executes its own binary as
+// ranks through launch_local (the launcher `flatune launch` uses).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "flatune/core/error.h"
+#include "flatune/train/distributed.h"
+#include "flatune/train/launch.h"
+
+using namespace flatune;
+
+namespace {
+bool worker_mode() { return std::getenv("FLATUNE_DIST_WORKER") != nullptr; }
+
+LaunchResult run_ranks(const std::string& test, const std::string& extra_env = "") {
+  setenv("FLATUNE_DIST_WORKER", "1", 1);
+  if (!extra_env.empty()) setenv(extra_env.c_str(), "1", 1);
+  auto r = launch_local(2, {"/proc/self/exe", "--gtest_filter=" + test}, 0, std::chrono::seconds(20));
+  unsetenv("FLATUNE_DIST_WORKER");
+  if (!extra_env.empty()) unsetenv(extra_env.c_str());
+  return r;
+}
+}  // namespace
+
+// --- the ranks' side (skipped unless started by the tests below)
+
+TEST(DistributedWorker, Collectives) {
+  if (!worker_mode()) GTEST_SKIP() << "runs as a rank of Distributed.TwoRanksAgree";
+  Distributed d = init_distributed(std::chrono::seconds(20));
+  ASSERT_EQ(d.world_size, 2);
+  // Two tensors of different shapes in one bucket, one in a bucket of its own.
+  auto a = torch::full({3, 2}, double(d.rank + 1), torch::kDouble), b = torch::arange(4, torch::kDouble) * (d.rank == 0 ? 1.0 : 3.0);
+  auto c = torch::full({5}, float(10 * d.rank));
+  d.allreduce_mean({a, b, c}, /*bucket_bytes=*/a.nbytes() + b.nbytes());
+  EXPECT_TRUE(torch::allclose(a, torch::full({3, 2}, 1.5, torch::kDouble)));
+  EXPECT_TRUE(torch::allclose(b, torch::arange(4, torch::kDouble) * 2.0));
+  EXPECT_TRUE(torch::allclose(c, torch::full({5}, 5.0f)));
+  auto w = torch::full({2, 2}, double(d.rank + 7), torch::kDouble);
+  d.broadcast({w});
+  EXPECT_TRUE(torch::equal(w, torch::full({2, 2}, 7.0, torch::kDouble)));
+  EXPECT_DOUBLE_EQ(d.mean(d.rank == 0 ? 1.0 : 4.0), 2.5);
+  EXPECT_EQ(d.all_gather(10.0 + d.rank), (std::vector<double>{10.0, 11.0}));
+  d.barrier();
+}
+
+TEST(DistributedWorker, PeerDies) {
+  if (!worker_mode()) GTEST_SKIP() << "runs as a rank of Distributed.DeadRankFailsCleanly";
+  Distributed d = init_distributed(std::chrono::seconds(5));
+  d.barrier();
+  if (d.rank == 1) _exit(3);
+  try {
+    for (int i = 0; i < 3; ++i) d.allreduce_mean({torch::ones({4})});
+    FAIL() << "the collective did not notice the dead peer";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.where(), "rank 0");
+    _exit(4);  // what a trainer does after printing the error
+  }
+}
+
+// --- the launcher's side
+
+TEST(Distributed, ShardRangeCoversEverythingOnce) {
+  for (int64_t n : {0, 1, 7, 10}) {
+    int64_t next = 0;
+    for (int r = 0; r < 3; ++r) {
+      auto [b, e] = shard_range(n, r, 3);
+      EXPECT_EQ(b, next);
+      EXPECT_GE(e, b);
+      EXPECT_LE(e - b, n / 3 + 1);
+      next = e;
+    }
+    EXPECT_EQ(next, n);
+  }
+}
+
+TEST(Distributed, SingleProcessIsANoOp) {
+  if (worker_mode()) GTEST_SKIP();
+  Distributed d = init_distributed();
+  EXPECT_FALSE(d.active());
+  auto t = torch::ones({3});
+  d.allreduce_mean({t});
+  d.barrier();
+  EXPECT_TRUE(torch::equal(t, torch::ones({3})));
+  EXPECT_EQ(d.all_gather(2.0), std::vector<double>{2.0});
+}
+
+TEST(Distributed, TwoRanksAgree) {
+  if (worker_mode()) GTEST_SKIP();
+  auto r = run_ranks("DistributedWorker.Collectives");
+  EXPECT_EQ(r.exit_code, 0) << r.message;
+}
+
+TEST(Distributed, DeadRankFailsCleanly) {
+  if (worker_mode()) GTEST_SKIP();
+  auto r = run_ranks("DistributedWorker.PeerDies");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.failed_rank, 1) << r.message;
+  EXPECT_NE(r.message.find("exited with code 3"), std::string::npos) << r.message;
+}
+
+TEST(Distributed, LaunchRejectsBadInput) {
+  if (worker_mode()) GTEST_SKIP();
+  EXPECT_THROW(launch_local(0, {"true"}), Error);
+  EXPECT_THROW(launch_local(2, {}), Error);
+  EXPECT_THROW(launch_local(1, {"/nonexistent/flatune-binary"}), Error);
+  EXPECT_EQ(launch_local(2, {"true"}).exit_code, 0);
+  auto r = launch_local(2, {"false"});
+  EXPECT_EQ(r.exit_code, 1);
+}

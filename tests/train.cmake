@@ -1,0 +1,1 @@
+flatune_test(test_distributed SOURCES test_distributed.cpp DEPS flatune_train)
