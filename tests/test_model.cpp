@@ -36,6 +36,8 @@ LlamaConfig tiny_config() {
   return c;
 }
 
+torch::Tensor longs(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
+
 torch::Tensor forward_logits(LlamaForCausalLM& m, const torch::Tensor& ids) {
   ForwardInput in;
   in.input_ids = ids;
@@ -172,7 +174,7 @@ TEST(Model, KvCacheDecodingMatchesFullForward) {
   c1.cache = &ctx;
   m->forward(c1);
   KVCache shared = ctx.index_select(torch::zeros({2}, torch::kLong));
-  auto conts = torch::tensor({{int64_t(4), 7}, {int64_t(11), 12}});
+  auto conts = torch::stack({longs({4, 7}), longs({11, 12})});
   ForwardInput c2;
   c2.input_ids = conts;
   c2.cache = &shared;
@@ -222,11 +224,11 @@ TEST(Model, PackedSegmentsMatchSeparateForwards) {
   LlamaForCausalLM m(c);
   m->init_weights(9);
   torch::NoGradGuard ng;
-  auto a = torch::tensor({int64_t(1), 5, 6, 7}), b = torch::tensor({int64_t(1), 9, 8});
+  auto a = longs({1, 5, 6, 7}), b = longs({1, 9, 8});
   ForwardInput in;
   in.input_ids = torch::cat({a, b}).unsqueeze(0);
-  in.segment_ids = torch::tensor({int64_t(0), 0, 0, 0, 1, 1, 1}).unsqueeze(0);
-  in.position_ids = torch::tensor({int64_t(0), 1, 2, 3, 0, 1, 2}).unsqueeze(0);
+  in.segment_ids = longs({0, 0, 0, 0, 1, 1, 1}).unsqueeze(0);
+  in.position_ids = longs({0, 1, 2, 3, 0, 1, 2}).unsqueeze(0);
   auto packed = m->forward(in);
   auto la = forward_logits(m, a.unsqueeze(0)), lb = forward_logits(m, b.unsqueeze(0));
   EXPECT_LE((packed.narrow(1, 0, 4) - la).abs().max().item<double>(), 1e-5);
