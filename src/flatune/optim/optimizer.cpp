@@ -1,0 +1,86 @@
+#include "flatune/optim/optimizer.h"
+
+#include <cmath>
+
+#include "flatune/core/error.h"
+
+namespace flatune {
+
+bool exempt_from_decay(const std::string& name, const torch::Tensor& p) {
+  return p.dim() <= 1 || name.find("norm") != std::string::npos || name.find("embed_tokens") != std::string::npos ||
+         (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_adamw(const NamedParams& params, const AdamWSettings& s) {
+  std::vector<torch::Tensor> decayed, exempt;
+  for (const auto& [name, p] : params) {
+    if (!s.decay_all && exempt_from_decay(name, p)) exempt.push_back(p);
+    else decayed.push_back(p);
+  }
+  auto opts = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(s.lr).betas({s.beta1, s.beta2}).eps(s.eps).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!decayed.empty()) groups.emplace_back(decayed, opts(s.weight_decay));
+  if (!exempt.empty()) groups.emplace_back(exempt, opts(0.0));
+  if (groups.empty()) fail("optimizer", "no trainable parameters");
+  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(s.lr));
+}
+
+void set_learning_rate(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) g.options().set_lr(lr);
+}
+
+void save_optimizer_state(const torch::optim::Optimizer& opt, const std::string& path) {
+  torch::serialize::OutputArchive archive;
+  opt.save(archive);
+  archive.save_to(path);
+}
+
+void load_optimizer_state(torch::optim::Optimizer& opt, const std::string& path) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+    opt.load(archive);
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    fail(path, "cannot restore the optimizer state: " + msg.substr(0, msg.find('\n')));
+  }
+}
+
+double learning_rate_at(const Schedule& s, double base_lr, int64_t step) {
+  if (s.kind == "step") {
+    int64_t epoch = step / std::max<int64_t>(1, s.steps_per_epoch);
+    return base_lr * std::pow(s.gamma, static_cast<double>(epoch / std::max<int64_t>(1, s.decay_every_epochs)));
+  }
+  if (step < s.warmup_steps) return base_lr * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, s.warmup_steps));
+  if (s.kind == "constant") return base_lr;
+  const double floor = base_lr * s.min_lr_ratio;
+  double progress = static_cast<double>(step - s.warmup_steps) / static_cast<double>(std::max<int64_t>(1, s.total_steps - s.warmup_steps));
+  progress = std::min(1.0, std::max(0.0, progress));
+  if (s.kind == "linear") return floor + (base_lr - floor) * (1.0 - progress);
+  if (s.kind == "cosine") return floor + (base_lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+  fail("--schedule", "unknown schedule '" + s.kind + "' (constant, linear, cosine, step)");
+}
+
+double global_grad_norm(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kDouble).norm());
+  if (norms.empty()) return 0.0;
+  return torch::stack(norms).norm().item<double>();
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  double norm = global_grad_norm(params);
+  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
+    // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6).
+    double scale = max_norm / (norm + 1e-6);
+    torch::NoGradGuard ng;
+    for (const auto& p : params)
+      if (p.grad().defined()) p.grad().mul_(scale);
+  }
+  return norm;
+}
+
+}  // namespace flatune

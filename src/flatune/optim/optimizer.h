@@ -1,0 +1,55 @@
+// The base optimizer (AdamW with parameter groups), learning-rate schedules and global-norm
+// gradient clipping.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flatune {
+
+using NamedParams = std::vector<std::pair<std::string, torch::Tensor>>;
+
+struct AdamWSettings {
+  double lr = 1e-4;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  // Weight decay on norms, biases and embeddings too (off: they form a group without decay).
+  bool decay_all = false;
+};
+
+// Whether a parameter is exempt from weight decay: norms, biases, embeddings, any 1-D tensor.
+bool exempt_from_decay(const std::string& name, const torch::Tensor& p);
+
+// torch::optim::AdamW with two groups (decayed, exempt); the update is torch.optim.AdamW's.
+std::unique_ptr<torch::optim::Optimizer> make_adamw(const NamedParams& params, const AdamWSettings& s);
+
+void set_learning_rate(torch::optim::Optimizer& opt, double lr);
+
+// Optimizer state to/from a file (torch archives); a resumed run continues bit-identically.
+void save_optimizer_state(const torch::optim::Optimizer& opt, const std::string& path);
+void load_optimizer_state(torch::optim::Optimizer& opt, const std::string& path);
+
+struct Schedule {
+  std::string kind = "constant";  // constant linear cosine step
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 1;
+  double min_lr_ratio = 0.0;       // linear/cosine end at base_lr * min_lr_ratio
+  int64_t steps_per_epoch = 1;     // step: decay every `decay_every_epochs` epochs
+  int64_t decay_every_epochs = 1;
+  double gamma = 0.1;
+};
+
+// Learning rate for the optimizer step `step` (0-based), as transformers' schedulers compute it
+// (warmup: lr·(step/warmup); linear: decays to the floor at total_steps; cosine: half a cosine
+// to the floor) and StepLR for `step`: lr·gamma^(epoch / decay_every_epochs).
+double learning_rate_at(const Schedule& s, double base_lr, int64_t step);
+
+// Scales every gradient so their global L2 norm is at most max_norm; returns the norm before.
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+double global_grad_norm(const std::vector<torch::Tensor>& params);
+
+}  // namespace flatune

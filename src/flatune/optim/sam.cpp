@@ -1,0 +1,170 @@
+#include "flatune/optim/sam.h"
+
+#include <cmath>
+
+#include "flatune/core/error.h"
+
+namespace flatune {
+
+namespace {
+double sq_norm(const std::vector<torch::Tensor>& ts) {
+  double s = 0;
+  for (const auto& t : ts) s += t.to(torch::kDouble).pow(2).sum().item<double>();
+  return s;
+}
+double dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += (a[i].to(torch::kDouble) * b[i].to(torch::kDouble)).sum().item<double>();
+  return s;
+}
+}  // namespace
+
+SamStepper::SamStepper(NamedParams params, torch::optim::Optimizer& base, SamSettings s, double max_grad_norm,
+                       std::function<void()> grad_sync)
+    : params_(std::move(params)), base_(base), s_(std::move(s)), max_grad_norm_(max_grad_norm), grad_sync_(std::move(grad_sync)) {
+  static const std::vector<std::string> kinds = {"none", "sam", "asam", "looksam", "sam-subset"};
+  if (std::find(kinds.begin(), kinds.end(), s_.kind) == kinds.end())
+    fail("--sam", "unknown SAM variant '" + s_.kind + "' (none, sam, asam, looksam, sam-subset)");
+  if (s_.kind != "none" && !(s_.rho > 0)) fail("--rho", "must be positive");
+  if (s_.kind == "looksam" && s_.k < 1) fail("--looksam-k", "must be at least 1");
+  std::vector<std::regex> patterns;
+  if (s_.kind == "sam-subset") {
+    if (s_.subset.empty()) fail("--sam-subset", "sam-subset needs at least one parameter-name pattern");
+    for (const auto& p : s_.subset) {
+      try {
+        patterns.emplace_back(p);
+      } catch (const std::regex_error& e) {
+        fail("--sam-subset", "pattern '" + p + "' is not a valid regular expression");
+      }
+    }
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    tensors_.push_back(params_[i].second);
+    bool sel = true;
+    if (s_.kind == "sam-subset") {
+      sel = false;
+      for (const auto& re : patterns) sel = sel || std::regex_match(params_[i].first, re);
+    }
+    perturbed_.push_back(sel);
+    if (sel) perturbed_idx_.push_back(i);
+  }
+  if (s_.kind == "sam-subset" && perturbed_idx_.empty())
+    fail("--sam-subset", "no trainable parameter matches the patterns");
+}
+
+void SamStepper::zero_grads() {
+  for (auto& t : tensors_)
+    if (t.grad().defined()) t.grad().zero_();
+}
+
+std::vector<torch::Tensor> SamStepper::grads_of(const std::vector<size_t>& idx) const {
+  std::vector<torch::Tensor> g;
+  for (size_t i : idx) {
+    const auto& t = tensors_[i];
+    g.push_back(t.grad().defined() ? t.grad() : torch::zeros_like(t));
+  }
+  return g;
+}
+
+StepStats SamStepper::step(const std::function<double()>& closure) {
+  StepStats st;
+  auto sync = [&] {
+    if (grad_sync_) grad_sync_();
+  };
+  zero_grads();
+  st.loss = closure();
+  sync();
+
+  const bool looksam_full = s_.kind == "looksam" && steps_ % s_.k == 0;
+  const bool two_pass = s_.kind == "sam" || s_.kind == "asam" || s_.kind == "sam-subset" || looksam_full;
+  if (two_pass) {
+    torch::NoGradGuard ng;
+    std::vector<torch::Tensor> g = grads_of(perturbed_idx_);
+    std::vector<torch::Tensor> g_saved;
+    if (looksam_full)
+      for (auto& x : g) g_saved.push_back(x.clone());
+    // e per perturbed tensor.
+    std::vector<torch::Tensor> e;
+    if (s_.kind == "asam") {
+      std::vector<torch::Tensor> tg;
+      std::vector<torch::Tensor> t;
+      for (size_t j = 0; j < g.size(); ++j) {
+        t.push_back(tensors_[perturbed_idx_[j]].detach().abs() + s_.eta);
+        tg.push_back(t.back() * g[j]);
+      }
+      double n = std::sqrt(sq_norm(tg));
+      double scale = n > 0 ? s_.rho / n : 0.0;
+      for (size_t j = 0; j < g.size(); ++j) e.push_back(t[j] * t[j] * g[j] * scale);
+    } else {
+      double n = std::sqrt(sq_norm(g));
+      double scale = n > 0 ? s_.rho / n : 0.0;
+      for (auto& x : g) e.push_back(x * scale);
+    }
+    st.e_norm = std::sqrt(sq_norm(e));
+    // Keep exact copies of w: subtracting e again would not restore w bit for bit.
+    std::vector<torch::Tensor> saved;
+    for (size_t j = 0; j < e.size(); ++j) {
+      auto& w = tensors_[perturbed_idx_[j]];
+      saved.push_back(w.detach().clone());
+      w.add_(e[j]);
+    }
+    zero_grads();
+    {
+      torch::GradMode::set_enabled(true);
+      st.perturbed_loss = closure();
+      torch::GradMode::set_enabled(false);
+    }
+    sync();
+    for (size_t j = 0; j < saved.size(); ++j) tensors_[perturbed_idx_[j]].detach().copy_(saved[j]);
+    st.second_pass = true;
+    if (looksam_full) {
+      std::vector<torch::Tensor> gs = grads_of(perturbed_idx_);
+      double gg = sq_norm(g_saved);
+      double proj = gg > 0 ? dot(gs, g_saved) / gg : 0.0;
+      looksam_gv_.clear();
+      for (size_t j = 0; j < gs.size(); ++j) looksam_gv_.push_back(gs[j] - g_saved[j] * proj);
+    }
+  } else if (s_.kind == "looksam" && !looksam_gv_.empty()) {
+    torch::NoGradGuard ng;
+    std::vector<torch::Tensor> g = grads_of(perturbed_idx_);
+    double gn = std::sqrt(sq_norm(g)), vn = std::sqrt(sq_norm(looksam_gv_));
+    if (vn > 0) {
+      double scale = s_.alpha * gn / vn;
+      for (size_t j = 0; j < g.size(); ++j) {
+        auto& t = tensors_[perturbed_idx_[j]];
+        if (!t.grad().defined()) t.mutable_grad() = torch::zeros_like(t);
+        t.grad().add_(looksam_gv_[j] * scale);
+      }
+    }
+  }
+  st.grad_norm = clip_grad_norm(tensors_, max_grad_norm_);
+  base_.step();
+  ++steps_;
+  return st;
+}
+
+NamedTensors SamStepper::state() const {
+  NamedTensors out;
+  out.emplace_back("sam.steps", torch::tensor({steps_}, torch::kLong));
+  for (size_t j = 0; j < looksam_gv_.size(); ++j)
+    out.emplace_back("sam.looksam_gv." + params_[perturbed_idx_[j]].first, looksam_gv_[j].detach().cpu());
+  return out;
+}
+
+void SamStepper::load_state(const NamedTensors& state, const std::string& where) {
+  looksam_gv_.clear();
+  std::map<std::string, torch::Tensor> m(state.begin(), state.end());
+  auto it = m.find("sam.steps");
+  if (it == m.end()) fail(where, "missing SAM state 'sam.steps'");
+  steps_ = it->second.item<int64_t>();
+  for (size_t i : perturbed_idx_) {
+    auto g = m.find("sam.looksam_gv." + params_[i].first);
+    if (g == m.end()) {
+      if (!looksam_gv_.empty()) fail(where, "incomplete LookSAM state for '" + params_[i].first + "'");
+      continue;
+    }
+    looksam_gv_.push_back(g->second.to(tensors_[i].options()));
+  }
+}
+
+}  // namespace flatune

@@ -1,0 +1,1 @@
+flatune_test(test_optim SOURCES test_optim.cpp DEPS flatune_optim)

@@ -1,0 +1,251 @@
+// The SAM family, schedules and clipping against closed forms worked out in the test.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "flatune/core/error.h"
+#include "flatune/optim/optimizer.h"
+#include "flatune/optim/sam.h"
+
+using namespace flatune;
+
+namespace {
+
+// f(w) = 1/2 w^T A w - b^T w over w = [vec(W) (2x2), v (3)], in float64.
+struct Quadratic {
+  torch::Tensor A, b, W, v;
+  Quadratic() {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+    auto M = torch::randn({7, 7}, gen, torch::kDouble);
+    A = M.matmul(M.t()) + torch::eye(7, torch::kDouble);
+    b = torch::randn({7}, gen, torch::kDouble);
+    W = torch::randn({2, 2}, gen, torch::kDouble).requires_grad_(true);
+    v = torch::randn({3}, gen, torch::kDouble).requires_grad_(true);
+  }
+  torch::Tensor flat() const { return torch::cat({W.detach().reshape({-1}), v.detach()}); }
+  torch::Tensor grad_at(const torch::Tensor& w) const { return A.matmul(w) - b; }
+  double loss() {
+    auto w = torch::cat({W.reshape({-1}), v});
+    auto f = 0.5 * w.dot(A.matmul(w)) - b.dot(w);
+    f.backward();
+    return f.item<double>();
+  }
+  NamedParams params() const { return {{"model.layers.0.mlp.up_proj.weight", W}, {"model.layers.1.self_attn.q_proj.bias", v}}; }
+};
+
+void expect_close(const torch::Tensor& a, const torch::Tensor& b, double tol = 1e-12) {
+  EXPECT_LE((a - b).abs().max().item<double>(), tol) << a << "\nvs\n" << b;
+}
+
+}  // namespace
+
+TEST(Sam, OneStepEqualsClosedForm) {
+  Quadratic q;
+  const double lr = 0.1, rho = 0.3;
+  auto w0 = q.flat();
+  auto g = q.grad_at(w0);
+  auto e = rho * g / g.norm();
+  auto expected = w0 - lr * q.grad_at(w0 + e);
+  torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(lr));
+  SamSettings s;
+  s.kind = "sam";
+  s.rho = rho;
+  SamStepper stepper(q.params(), sgd, s, 0.0);
+  auto st = stepper.step([&] { return q.loss(); });
+  expect_close(q.flat(), expected);
+  EXPECT_NEAR(st.e_norm, rho, 1e-12);
+  EXPECT_NEAR(st.grad_norm, q.grad_at(w0 + e).norm().item<double>(), 1e-12);
+  auto fw = [&](const torch::Tensor& w) { return (0.5 * w.dot(q.A.matmul(w)) - q.b.dot(w)).item<double>(); };
+  EXPECT_NEAR(st.loss, fw(w0), 1e-12);
+  EXPECT_NEAR(st.perturbed_loss, fw(w0 + e), 1e-12);
+}
+
+TEST(Sam, AsamStepEqualsClosedForm) {
+  Quadratic q;
+  const double lr = 0.05, rho = 0.5, eta = 0.01;
+  auto w0 = q.flat();
+  auto g = q.grad_at(w0);
+  auto T = w0.abs() + eta;
+  auto e = rho * T * T * g / (T * g).norm();
+  auto expected = w0 - lr * q.grad_at(w0 + e);
+  torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(lr));
+  SamSettings s;
+  s.kind = "asam";
+  s.rho = rho;
+  s.eta = eta;
+  SamStepper stepper(q.params(), sgd, s, 0.0);
+  stepper.step([&] { return q.loss(); });
+  expect_close(q.flat(), expected);
+}
+
+TEST(Sam, LookSamInBetweenStepsFollowTheFormula) {
+  Quadratic q;
+  const double lr = 0.05, rho = 0.2, alpha = 0.7;
+  torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(lr));
+  SamSettings s;
+  s.kind = "looksam";
+  s.rho = rho;
+  s.k = 3;
+  s.alpha = alpha;
+  SamStepper stepper(q.params(), sgd, s, 0.0);
+  auto w = q.flat();
+  // Step 0: full SAM, keeps g_v.
+  auto g = q.grad_at(w);
+  auto gs = q.grad_at(w + rho * g / g.norm());
+  auto gv = gs - gs.dot(g) / g.dot(g) * g;
+  w = w - lr * gs;
+  EXPECT_TRUE(stepper.step([&] { return q.loss(); }).second_pass);
+  expect_close(q.flat(), w);
+  // Steps 1 and 2: one pass with g + alpha ||g|| / ||g_v|| g_v.
+  for (int i = 1; i < 3; ++i) {
+    auto gi = q.grad_at(w);
+    w = w - lr * (gi + alpha * gi.norm() / gv.norm() * gv);
+    EXPECT_FALSE(stepper.step([&] { return q.loss(); }).second_pass);
+    expect_close(q.flat(), w);
+  }
+  // Step 3: full SAM again.
+  EXPECT_TRUE(stepper.step([&] { return q.loss(); }).second_pass);
+  // The carried state round-trips.
+  auto state = stepper.state();
+  EXPECT_EQ(state.size(), 3u);
+  SamStepper other(q.params(), sgd, s, 0.0);
+  other.load_state(state, "state");
+  EXPECT_EQ(other.state()[0].second.item<int64_t>(), 4);
+}
+
+TEST(Sam, SubsetLeavesUnselectedParametersUnperturbed) {
+  Quadratic q;
+  torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(0.1));
+  SamSettings s;
+  s.kind = "sam-subset";
+  s.rho = 0.5;
+  s.subset = {".*\\.mlp\\..*"};
+  SamStepper stepper(q.params(), sgd, s, 0.0);
+  EXPECT_EQ(stepper.perturbed(), (std::vector<bool>{true, false}));
+  auto v0 = q.v.detach().clone(), W0 = q.W.detach().clone();
+  int pass = 0;
+  bool v_untouched = false, W_moved = false;
+  stepper.step([&] {
+    if (pass++ == 1) {
+      v_untouched = torch::equal(q.v.detach(), v0);
+      W_moved = !torch::equal(q.W.detach(), W0);
+    }
+    return q.loss();
+  });
+  EXPECT_EQ(pass, 2);
+  EXPECT_TRUE(v_untouched);
+  EXPECT_TRUE(W_moved);
+  EXPECT_FALSE(torch::equal(q.v.detach(), v0));  // but it is stepped
+  SamSettings none = s;
+  none.subset = {"nothing"};
+  EXPECT_THROW(SamStepper(q.params(), sgd, none, 0.0), Error);
+}
+
+TEST(Sam, RestoresWeightsBitExactlyBeforeTheStep) {
+  Quadratic q;
+  torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(0.0));  // lr 0: step changes nothing
+  SamSettings s;
+  s.kind = "sam";
+  s.rho = 0.37;
+  SamStepper stepper(q.params(), sgd, s, 0.0);
+  auto W0 = q.W.detach().clone(), v0 = q.v.detach().clone();
+  stepper.step([&] { return q.loss(); });
+  EXPECT_TRUE(torch::equal(q.W.detach(), W0));
+  EXPECT_TRUE(torch::equal(q.v.detach(), v0));
+}
+
+// Linear regression: the mean gradient over N micro-batches equals one batch of N x size.
+TEST(Sam, AccumulationEqualsOneLargeBatch) {
+  for (const char* kind : {"none", "sam"}) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+    auto X = torch::randn({8, 4}, gen, torch::kDouble), y = torch::randn({8}, gen, torch::kDouble);
+    auto w0 = torch::randn({4}, gen, torch::kDouble);
+    auto run = [&](int micro) {
+      auto w = w0.clone().requires_grad_(true);
+      auto opt = make_adamw({{"w", w}}, AdamWSettings{0.01});
+      SamSettings s;
+      s.kind = kind;
+      s.rho = 0.1;
+      SamStepper stepper({{"w", w}}, *opt, s, 0.0);
+      for (int step = 0; step < 3; ++step) {
+        stepper.step([&] {
+          double total = 0;
+          int64_t per = 8 / micro;
+          for (int m = 0; m < micro; ++m) {
+            auto xb = X.narrow(0, m * per, per), yb = y.narrow(0, m * per, per);
+            auto loss = (xb.matmul(w) - yb).pow(2).sum() / 8.0;
+            loss.backward();
+            total += loss.item<double>();
+          }
+          return total;
+        });
+      }
+      return w.detach();
+    };
+    expect_close(run(4), run(1), 1e-12);
+  }
+}
+
+TEST(Optim, ClippingMatchesHandComputation) {
+  auto a = torch::zeros({2}, torch::kDouble).requires_grad_(true), b = torch::zeros({1}, torch::kDouble).requires_grad_(true);
+  a.mutable_grad() = torch::tensor({3.0, 0.0}, torch::kDouble);
+  b.mutable_grad() = torch::tensor({4.0}, torch::kDouble);
+  EXPECT_DOUBLE_EQ(clip_grad_norm({a, b}, 1.0), 5.0);
+  const double scale = 1.0 / (5.0 + 1e-6);
+  EXPECT_NEAR(a.grad()[0].item<double>(), 3.0 * scale, 1e-15);
+  EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 * scale, 1e-15);
+  EXPECT_NEAR(clip_grad_norm({a, b}, 10.0), 5.0 * scale, 1e-12);  // below the limit: unchanged
+  EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 * scale, 1e-15);
+}
+
+TEST(Optim, SchedulesMatchHandValues) {
+  Schedule s;
+  s.kind = "cosine";
+  s.warmup_steps = 10;
+  s.total_steps = 110;
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1.0, 0), 0.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1.0, 5), 0.5);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1.0, 10), 1.0);
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 60), 0.5, 1e-15);  // half way: cos(pi/2)
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 35), 0.5 * (1 + std::cos(M_PI * 0.25)), 1e-15);
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 110), 0.0, 1e-15);
+  s.min_lr_ratio = 0.1;
+  EXPECT_NEAR(learning_rate_at(s, 2.0, 110), 0.2, 1e-15);
+  s.kind = "linear";
+  s.min_lr_ratio = 0;
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 35), 0.75, 1e-15);
+  s.kind = "constant";
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 3.0, 50), 3.0);
+  Schedule st;
+  st.kind = "step";
+  st.steps_per_epoch = 4;
+  st.decay_every_epochs = 2;
+  st.gamma = 0.5;
+  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 7), 1.0);   // epoch 1
+  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 8), 0.5);   // epoch 2
+  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 17), 0.25); // epoch 4
+  Schedule bad;
+  bad.kind = "exp";
+  EXPECT_THROW(learning_rate_at(bad, 1.0, 20), Error);
+}
+
+TEST(Optim, AdamWGroupsExemptNormsBiasesAndEmbeddings) {
+  auto W = torch::ones({2, 2}).requires_grad_(true), bias = torch::ones({2}).requires_grad_(true);
+  auto E = torch::ones({3, 2}).requires_grad_(true), n = torch::ones({2}).requires_grad_(true);
+  NamedParams ps = {{"model.layers.0.mlp.up_proj.weight", W}, {"model.layers.0.self_attn.q_proj.bias", bias},
+                    {"model.embed_tokens.weight", E}, {"model.norm.weight", n}};
+  auto opt = make_adamw(ps, AdamWSettings{0.1, 0.9, 0.999, 1e-8, 0.5});
+  ASSERT_EQ(opt->param_groups().size(), 2u);
+  EXPECT_EQ(opt->param_groups()[0].params().size(), 1u);
+  EXPECT_DOUBLE_EQ(static_cast<torch::optim::AdamWOptions&>(opt->param_groups()[0].options()).weight_decay(), 0.5);
+  EXPECT_DOUBLE_EQ(static_cast<torch::optim::AdamWOptions&>(opt->param_groups()[1].options()).weight_decay(), 0.0);
+  // Zero gradients: only decoupled decay moves a weight, w <- w (1 - lr wd).
+  for (auto& [name, p] : ps) p.mutable_grad() = torch::zeros_like(p);
+  opt->step();
+  EXPECT_NEAR(W[0][0].item<double>(), 1.0 - 0.1 * 0.5, 1e-7);
+  EXPECT_DOUBLE_EQ(E[0][0].item<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(n[0].item<double>(), 1.0);
+  set_learning_rate(*opt, 0.01);
+  EXPECT_DOUBLE_EQ(opt->param_groups()[1].options().get_lr(), 0.01);
+}
