@@ -1,0 +1,122 @@
+#include "flatune/data/batching.h"
+
+#include <algorithm>
+#include <random>
+
+#include "flatune/core/error.h"
+
+namespace flatune {
+
+namespace {
+int64_t counted_labels(const std::vector<int64_t>& labels) {
+  int64_t n = 0;
+  for (size_t i = 1; i < labels.size(); ++i) n += labels[i] != -100;
+  return n;
+}
+}  // namespace
+
+Batch collate(const std::vector<const Example*>& examples, int64_t pad_id) {
+  const int64_t B = static_cast<int64_t>(examples.size());
+  int64_t T = 0;
+  for (auto* e : examples) T = std::max<int64_t>(T, static_cast<int64_t>(e->ids.size()));
+  Batch b;
+  b.input_ids = torch::full({B, T}, pad_id, torch::kLong);
+  b.labels = torch::full({B, T}, -100, torch::kLong);
+  b.attention_mask = torch::zeros({B, T}, torch::kLong);
+  auto ids = b.input_ids.accessor<int64_t, 2>();
+  auto lab = b.labels.accessor<int64_t, 2>();
+  auto mask = b.attention_mask.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < B; ++r) {
+    const auto& e = *examples[r];
+    for (size_t t = 0; t < e.ids.size(); ++t) {
+      ids[r][t] = e.ids[t];
+      lab[r][t] = e.labels[t];
+      mask[r][t] = 1;
+    }
+    b.label_tokens += counted_labels(e.labels);
+    b.tokens += static_cast<int64_t>(e.ids.size());
+  }
+  b.position_ids = torch::arange(T, torch::kLong).unsqueeze(0).expand({B, T}).contiguous();
+  return b;
+}
+
+Batch collate_packed(const std::vector<const Example*>& examples, int64_t max_length, int64_t pad_id) {
+  std::vector<std::vector<const Example*>> rows;
+  std::vector<int64_t> used;
+  for (auto* e : examples) {
+    int64_t len = static_cast<int64_t>(e->ids.size());
+    if (len > max_length) fail("packing", "an example is longer than --max-length");
+    size_t r = 0;
+    while (r < rows.size() && used[r] + len > max_length) ++r;
+    if (r == rows.size()) {
+      rows.emplace_back();
+      used.push_back(0);
+    }
+    rows[r].push_back(e);
+    used[r] += len;
+  }
+  const int64_t B = static_cast<int64_t>(rows.size());
+  const int64_t T = *std::max_element(used.begin(), used.end());
+  Batch b;
+  b.input_ids = torch::full({B, T}, pad_id, torch::kLong);
+  b.labels = torch::full({B, T}, -100, torch::kLong);
+  b.position_ids = torch::zeros({B, T}, torch::kLong);
+  // Padding gets its own segment id so it attends only to itself.
+  b.segment_ids = torch::full({B, T}, -1, torch::kLong);
+  auto ids = b.input_ids.accessor<int64_t, 2>();
+  auto lab = b.labels.accessor<int64_t, 2>();
+  auto pos = b.position_ids.accessor<int64_t, 2>();
+  auto seg = b.segment_ids.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < B; ++r) {
+    int64_t t = 0, s = 0;
+    for (auto* e : rows[r]) {
+      for (size_t k = 0; k < e->ids.size(); ++k, ++t) {
+        ids[r][t] = e->ids[k];
+        // The first token of an example is never a target: it would be predicted from the
+        // previous example's last token.
+        lab[r][t] = k == 0 ? -100 : e->labels[k];
+        pos[r][t] = static_cast<int64_t>(k);
+        seg[r][t] = s;
+      }
+      b.label_tokens += counted_labels(e->labels);
+      b.tokens += static_cast<int64_t>(e->ids.size());
+      ++s;
+    }
+  }
+  return b;
+}
+
+DataOrder::DataOrder(size_t n, uint64_t seed, bool shuffle) : n_(n), seed_(seed), shuffle_(shuffle) {
+  if (n_ == 0) fail("data", "no training examples");
+  build();
+}
+
+void DataOrder::build() {
+  perm_.resize(n_);
+  for (size_t i = 0; i < n_; ++i) perm_[i] = i;
+  if (shuffle_) {
+    std::mt19937_64 rng(seed_ * 1000003ull + static_cast<uint64_t>(epoch_));
+    std::shuffle(perm_.begin(), perm_.end(), rng);
+  }
+}
+
+std::vector<size_t> DataOrder::take(size_t count) {
+  std::vector<size_t> out;
+  while (out.size() < count) {
+    if (position_ >= static_cast<int64_t>(n_)) {
+      ++epoch_;
+      position_ = 0;
+      build();
+    }
+    out.push_back(perm_[position_++]);
+  }
+  return out;
+}
+
+void DataOrder::restore(int64_t epoch, int64_t position) {
+  epoch_ = epoch;
+  position_ = position;
+  build();
+}
+
+}  // namespace flatune
