@@ -9,6 +9,9 @@ namespace flatune::cli {
 void add_bench_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_fisher_command(CLI::App& app);
+void add_merge_command(CLI::App& app);
 
 // Benchmarks under `flatune bench` (one line each).
 

@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
   flatune::cli::add_bench_command(app);
   flatune::cli::add_generate_command(app);
   flatune::cli::add_launch_command(app);
+  flatune::cli::add_train_command(app);
+  flatune::cli::add_fisher_command(app);
+  flatune::cli::add_merge_command(app);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,136 @@
+// `flatune train`: fine-tune (or pretrain) into a run folder; `flatune fisher`: the diagonal
+// Fisher for EWC; `flatune merge`: Wise-FT interpolation of two checkpoints.
+#include <cstdio>
+
+#include "commands.h"
+#include "flatune/core/error.h"
+#include "flatune/core/log.h"
+#include "flatune/data/dataset.h"
+#include "flatune/model/llama.h"
+#include "flatune/retain/fisher.h"
+#include "flatune/retain/merge.h"
+#include "flatune/text/tokenizer.h"
+#include "flatune/train/trainer.h"
+
+namespace flatune::cli {
+
+void add_train_options(CLI::App* sub, TrainOptions& o) {
+  sub->add_option("--model", o.model, "Hugging Face model folder to fine-tune");
+  sub->add_option("--init", o.init_config, "config.json of a fresh model to pretrain (with --tokenizer)");
+  sub->add_option("--tokenizer", o.tokenizer, "tokenizer folder (default: the model folder)");
+  sub->add_option("--data", o.data, "training data file");
+  sub->add_option("--format", o.format, "alpaca | sharegpt | metamath | jsonl | text | auto");
+  sub->add_option("--template", o.template_name, "alpaca | llama2 | chatml | llama3 | vicuna | plain | auto");
+  sub->add_option("--max-length", o.max_length, "tokens per example (text: block size)");
+  sub->add_flag("--train-on-prompt", o.train_on_prompt, "loss on every token, not only responses");
+  sub->add_flag("--pack", o.pack, "pack several examples into each row");
+  sub->add_option("--val-count", o.val_count, "examples held out for validation loss");
+  sub->add_option("--lora-rank", o.lora_rank, "LoRA rank (0: full fine-tuning)");
+  sub->add_option("--lora-alpha", o.lora_alpha, "LoRA alpha");
+  sub->add_option("--lora-dropout", o.lora_dropout, "LoRA dropout");
+  sub->add_option("--lora-targets", o.lora_targets, "projections to adapt: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+  sub->add_option("--lr", o.lr, "peak learning rate");
+  sub->add_option("--weight-decay", o.weight_decay, "AdamW weight decay");
+  sub->add_option("--beta1", o.beta1, "AdamW beta1");
+  sub->add_option("--beta2", o.beta2, "AdamW beta2");
+  sub->add_option("--adam-eps", o.adam_eps, "AdamW epsilon");
+  sub->add_flag("--decay-all", o.decay_all, "weight decay on norms, biases and embeddings too");
+  sub->add_option("--schedule", o.schedule, "constant | linear | cosine | step");
+  sub->add_option("--warmup-steps", o.warmup_steps, "linear warmup steps");
+  sub->add_option("--min-lr-ratio", o.min_lr_ratio, "final lr as a share of the peak (linear, cosine)");
+  sub->add_option("--step-every-epochs", o.step_every_epochs, "step schedule: decay every N epochs");
+  sub->add_option("--step-gamma", o.step_gamma, "step schedule: decay factor");
+  sub->add_option("--batch-size", o.batch_size, "examples per micro-batch");
+  sub->add_option("--grad-accum", o.grad_accum, "micro-batches per optimizer step");
+  sub->add_option("--max-steps", o.max_steps, "optimizer steps (0: from --epochs)");
+  sub->add_option("--epochs", o.epochs, "passes over the data");
+  sub->add_option("--max-grad-norm", o.max_grad_norm, "global gradient-norm clip (0: off)");
+  sub->add_option("--sam", o.sam, "none | sam | asam | looksam | sam-subset");
+  sub->add_option("--rho", o.rho, "SAM radius");
+  sub->add_option("--asam-eta", o.asam_eta, "ASAM eta");
+  sub->add_option("--looksam-k", o.looksam_k, "LookSAM: full SAM step every k steps");
+  sub->add_option("--looksam-alpha", o.looksam_alpha, "LookSAM: weight of the reused component");
+  sub->add_option("--sam-subset", o.sam_subset, "sam-subset: regexes of parameter names to perturb");
+  sub->add_option("--replay", o.replay, "general data to replay during fine-tuning");
+  sub->add_option("--replay-ratio", o.replay_ratio, "share of each micro-batch that is replay");
+  sub->add_option("--ewc", o.ewc, "Fisher file (flatune fisher) for EWC");
+  sub->add_option("--ewc-lambda", o.ewc_lambda, "EWC strength");
+  sub->add_option("--l2-base", o.l2_base, "strength of L2 toward the base weights");
+  sub->add_flag("--penalty-on-adapters", o.penalty_on_adapters, "with LoRA: penalise adapters, not effective weights");
+  sub->add_option("--out", o.out, "run folder");
+  sub->add_option("--log-every", o.log_every, "metrics line every N steps");
+  sub->add_option("--eval-every", o.eval_every, "validation loss every N steps");
+  sub->add_option("--save-every", o.save_every, "checkpoint every N steps (0: only the final model)");
+  sub->add_option("--keep-last", o.keep_last, "checkpoints kept");
+  sub->add_option("--seed", o.seed, "seed for data order, initialisation and sampling");
+  sub->add_flag("--resume", o.resume, "continue from the newest complete checkpoint");
+  sub->add_option("--threads", o.threads, "intra-op threads (default: all cores)");
+  sub->add_option("--save-dtype", o.save_dtype, "float32 | bfloat16 for the final weights");
+}
+
+void add_train_command(CLI::App& app) {
+  auto o = std::make_shared<TrainOptions>();
+  CLI::App* sub = app.add_subcommand("train", "fine-tune a model (full or LoRA, AdamW with the SAM family) or pretrain one");
+  add_train_options(sub, *o);
+  sub->callback([o] {
+    TrainResult r = train(*o);
+    std::printf("steps %lld  final train loss %.4f%s  %.0f tokens/s  %s\n", static_cast<long long>(r.steps), r.final_train_loss,
+                r.final_val_loss >= 0 ? (" val loss " + std::to_string(r.final_val_loss)).c_str() : "", r.tokens_per_second,
+                r.final_dir.c_str());
+  });
+}
+
+void add_fisher_command(CLI::App& app) {
+  struct Args {
+    std::string model, data, format = "auto", tpl = "auto", out, kind = "empirical";
+    int64_t examples = 128, max_length = 512;
+    uint64_t seed = 0;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("fisher", "diagonal Fisher information of a model on data (for EWC)");
+  sub->add_option("--model", a->model, "model folder")->required();
+  sub->add_option("--data", a->data, "general data (instruction data or text)")->required();
+  sub->add_option("--format", a->format, "alpaca | sharegpt | metamath | jsonl | text | auto");
+  sub->add_option("--template", a->tpl, "prompt template");
+  sub->add_option("--kind", a->kind, "empirical (labels from the data) | true (labels sampled from the model)");
+  sub->add_option("--examples", a->examples, "examples to average over");
+  sub->add_option("--max-length", a->max_length, "tokens per example");
+  sub->add_option("--seed", a->seed, "seed for sampled labels");
+  sub->add_option("--out", a->out, "output .safetensors")->required();
+  sub->callback([a] {
+    auto tok = load_tokenizer(a->model);
+    auto model = load_llama(a->model);
+    std::vector<Example> data;
+    if (a->format == "text") {
+      data = text_blocks(a->data, *tok, a->max_length);
+    } else {
+      TokenizeStats st;
+      data = tokenize_conversations(read_conversations(a->data, a->format), *tok,
+                                    {resolve_template(a->tpl, *tok), a->max_length, false}, &st);
+    }
+    auto fisher = compute_fisher(model, data, FisherOptions{a->kind, a->examples, a->seed});
+    write_safetensors(a->out, fisher, {{"kind", a->kind}, {"examples", std::to_string(std::min<size_t>(a->examples, data.size()))}});
+    std::printf("wrote %s (%zu tensors)\n", a->out.c_str(), fisher.size());
+  });
+}
+
+void add_merge_command(CLI::App& app) {
+  struct Args {
+    std::string base, tuned, out;
+    double alpha = 0.5;
+    bool extrapolate = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("merge", "Wise-FT: (1-alpha)*base + alpha*tuned (tuned may be a LoRA adapter folder)");
+  sub->add_option("--base", a->base, "base model folder")->required();
+  sub->add_option("--tuned", a->tuned, "tuned model folder or PEFT adapter folder")->required();
+  sub->add_option("--alpha", a->alpha, "interpolation weight of the tuned model");
+  sub->add_flag("--extrapolate", a->extrapolate, "allow alpha outside [0, 1]");
+  sub->add_option("--out", a->out, "output model folder")->required();
+  sub->callback([a] {
+    merge_checkpoints(a->base, a->tuned, a->alpha, a->extrapolate, a->out);
+    std::printf("wrote %s\n", a->out.c_str());
+  });
+}
+
+}  // namespace flatune::cli

@@ -1,0 +1,401 @@
+// A training run, top to bottom: settings -> tokenizer and model -> data -> optimizer ->
+// (resume) -> loop -> final model. Everything a run writes goes to its run folder.
+#include "flatune/train/trainer.h"
+
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "flatune/core/compat.h"
+#include "flatune/core/error.h"
+#include "flatune/core/fs.h"
+#include "flatune/core/json.h"
+#include "flatune/core/log.h"
+#include "flatune/core/progress.h"
+#include "flatune/data/batching.h"
+#include "flatune/data/dataset.h"
+#include "flatune/io/checkpoint.h"
+#include "flatune/model/llama.h"
+#include "flatune/model/lora.h"
+#include "flatune/optim/optimizer.h"
+#include "flatune/optim/sam.h"
+#include "flatune/retain/penalty.h"
+#include "flatune/retain/replay.h"
+#include "flatune/train/distributed.h"
+#include "flatune/train/run_folder.h"
+#include "flatune/train/signals.h"
+
+namespace flatune {
+
+namespace {
+
+void validate(const TrainOptions& o) {
+  if (o.model.empty() == o.init_config.empty()) fail("--model", "give exactly one of --model DIR and --init CONFIG.json");
+  if (!o.init_config.empty() && o.tokenizer.empty()) fail("--tokenizer", "a model started from --init needs --tokenizer DIR");
+  if (o.data.empty()) fail("--data", "no training data given");
+  if (o.out.empty()) fail("--out", "no run folder given");
+  if (!(o.lr > 0)) fail("--lr", "must be positive");
+  if (o.batch_size < 1) fail("--batch-size", "must be at least 1");
+  if (o.grad_accum < 1) fail("--grad-accum", "must be at least 1");
+  if (o.max_steps <= 0 && !(o.epochs > 0)) fail("--epochs", "give --max-steps or a positive --epochs");
+  if (o.max_length != 0 && o.max_length < 2) fail("--max-length", "must be at least 2 (0: the model's window, at most 2048)");
+  if (o.replay_ratio < 0 || o.replay_ratio >= 1) fail("--replay-ratio", "must be in [0, 1)");
+  if (o.replay_ratio > 0 && o.replay.empty()) fail("--replay", "--replay-ratio needs a --replay FILE");
+  if (o.save_dtype != "float32" && o.save_dtype != "bfloat16") fail("--save-dtype", "float32 or bfloat16");
+}
+
+torch::ScalarType save_dtype(const std::string& s) { return s == "bfloat16" ? torch::kBFloat16 : torch::kFloat32; }
+
+std::vector<Example> load_examples(const std::string& path, const std::string& format, const std::string& tpl,
+                                   const TrainOptions& o, const Tokenizer& tok, TokenizeStats* stats) {
+  if (format == "text") {
+    auto blocks = text_blocks(path, tok, o.max_length);
+    stats->examples = static_cast<int64_t>(blocks.size());
+    return blocks;
+  }
+  auto conv = read_conversations(path, format);
+  auto ex = tokenize_conversations(conv, tok, {tpl, o.max_length, o.train_on_prompt}, stats);
+  if (ex.empty()) fail(path, "no example survives truncation to " + std::to_string(o.max_length) + " tokens");
+  return ex;
+}
+
+// Mean token loss of examples, no gradient.
+double validation_loss(LlamaForCausalLM& model, const std::vector<Example>& val, int64_t batch_size, int64_t pad_id,
+                       const Distributed& dist) {
+  torch::NoGradGuard ng;
+  bool was_training = model->is_training();
+  model->eval();
+  double sum = 0;
+  int64_t count = 0;
+  auto [begin, end] = shard_range(static_cast<int64_t>(val.size()), dist.rank, dist.world_size);
+  for (int64_t i = begin; i < end; i += batch_size) {
+    std::vector<const Example*> ptrs;
+    for (int64_t k = i; k < std::min(end, i + batch_size); ++k) ptrs.push_back(&val[k]);
+    Batch b = collate(ptrs, pad_id);
+    ForwardInput in;
+    in.input_ids = b.input_ids;
+    in.attention_mask = b.attention_mask;
+    auto [s, n] = causal_lm_loss_sum(model->forward(in), b.labels);
+    sum += s.item<double>();
+    count += n;
+  }
+  model->train(was_training);
+  double total_sum = dist.mean(sum) * dist.world_size, total_count = dist.mean(static_cast<double>(count)) * dist.world_size;
+  return total_count > 0 ? total_sum / total_count : std::nan("");
+}
+
+struct Checkpointer {
+  const TrainOptions& o;
+  RunFolder run;
+  LlamaForCausalLM& model;
+  torch::optim::Optimizer& optimizer;
+  SamStepper& stepper;
+  DataOrder& order;
+  DataOrder* replay_order;
+  std::string tokenizer_dir;
+
+  void save(int64_t step) {
+    write_folder_atomic(run.checkpoint_dir(step), [&](const std::string& dir) {
+      if (model->has_lora()) {
+        save_lora_adapter(model, dir, o.model);
+      } else {
+        write_safetensors(join_path(dir, "model.safetensors"), model->weights(), {{"format", "pt"}});
+        write_file_atomic(join_path(dir, "config.json"), llama_config_to_json(model->config()).dump(2) + "\n");
+        copy_tokenizer_files(tokenizer_dir, dir);
+      }
+      save_optimizer_state(optimizer, join_path(dir, "optimizer.pt"));
+      NamedTensors extra = stepper.state();
+      extra.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+      write_safetensors(join_path(dir, "trainer_tensors.safetensors"), extra);
+      json state = {{"step", step}, {"epoch", order.epoch()}, {"position", order.position()}};
+      if (replay_order) state["replay"] = {{"epoch", replay_order->epoch()}, {"position", replay_order->position()}};
+      // Written last: its presence marks the checkpoint complete.
+      write_file_atomic(join_path(dir, "trainer_state.json"), state.dump(2) + "\n");
+    });
+    prune_checkpoints(run, o.keep_last);
+  }
+
+  int64_t restore(int64_t step) {
+    std::string dir = run.checkpoint_dir(step);
+    torch::NoGradGuard ng;
+    if (model->has_lora()) {
+      auto params = model->named_parameters(true);
+      for (auto& [name, t] : read_safetensors(join_path(dir, "adapter_model.safetensors"))) {
+        std::string ours = ours_from_peft_name(name, dir);
+        if (!params.contains(ours)) fail(dir, "adapter tensor '" + name + "' does not fit this model");
+        params[ours].copy_(t);
+      }
+    } else {
+      model->load_weights(read_safetensors(join_path(dir, "model.safetensors")), dir);
+    }
+    load_optimizer_state(optimizer, join_path(dir, "optimizer.pt"));
+    NamedTensors extra = read_safetensors(join_path(dir, "trainer_tensors.safetensors"));
+    NamedTensors sam_state;
+    for (auto& [name, t] : extra) {
+      if (name == "rng.cpu") {
+        at::Generator gen = at::detail::getDefaultCPUGenerator();
+        gen.set_state(t);
+      } else {
+        sam_state.emplace_back(name, t);
+      }
+    }
+    stepper.load_state(sam_state, dir);
+    json state = read_json_file(join_path(dir, "trainer_state.json"));
+    order.restore(state.at("epoch").get<int64_t>(), state.at("position").get<int64_t>());
+    if (replay_order && state.contains("replay"))
+      replay_order->restore(state["replay"].at("epoch").get<int64_t>(), state["replay"].at("position").get<int64_t>());
+    return state.at("step").get<int64_t>();
+  }
+};
+
+}  // namespace
+
+json train_options_to_json(const TrainOptions& o) {
+  return {{"model", o.model}, {"init", o.init_config}, {"tokenizer", o.tokenizer}, {"data", o.data}, {"format", o.format},
+          {"template", o.template_name}, {"max-length", o.max_length}, {"train-on-prompt", o.train_on_prompt}, {"pack", o.pack},
+          {"val-count", o.val_count}, {"lora-rank", o.lora_rank}, {"lora-alpha", o.lora_alpha}, {"lora-dropout", o.lora_dropout},
+          {"lora-targets", o.lora_targets}, {"lr", o.lr}, {"weight-decay", o.weight_decay}, {"beta1", o.beta1}, {"beta2", o.beta2},
+          {"adam-eps", o.adam_eps}, {"decay-all", o.decay_all}, {"schedule", o.schedule}, {"warmup-steps", o.warmup_steps},
+          {"min-lr-ratio", o.min_lr_ratio}, {"step-every-epochs", o.step_every_epochs}, {"step-gamma", o.step_gamma},
+          {"batch-size", o.batch_size}, {"grad-accum", o.grad_accum}, {"max-steps", o.max_steps}, {"epochs", o.epochs},
+          {"max-grad-norm", o.max_grad_norm}, {"sam", o.sam}, {"rho", o.rho}, {"asam-eta", o.asam_eta}, {"looksam-k", o.looksam_k},
+          {"looksam-alpha", o.looksam_alpha}, {"sam-subset", o.sam_subset}, {"replay", o.replay}, {"replay-ratio", o.replay_ratio},
+          {"ewc", o.ewc}, {"ewc-lambda", o.ewc_lambda}, {"l2-base", o.l2_base}, {"penalty-on-adapters", o.penalty_on_adapters},
+          {"out", o.out}, {"log-every", o.log_every}, {"eval-every", o.eval_every}, {"save-every", o.save_every},
+          {"keep-last", o.keep_last}, {"seed", o.seed}, {"threads", o.threads}, {"save-dtype", o.save_dtype}};
+}
+
+TrainResult train(const TrainOptions& options) {
+  TrainOptions o = options;
+  validate(o);
+  Distributed dist = init_distributed();
+  if (o.threads > 0) at::set_num_threads(o.threads);
+  RunFolder run{o.out};
+  if (dist.is_main()) make_dirs(o.out);
+  torch::manual_seed(o.seed);
+
+  // Tokenizer and model.
+  const std::string tokenizer_dir = o.tokenizer.empty() ? o.model : o.tokenizer;
+  auto tokenizer = load_tokenizer(tokenizer_dir);
+  LlamaForCausalLM model = o.init_config.empty() ? load_llama(o.model) : LlamaForCausalLM(load_llama_config(o.init_config));
+  if (!o.init_config.empty()) model->init_weights(o.seed);
+  const LlamaConfig& config = model->config();
+  if (o.max_length == 0) o.max_length = std::min<int64_t>(config.max_position_embeddings, 2048);
+  if (o.max_length > config.max_position_embeddings)
+    fail("--max-length", std::to_string(o.max_length) + " exceeds the model's max_position_embeddings (" +
+                             std::to_string(config.max_position_embeddings) + ")");
+  if (config.sliding_window && o.max_length > *config.sliding_window)
+    fail("--max-length", "longer than the model's sliding window, which flatune does not implement");
+  // Penalties need the weights before any change (and before LoRA freezes them).
+  RetainPenalty penalty = make_retain_penalty(model, o.ewc, o.ewc_lambda, o.l2_base, o.penalty_on_adapters);
+  if (o.lora_rank > 0) {
+    LoraOptions lo;
+    lo.rank = o.lora_rank;
+    lo.alpha = o.lora_alpha;
+    lo.dropout = o.lora_dropout;
+    lo.targets = o.lora_targets;
+    model->add_lora(lo);
+    bind_lora_terms(penalty, model);
+  }
+  model->train();
+
+  // Data.
+  const std::string tpl = o.format == "text" ? "plain" : resolve_template(o.template_name, *tokenizer);
+  TokenizeStats stats;
+  std::vector<Example> train_set = load_examples(o.data, o.format, tpl, o, *tokenizer, &stats), val_set;
+  split_validation(train_set, val_set, o.val_count, o.seed);
+  if (stats.dropped > 0)
+    spdlog::warn("{}: {} of {} examples dropped: truncation to {} tokens would cut away the whole response", o.data,
+                 stats.dropped, stats.examples, o.max_length);
+  ReplayMix replay = make_replay(o.replay, o.replay_ratio, o.batch_size, [&](const std::string& path) {
+    TokenizeStats rs;
+    std::string fmt = path.size() > 4 && path.compare(path.size() - 4, 4, ".txt") == 0 ? "text" : "auto";
+    return load_examples(path, fmt, tpl, o, *tokenizer, &rs);
+  });
+  const int64_t pad_id = tokenizer->special().pad_id.value_or(tokenizer->special().eos_id.value_or(0));
+  const int64_t target_per_micro = o.batch_size - replay.per_batch;
+  const int64_t examples_per_step = target_per_micro * o.grad_accum * dist.world_size;
+  const int64_t steps_per_epoch = std::max<int64_t>(1, static_cast<int64_t>(train_set.size()) / std::max<int64_t>(1, examples_per_step));
+  const int64_t total_steps = o.max_steps > 0 ? o.max_steps : static_cast<int64_t>(std::ceil(o.epochs * steps_per_epoch));
+  DataOrder order(train_set.size(), o.seed);
+  std::unique_ptr<DataOrder> replay_order = replay.examples.empty() ? nullptr : std::make_unique<DataOrder>(replay.examples.size(), o.seed + 7919);
+
+  // Optimizer: AdamW wrapped by the SAM family.
+  auto params = model->trainable_parameters();
+  std::vector<torch::Tensor> param_tensors;
+  for (auto& [n, p] : params) param_tensors.push_back(p);
+  auto optimizer = make_adamw(params, AdamWSettings{o.lr, o.beta1, o.beta2, o.adam_eps, o.weight_decay, o.decay_all});
+  std::function<void()> grad_sync;
+  if (dist.active()) {
+    grad_sync = [&] {
+      std::vector<torch::Tensor> grads;
+      for (auto& p : param_tensors) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        grads.push_back(p.grad());
+      }
+      dist.allreduce_mean(grads);
+    };
+  }
+  SamStepper stepper(params, *optimizer, SamSettings{o.sam, o.rho, o.asam_eta, o.looksam_k, o.looksam_alpha, o.sam_subset},
+                     o.max_grad_norm, grad_sync);
+  Schedule schedule;
+  schedule.kind = o.schedule;
+  schedule.warmup_steps = o.warmup_steps;
+  schedule.total_steps = total_steps;
+  schedule.min_lr_ratio = o.min_lr_ratio;
+  schedule.steps_per_epoch = steps_per_epoch;
+  schedule.decay_every_epochs = o.step_every_epochs;
+  schedule.gamma = o.step_gamma;
+  learning_rate_at(schedule, o.lr, 0);  // rejects an unknown schedule before any work
+
+  // Resume, or start every rank from rank 0's weights.
+  Checkpointer ckpt{o, run, model, *optimizer, stepper, order, replay_order.get(), tokenizer_dir};
+  int64_t step = 0;
+  if (o.resume) {
+    if (auto newest = newest_checkpoint(run)) {
+      step = ckpt.restore(*newest);
+      spdlog::info("resumed {} from step {}", o.out, step);
+    } else {
+      spdlog::info("{}: no complete checkpoint to resume from; starting at step 0", o.out);
+    }
+  } else if (dist.is_main() && newest_checkpoint(run)) {
+    fail(o.out, "the run folder already has checkpoints; pass --resume to continue it or choose a new --out");
+  }
+  {
+    std::vector<torch::Tensor> all;
+    for (auto& p : model->parameters()) all.push_back(p.detach());
+    dist.broadcast(all);
+  }
+  std::unique_ptr<MetricsLog> metrics;
+  if (dist.is_main()) {
+    json cfg = train_options_to_json(o);
+    cfg["resolved"] = {{"template", tpl}, {"total-steps", total_steps}, {"train-examples", train_set.size()},
+                       {"val-examples", val_set.size()}, {"dropped-examples", stats.dropped}, {"world-size", dist.world_size},
+                       {"torch-version", compat::torch_version()}, {"flatune-version", "0.1.0"},
+                       {"threads", at::get_num_threads()}, {"device", "cpu"}, {"parameters", config.num_parameters()},
+                       {"trainable-parameters", [&] { int64_t n = 0; for (auto& t : param_tensors) n += t.numel(); return n; }()}};
+    write_file_atomic(run.config_path(), json_to_yaml(cfg));
+    metrics = std::make_unique<MetricsLog>(run.metrics_path(), /*truncate_after_step=*/true, step);
+  }
+
+  StopRequest stop;
+  Progress progress("train", total_steps, "step");
+  TrainResult result;
+  double tokens_done = 0, last_loss = std::nan("");
+  const auto start = std::chrono::steady_clock::now();
+  while (step < total_steps) {
+    const double lr = learning_rate_at(schedule, o.lr, step);
+    set_learning_rate(*optimizer, lr);
+    // This rank's micro-batches of the step: its share of the step's examples, plus replay.
+    auto idx = order.take(static_cast<size_t>(examples_per_step));
+    std::vector<Batch> batches, replay_batches;
+    int64_t label_tokens = 0, tokens = 0;
+    for (int64_t m = 0; m < o.grad_accum; ++m) {
+      std::vector<const Example*> ptrs;
+      int64_t base = (m * dist.world_size + dist.rank) * target_per_micro;
+      for (int64_t k = 0; k < target_per_micro; ++k) ptrs.push_back(&train_set[idx[base + k]]);
+      size_t n_target = ptrs.size();
+      if (replay_order) {
+        auto ridx = replay_order->take(static_cast<size_t>(replay.per_batch * dist.world_size));
+        for (int64_t k = 0; k < replay.per_batch; ++k) ptrs.push_back(&replay.examples[ridx[dist.rank * replay.per_batch + k]]);
+      }
+      Batch b = o.pack ? collate_packed(ptrs, o.max_length, pad_id) : collate(ptrs, pad_id);
+      label_tokens += b.label_tokens;
+      tokens += b.tokens;
+      batches.push_back(std::move(b));
+      (void)n_target;
+    }
+    // Every rank scales its loss so that the all-reduced mean gradient is the gradient of the
+    // mean token loss over the whole step, as one process with the whole batch would compute.
+    const double global_labels = dist.mean(static_cast<double>(label_tokens)) * dist.world_size;
+    const double scale = dist.world_size / std::max(1.0, global_labels);
+    double replay_sum = 0;
+    int64_t replay_count = 0;
+    bool first_pass = true;
+    auto closure = [&]() -> double {
+      double loss_sum = 0;
+      for (const auto& b : batches) {
+        ForwardInput in;
+        in.input_ids = b.input_ids;
+        in.position_ids = b.position_ids;
+        if (o.pack) in.segment_ids = b.segment_ids;
+        else in.attention_mask = b.attention_mask;
+        auto logits = model->forward(in);
+        auto [sum, n] = causal_lm_loss_sum(logits, b.labels);
+        if (first_pass && replay.per_batch > 0 && !o.pack) {
+          // The replayed rows are the last ones of each micro-batch: their loss, for the log.
+          torch::NoGradGuard ng;
+          const int64_t rows = logits.size(0);
+          auto [rs, rn] = causal_lm_loss_sum(logits.detach().narrow(0, rows - replay.per_batch, replay.per_batch),
+                                             b.labels.narrow(0, rows - replay.per_batch, replay.per_batch));
+          replay_sum += rs.item<double>();
+          replay_count += rn;
+        }
+        (sum * scale).backward();
+        loss_sum += sum.item<double>();
+      }
+      first_pass = false;
+      double loss = loss_sum * scale / dist.world_size;
+      if (penalty.active()) {
+        auto p = penalty.value(model);
+        p.backward();
+        loss += p.item<double>();
+      }
+      return loss;
+    };
+    StepStats st = stepper.step(closure);
+    st.loss = dist.mean(st.loss) * dist.world_size;
+    if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)) {
+      auto last = newest_checkpoint(run);
+      fail("step " + std::to_string(step + 1),
+           std::string("loss or gradient is ") + (std::isnan(st.loss) || std::isnan(st.grad_norm) ? "NaN" : "infinite") +
+               "; stopping (last good checkpoint: " + (last ? run.checkpoint_dir(*last) : std::string("none")) + ")");
+    }
+    ++step;
+    tokens_done += dist.mean(static_cast<double>(tokens)) * dist.world_size;
+    last_loss = st.loss;
+    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    json line = {{"step", step}, {"loss", st.loss}, {"lr", lr}, {"grad_norm", st.grad_norm}, {"tokens", tokens_done},
+                 {"tokens_per_s", tokens_done / std::max(1e-9, elapsed)}, {"epoch", order.epoch()}};
+    if (replay_count > 0) line["replay_loss"] = replay_sum / static_cast<double>(replay_count);
+    if (st.second_pass) {
+      line["perturbed_loss"] = dist.mean(st.perturbed_loss) * dist.world_size;
+      line["e_norm"] = st.e_norm;
+    }
+    if (o.eval_every > 0 && !val_set.empty() && (step % o.eval_every == 0 || step == total_steps))
+      line["val_loss"] = result.final_val_loss = validation_loss(model, val_set, o.batch_size, pad_id, dist);
+    if (metrics && (step % std::max<int64_t>(1, o.log_every) == 0 || line.contains("val_loss") || step == total_steps))
+      metrics->write(line);
+    char status[96];
+    std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s", st.loss, lr, tokens_done / std::max(1e-9, elapsed));
+    progress.update(step, status);
+    bool stopping = stop.requested();
+    if ((o.save_every > 0 && step % o.save_every == 0 && step < total_steps) || stopping) {
+      if (dist.is_main()) ckpt.save(step);
+      dist.barrier();
+    }
+    if (stopping) {
+      spdlog::warn("signal {}: saved {} and stopped at step {}", stop.signal(), run.checkpoint_dir(step), step);
+      result.steps = step;
+      result.final_train_loss = last_loss;
+      return result;
+    }
+  }
+  progress.finish();
+
+  if (!val_set.empty() && result.final_val_loss < 0) result.final_val_loss = validation_loss(model, val_set, o.batch_size, pad_id, dist);
+  if (dist.is_main()) {
+    save_checkpoint(run.final_dir(), llama_config_to_json(config), model->weights(/*merge_lora=*/true),
+                    SaveOptions{save_dtype(o.save_dtype), 0}, tokenizer_dir);
+    if (model->has_lora()) save_lora_adapter(model, join_path(run.final_dir(), "adapter"), o.model);
+  }
+  dist.barrier();
+  result.steps = step;
+  result.final_train_loss = last_loss;
+  result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.tokens_per_second = tokens_done / std::max(1e-9, result.wall_seconds);
+  result.final_dir = run.final_dir();
+  return result;
+}
+
+}  // namespace flatune

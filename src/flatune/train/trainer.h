@@ -1,0 +1,95 @@
+// The training run, from settings to final model: data, model (a Hugging Face folder, or fresh
+// from a config for pretraining), AdamW wrapped by the SAM family, the loop with accumulation,
+// clipping, schedules, validation, checkpoints that survive a crash, resume, and the final
+// model. One function, readable top to bottom in trainer.cpp.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace flatune {
+
+struct TrainOptions {
+  // Model: a folder to fine-tune, or a config.json to start from scratch (then `tokenizer`).
+  std::string model;
+  std::string init_config;
+  std::string tokenizer;  // defaults to the model folder
+
+  // Data.
+  std::string data;
+  std::string format = "auto";  // alpaca sharegpt metamath jsonl text auto
+  std::string template_name = "auto";
+  int64_t max_length = 0;  // 0: the model's window, at most 2048
+  bool train_on_prompt = false;  // loss on every token, not only responses
+  bool pack = false;
+  double val_fraction = 0.0;
+  int64_t val_count = 0;
+
+  // LoRA (rank 0: full fine-tuning).
+  int64_t lora_rank = 0;
+  double lora_alpha = 16;
+  double lora_dropout = 0.0;
+  std::vector<std::string> lora_targets = {"q_proj", "v_proj"};
+
+  // Optimisation.
+  double lr = 2e-5;
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+  bool decay_all = false;  // weight decay on norms, biases and embeddings too
+  std::string schedule = "cosine";  // constant linear cosine step
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;
+  int64_t step_every_epochs = 1;  // `step` schedule
+  double step_gamma = 0.1;
+  int64_t batch_size = 8;  // examples per micro-batch
+  int64_t grad_accum = 1;
+  int64_t max_steps = 0;  // 0: from epochs
+  double epochs = 1;
+  double max_grad_norm = 1.0;  // 0: off
+
+  // SAM family.
+  std::string sam = "none";  // none sam asam looksam sam-subset
+  double rho = 0.05;
+  double asam_eta = 0.01;
+  int64_t looksam_k = 5;
+  double looksam_alpha = 0.7;
+  std::vector<std::string> sam_subset;  // parameter-name patterns
+
+  // Anti-forgetting (retain/).
+  std::string replay;
+  double replay_ratio = 0.0;
+  std::string ewc;  // Fisher file
+  double ewc_lambda = 0.0;
+  double l2_base = 0.0;
+  bool penalty_on_adapters = false;  // with LoRA: penalties on adapters instead of effective weights
+
+  // Run.
+  std::string out;
+  int64_t log_every = 1;
+  int64_t eval_every = 0;
+  int64_t save_every = 0;  // 0: only the final model
+  int64_t keep_last = 2;
+  uint64_t seed = 1;
+  bool resume = false;
+  int threads = 0;
+  std::string save_dtype = "float32";
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double final_train_loss = 0, final_val_loss = -1;
+  double wall_seconds = 0;
+  double tokens_per_second = 0;
+  std::string final_dir;
+};
+
+// Runs (or resumes) a training run into options.out. Errors a user can cause are
+// flatune::Error; a NaN/Inf loss stops the run naming the step, keeping the last checkpoint.
+// SIGINT/SIGTERM save a checkpoint and return early (result.steps < planned).
+TrainResult train(const TrainOptions& options);
+
+// The resolved settings as JSON (what config.yaml holds).
+nlohmann::json train_options_to_json(const TrainOptions& o);
+
+}  // namespace flatune
