@@ -1,1 +1,2 @@
 flatune_test(test_distributed SOURCES test_distributed.cpp DEPS flatune_train)
+flatune_test(test_train SOURCES test_train.cpp test_util.cpp DEPS flatune_train)

@@ -36,7 +36,7 @@ void Progress::update(int64_t done, const std::string& status) {
   auto now = std::chrono::steady_clock::now();
   double since = std::chrono::duration<double>(now - last_draw_).count();
   // A terminal redraws ~10 times a second; a log gets a line every log_every_s seconds.
-  if (since >= (tty_ ? 0.1 : log_every_s_) || done == total_) {
+  if (since >= (tty_ ? 0.1 : log_every_s_) || (tty_ && done == total_)) {
     last_draw_ = now;
     draw(false);
   }

@@ -370,7 +370,7 @@ TrainResult train(const TrainOptions& options) {
     std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s", st.loss, lr, tokens_done / std::max(1e-9, elapsed));
     progress.update(step, status);
     bool stopping = stop.requested();
-    if ((o.save_every > 0 && step % o.save_every == 0 && step < total_steps) || stopping) {
+    if ((o.save_every > 0 && step % o.save_every == 0) || stopping) {
       if (dist.is_main()) ckpt.save(step);
       dist.barrier();
     }

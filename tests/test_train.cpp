@@ -1,0 +1,304 @@
+// The training run end to end on the testdata models: learning, resume bit for bit, crash
+// safety, accumulation, data parallel equivalence, and bad input.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "flatune/core/error.h"
+#include "flatune/core/fs.h"
+#include "flatune/core/json.h"
+#include "flatune/io/checkpoint.h"
+#include "flatune/model/llama.h"
+#include "flatune/optim/optimizer.h"
+#include "flatune/train/run_folder.h"
+#include "flatune/train/trainer.h"
+#include "test_util.h"
+
+using namespace flatune;
+using flatune::testing::run_flatune;
+using flatune::testing::TempDir;
+using flatune::testing::testdata;
+
+extern char** environ;
+
+namespace {
+
+std::string write_alpaca(const TempDir& dir, int n = 48) {
+  json rows = json::array();
+  for (int i = 0; i < n; ++i) {
+    int a = (i * 7) % 23, b = (i * 5) % 19;
+    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)}, {"input", ""},
+                    {"output", std::to_string(a + b)}});
+  }
+  write_file_atomic(dir / "alpaca.json", rows.dump());
+  return dir / "alpaca.json";
+}
+
+TrainOptions base_options(const std::string& data, const std::string& out) {
+  TrainOptions o;
+  o.model = testdata("models/llama-gqa");
+  o.data = data;
+  o.out = out;
+  o.batch_size = 4;
+  o.max_steps = 12;
+  o.lr = 2e-3;
+  o.seed = 3;
+  o.threads = 1;
+  return o;
+}
+
+std::vector<double> losses(const std::string& run) {
+  std::vector<double> out;
+  for_each_jsonl(run + "/metrics.jsonl", [&](const json& j, size_t) { out.push_back(j.at("loss").get<double>()); });
+  return out;
+}
+
+bool same_file(const std::string& a, const std::string& b) { return read_file(a) == read_file(b); }
+
+// The AdamW state (step, exp_avg, exp_avg_sq of every parameter) saved in a checkpoint.
+std::vector<torch::Tensor> optimizer_state(const std::string& checkpoint, const TrainOptions& o) {
+  auto model = load_llama(o.model);
+  if (o.lora_rank > 0) {
+    LoraOptions lo;
+    lo.rank = o.lora_rank;
+    lo.targets = o.lora_targets;
+    model->add_lora(lo);
+  }
+  auto params = model->trainable_parameters();
+  auto opt = make_adamw(params, AdamWSettings{});
+  load_optimizer_state(*opt, checkpoint + "/optimizer.pt");
+  std::vector<torch::Tensor> out;
+  for (auto& group : opt->param_groups())
+    for (auto& p : group.params()) {
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*opt->state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+      out.push_back(torch::tensor({st.step()}, torch::kLong));
+      out.push_back(st.exp_avg());
+      out.push_back(st.exp_avg_sq());
+    }
+  return out;
+}
+
+double max_weight_diff(const std::string& a, const std::string& b) {
+  auto wa = read_safetensors(a), wb = read_safetensors(b);
+  double m = 0;
+  for (size_t i = 0; i < wa.size(); ++i) m = std::max(m, (wa[i].second - wb[i].second).abs().max().item<double>());
+  return m;
+}
+
+}  // namespace
+
+TEST(Train, SamFineTuningLowersTheLoss) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  TrainOptions o = base_options(write_alpaca(dir), dir / "run");
+  o.max_steps = 30;
+  o.batch_size = 8;
+  o.lr = 3e-3;
+  o.sam = "sam";
+  o.rho = 0.05;
+  o.val_count = 8;
+  o.eval_every = 10;
+  TrainResult r = train(o);
+  EXPECT_EQ(r.steps, 30);
+  auto l = losses(dir / "run");
+  ASSERT_EQ(l.size(), 30u);
+  EXPECT_LT(l.back(), 0.5 * l.front());
+  EXPECT_GT(r.final_val_loss, 0);
+  // The final folder is a complete Hugging Face folder that loads.
+  auto model = load_llama(dir / "run/final");
+  EXPECT_TRUE(file_exists(dir / "run/final/tokenizer.json"));
+  EXPECT_TRUE(file_exists(dir / "run/config.yaml"));
+}
+
+TEST(Train, PretrainingAFreshModelOnTextLowersTheLoss) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-mha");
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the cat sat on the mat number " + std::to_string(i % 10) + ".\n";
+  write_file_atomic(dir / "corpus.txt", text);
+  TrainOptions o;
+  o.init_config = testdata("models/llama-mha/config.json");
+  o.tokenizer = testdata("models/llama-mha");
+  o.data = dir / "corpus.txt";
+  o.format = "text";
+  o.max_length = 64;
+  o.batch_size = 8;
+  o.max_steps = 25;
+  o.lr = 5e-3;
+  o.out = dir / "pre";
+  o.threads = 1;
+  train(o);
+  auto l = losses(dir / "pre");
+  EXPECT_LT(l.back(), 0.6 * l.front());
+}
+
+// 12 steps straight vs 6 steps, a restart from the step-6 checkpoint, and 6 more: bit for bit.
+class Resume : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Resume, IsBitIdentical) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  TrainOptions o = base_options(write_alpaca(dir), dir / "straight");
+  o.save_every = 6;
+  o.keep_last = 0;
+  const std::string variant = GetParam();
+  if (variant == "sam") o.sam = "sam";
+  if (variant == "looksam") { o.sam = "looksam"; o.looksam_k = 4; }
+  if (variant == "lora-sam") { o.sam = "sam"; o.lora_rank = 4; o.lora_targets = {"q_proj", "v_proj", "down_proj"}; }
+  if (variant == "pack-accum") { o.pack = true; o.grad_accum = 2; }
+  train(o);
+  // The interrupted run: only what was on disk at step 6.
+  std::filesystem::create_directories(dir / "resumed/checkpoints");
+  std::filesystem::copy(dir / "straight/checkpoints/step-6", dir / "resumed/checkpoints/step-6", std::filesystem::copy_options::recursive);
+  TrainOptions r = o;
+  r.out = dir / "resumed";
+  r.resume = true;
+  EXPECT_EQ(train(r).steps, 12);
+  const std::string a = dir / "straight/checkpoints/step-12", b = dir / "resumed/checkpoints/step-12";
+  const char* weights = o.lora_rank > 0 ? "/adapter_model.safetensors" : "/model.safetensors";
+  EXPECT_TRUE(same_file(a + weights, b + weights)) << variant;
+  auto sa = optimizer_state(a, o), sb = optimizer_state(b, o);
+  ASSERT_EQ(sa.size(), sb.size());
+  ASSERT_FALSE(sa.empty());
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i], sb[i])) << variant << " optimizer tensor " << i;
+  EXPECT_TRUE(same_file(a + "/trainer_tensors.safetensors", b + "/trainer_tensors.safetensors")) << variant;
+  EXPECT_TRUE(same_file(dir / "straight/final/model.safetensors", dir / "resumed/final/model.safetensors")) << variant;
+  // The resumed log reads as one run: 12 lines, the last ones equal.
+  auto la = losses(dir / "straight"), lb = losses(dir / "resumed");
+  ASSERT_EQ(lb.size(), 6u);
+  EXPECT_EQ(la.back(), lb.back());
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Resume, ::testing::Values("adamw", "sam", "looksam", "lora-sam", "pack-accum"));
+
+TEST(Train, AccumulationEqualsOneLargeBatch) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string data = write_alpaca(dir);
+  for (const char* sam : {"none", "sam"}) {
+    TrainOptions big = base_options(data, dir / (std::string("big-") + sam));
+    big.batch_size = 8;
+    big.max_steps = 3;
+    big.sam = sam;
+    // Adam divides by sqrt(v): with the default eps a parameter whose gradient is ~0 moves by
+    // ~lr whatever its sign noise, so summation-order rounding would dominate the comparison.
+    big.adam_eps = 1e-3;
+    TrainOptions small = big;
+    small.out = dir / (std::string("small-") + sam);
+    small.batch_size = 4;
+    small.grad_accum = 2;
+    train(big);
+    train(small);
+    EXPECT_LT(max_weight_diff(dir / (std::string("big-") + sam) + "/final/model.safetensors",
+                              dir / (std::string("small-") + sam) + "/final/model.safetensors"),
+              2e-6)
+        << sam;
+  }
+}
+
+TEST(Train, TwoProcessesEqualOneProcessWithTheWholeBatch) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string data = write_alpaca(dir);
+  for (const char* variant : {"adamw", "sam", "lora"}) {
+    std::string common = "--model '" + testdata("models/llama-gqa") + "' --data '" + data +
+                         "' --max-steps 10 --lr 2e-3 --seed 3 --threads 1 --log-every 1 --adam-eps 1e-3";
+    if (std::string(variant) == "sam") common += " --sam sam --rho 0.1";
+    if (std::string(variant) == "lora") common += " --lora-rank 4 --sam sam";
+    auto one = run_flatune("train " + common + " --batch-size 8 --out '" + (dir / "one-") + variant + "'");
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    auto two = run_flatune("launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' train " + common +
+                           " --batch-size 4 --out '" + (dir / "two-") + variant + "'");
+    ASSERT_EQ(two.exit_code, 0) << two.output;
+    EXPECT_LT(max_weight_diff(dir / "one-" + variant + "/final/model.safetensors",
+                              dir / "two-" + variant + "/final/model.safetensors"),
+              2e-6)
+        << variant;
+  }
+}
+
+TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string data = write_alpaca(dir);
+  std::vector<std::string> args = {FLATUNE_BINARY, "train", "--model", testdata("models/llama-gqa"), "--data", data,
+                                   "--out", dir / "run", "--max-steps", "400", "--save-every", "1", "--keep-last", "3",
+                                   "--threads", "1", "--batch-size", "2"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  // Wait until a few checkpoints exist, then kill it mid-stream (it checkpoints every step, so
+  // the kill lands during or between writes).
+  RunFolder run{dir / "run"};
+  for (int i = 0; i < 3000 && list_checkpoints(run).size() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  auto newest = newest_checkpoint(run);
+  ASSERT_TRUE(newest.has_value());
+  auto model = load_llama(run.checkpoint_dir(*newest));  // complete and loadable
+  auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --out '" + (dir / "run") +
+                       "' --max-steps " + std::to_string(*newest + 2) + " --save-every 1 --threads 1 --batch-size 2 --resume");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(file_exists(dir / "run/final/model.safetensors"));
+}
+
+TEST(Train, SigtermSavesACheckpointAndExitsCleanly) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string data = write_alpaca(dir);
+  std::vector<std::string> args = {FLATUNE_BINARY, "train", "--model", testdata("models/llama-gqa"), "--data", data,
+                                   "--out", dir / "run", "--max-steps", "100000", "--threads", "1", "--batch-size", "2"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  for (int i = 0; i < 3000 && !file_exists(dir / "run/metrics.jsonl"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(newest_checkpoint(RunFolder{dir / "run"}).has_value());
+}
+
+TEST(Train, NonFiniteLossStopsNamingTheStep) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  TrainOptions o = base_options(write_alpaca(dir), dir / "run");
+  o.lr = 1e30;
+  o.max_grad_norm = 0;
+  try {
+    train(o);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.where().rfind("step ", 0), 0u) << e.what();
+    EXPECT_NE(e.problem().find("NaN"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Train, BadInputIsOneLineAndExitCodeTwo) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  write_file_atomic(dir / "empty.json", "[]");
+  write_file_atomic(dir / "bad.json", "[{\"instruction\": \"x\", \"output\": 3}]");
+  std::string model = " --model '" + testdata("models/llama-gqa") + "' --out '" + (dir / "r") + "'";
+  for (auto [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"--data '" + (dir / "empty.json") + "'", "empty.json: empty dataset"},
+           {"--data '" + (dir / "bad.json") + "'", "bad.json: record 0: field 'output' must be a string"},
+           {"--data '" + (dir / "missing.json") + "'", "missing.json: cannot open"},
+           {"--data '" + write_alpaca(dir) + "' --lora-rank 2 --lora-targets qkv", "target 'qkv' names no module"},
+           {"--data '" + write_alpaca(dir) + "' --sam magic", "unknown SAM variant 'magic'"}}) {
+    auto r = run_flatune("train" + model + " " + args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.rfind("flatune: ", 0), 0u) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+}
