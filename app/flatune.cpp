@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
   flatune::cli::add_train_command(app);
   flatune::cli::add_fisher_command(app);
   flatune::cli::add_merge_command(app);
+  flatune::cli::add_eval_command(app);
+  flatune::cli::add_forgetting_command(app);
 
   try {
     app.parse(argc, argv);

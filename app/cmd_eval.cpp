@@ -1,0 +1,98 @@
+// `flatune eval`: tasks (and perplexity) on a model into <out>/eval/; `flatune forgetting`: the
+// base-vs-tuned table.
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.h"
+#include "flatune/core/error.h"
+#include "flatune/core/fs.h"
+#include "flatune/eval/evaluate.h"
+#include "flatune/eval/forgetting.h"
+
+namespace flatune::cli {
+
+void add_eval_command(CLI::App& app) {
+  struct Args {
+    std::string model, out, template_name;
+    std::vector<std::string> tasks, perplexity;
+    EvalOptions opts;
+    int threads = 0;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("eval", "evaluate a model on task files (multiple choice, generative) and text perplexity");
+  sub->add_option("--model", a->model, "model folder")->required();
+  sub->add_option("--tasks", a->tasks, "task files (JSONL items)");
+  sub->add_option("--perplexity", a->perplexity, "text files to score with rolling windows");
+  sub->add_option("--shots", a->opts.shots, "few-shot examples per item");
+  sub->add_option("--seed", a->opts.seed, "few-shot sampling seed");
+  sub->add_option("--limit", a->opts.limit, "first N items of each task");
+  sub->add_option("--max-length", a->opts.max_length, "window (default: the model's)");
+  sub->add_flag("--naive", a->opts.naive, "score every choice with its own forward pass");
+  sub->add_option("--max-new-tokens", a->opts.max_new_tokens, "generative tasks: tokens to generate");
+  sub->add_option("--template", a->opts.template_name, "generative tasks: wrap prompts in this training template");
+  sub->add_option("--threads", a->threads, "intra-op threads");
+  sub->add_option("--out", a->out, "folder (a run folder or model folder) that receives eval/")->required();
+  sub->callback([a] {
+    if (a->tasks.empty() && a->perplexity.empty()) fail("--tasks", "give task files and/or --perplexity text files");
+    if (a->threads > 0) at::set_num_threads(a->threads);
+    auto tok = load_tokenizer(a->model);
+    auto model = load_llama(a->model);
+    std::string dir = join_path(a->out, "eval");
+    make_dirs(dir);
+    for (const auto& path : a->tasks) {
+      Task task = read_task(path);
+      TaskResult r = evaluate_task(model, *tok, task, a->opts);
+      json j = task_result_to_json(r);
+      j["model"] = a->model;
+      j["settings"] = {{"shots", a->opts.shots}, {"seed", a->opts.seed}, {"limit", a->opts.limit}, {"naive", a->opts.naive},
+                       {"template", a->opts.template_name}, {"file", path}};
+      write_file_atomic(join_path(dir, task.name + ".json"), j.dump(2) + "\n");
+      std::string items;
+      for (const auto& it : r.items) items += it.dump() + "\n";
+      write_file_atomic(join_path(dir, task.name + ".items.jsonl"), items);
+      std::printf("%-24s n=%-5lld", task.name.c_str(), static_cast<long long>(r.n));
+      for (const auto& [k, v] : r.metrics) std::printf("  %s %.4f ± %.4f", k.c_str(), v.value, v.stderr_);
+      std::printf("\n");
+    }
+    for (const auto& path : a->perplexity) {
+      int64_t window = a->opts.max_length > 0 ? a->opts.max_length : model->config().max_position_embeddings;
+      auto p = rolling_perplexity(model, *tok, read_file(path), window);
+      std::string name = std::filesystem::path(path).stem().string();
+      json j = {{"task", name}, {"kind", "perplexity"}, {"n", p.tokens},
+                {"metrics", {{"loglik", p.loglik}, {"tokens", p.tokens}, {"bytes", p.bytes}, {"words", p.words},
+                             {"token_perplexity", p.token_perplexity()}, {"word_perplexity", p.word_perplexity()},
+                             {"byte_perplexity", p.byte_perplexity()}, {"bits_per_byte", p.bits_per_byte()}}},
+                {"model", a->model}, {"settings", {{"file", path}, {"window", window}}}};
+      write_file_atomic(join_path(dir, name + ".json"), j.dump(2) + "\n");
+      std::printf("%-24s tokens=%lld  token ppl %.4f  bits/byte %.4f\n", name.c_str(), static_cast<long long>(p.tokens),
+                  p.token_perplexity(), p.bits_per_byte());
+    }
+  });
+}
+
+void add_forgetting_command(CLI::App& app) {
+  struct Args {
+    std::string base, categories, out;
+    std::vector<std::string> tuned, targets;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("forgetting", "table of base vs tuned evaluation results per task, category and overall");
+  sub->add_option("--base", a->base, "folder with the base model's eval/")->required();
+  sub->add_option("--tuned", a->tuned, "folders with tuned models' eval/")->required();
+  sub->add_option("--categories", a->categories, "YAML {category: [task prefixes]} (default: the seed paper's)");
+  sub->add_option("--target", a->targets, "target tasks, reported as gains outside the overall score");
+  sub->add_option("--out", a->out, "write PREFIX.md, PREFIX.csv and PREFIX.json");
+  sub->callback([a] {
+    Categories cats = a->categories.empty() ? paper_categories() : load_categories(a->categories);
+    ForgettingTable t = forgetting_table(a->base, a->tuned, cats, a->targets);
+    std::string md = forgetting_markdown(t);
+    std::printf("%s", md.c_str());
+    if (!a->out.empty()) {
+      write_file_atomic(a->out + ".md", md);
+      write_file_atomic(a->out + ".csv", forgetting_csv(t));
+      write_file_atomic(a->out + ".json", forgetting_json(t).dump(2) + "\n");
+    }
+  });
+}
+
+}  // namespace flatune::cli

@@ -1,0 +1,249 @@
+#include "flatune/eval/evaluate.h"
+
+#include <cmath>
+#include <random>
+#include <regex>
+
+#include "flatune/core/error.h"
+#include "flatune/core/progress.h"
+#include "flatune/data/dataset.h"
+#include "flatune/eval/loglik.h"
+#include "flatune/model/generate.h"
+
+namespace flatune {
+
+MetricValue mean_with_stderr(const std::vector<double>& xs) {
+  MetricValue m;
+  if (xs.empty()) return m;
+  double sum = 0;
+  for (double x : xs) sum += x;
+  m.value = sum / xs.size();
+  if (xs.size() > 1) {
+    double ss = 0;
+    for (double x : xs) ss += (x - m.value) * (x - m.value);
+    m.stderr_ = std::sqrt(ss / (xs.size() - 1)) / std::sqrt(static_cast<double>(xs.size()));
+  }
+  return m;
+}
+
+namespace {
+size_t code_points(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+}  // namespace
+
+void score_choices(const std::vector<double>& ll, const std::vector<std::string>& choices, int* pred, int* pred_norm) {
+  *pred = 0;
+  *pred_norm = 0;
+  double best = -INFINITY, best_norm = -INFINITY;
+  for (size_t i = 0; i < ll.size(); ++i) {
+    // np.argmax keeps the first of equal values.
+    if (ll[i] > best) { best = ll[i]; *pred = static_cast<int>(i); }
+    double norm = ll[i] / static_cast<double>(std::max<size_t>(1, code_points(choices[i])));
+    if (norm > best_norm) { best_norm = norm; *pred_norm = static_cast<int>(i); }
+  }
+}
+
+namespace {
+
+// Few-shot prefix: `shots` other items of the task, seeded, each with its gold answer.
+std::string fewshot_prefix(const Task& task, size_t item, const EvalOptions& o, std::mt19937_64& rng) {
+  if (o.shots <= 0) return "";
+  std::vector<size_t> pool;
+  for (size_t i = 0; i < task.mc.size(); ++i)
+    if (i != item) pool.push_back(i);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  std::string out;
+  for (int k = 0; k < o.shots && k < static_cast<int>(pool.size()); ++k) {
+    const McItem& ex = task.mc[pool[k]];
+    out += ex.context(ex.gold) + o.target_delimiter + ex.choice(ex.gold) + o.fewshot_delimiter;
+  }
+  return out;
+}
+
+void add_category(TaskResult& r, const std::map<std::string, std::map<std::string, std::vector<double>>>& per_cat) {
+  for (const auto& [cat, metrics] : per_cat) {
+    for (const auto& [name, xs] : metrics) r.categories[cat][name] = mean_with_stderr(xs);
+    r.category_counts[cat] = static_cast<int64_t>(metrics.begin()->second.size());
+  }
+}
+
+std::string normalise_number(std::string s) {
+  std::string out;
+  for (char c : s)
+    if (c != ',' && c != '$') out += c;
+  if (out.size() > 2 && out.compare(out.size() - 2, 2, ".0") == 0) out.resize(out.size() - 2);
+  if (!out.empty() && out.back() == '.') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+std::string extract_answer(const std::string& text) {
+  static const std::regex strict("#### (\\-?[0-9\\.\\,]+)");
+  static const std::regex number("-?[$0-9.,]{2,}|-?[0-9]+");
+  std::smatch m;
+  if (std::regex_search(text, m, strict)) return normalise_number(m[1].str());
+  std::string last;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), number); it != std::sregex_iterator(); ++it) {
+    std::string s = normalise_number(it->str());
+    if (s.find_first_of("0123456789") != std::string::npos) last = s;
+  }
+  return last;
+}
+
+TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Task& task, const EvalOptions& o) {
+  TaskResult r;
+  r.task = task.name;
+  r.kind = task.kind;
+  const int64_t window = o.max_length > 0 ? o.max_length : model->config().max_position_embeddings;
+  bool was_training = model->is_training();
+  model->eval();
+  std::map<std::string, std::map<std::string, std::vector<double>>> per_cat;
+  if (task.kind == "multiple_choice") {
+    size_t n = task.mc.size();
+    if (o.limit > 0) n = std::min<size_t>(n, o.limit);
+    std::mt19937_64 rng(o.seed);
+    std::vector<double> acc, acc_norm;
+    Progress progress("eval " + task.name, static_cast<int64_t>(n), "item");
+    for (size_t i = 0; i < n; ++i) {
+      const McItem& item = task.mc[i];
+      std::string prefix = fewshot_prefix(task, i, o, rng);
+      std::vector<EncodedPair> pairs;
+      std::vector<std::string> choices;
+      for (int c = 0; c < item.num_choices(); ++c) {
+        pairs.push_back(encode_pair(tok, prefix + item.context(c), o.target_delimiter + item.choice(c)));
+        choices.push_back(item.choices.size() > 1 ? item.choices[c] : item.choices[0]);
+      }
+      auto ll = o.naive || item.contexts.size() > 1 ? score_naive(model, pairs, window) : score_shared_context(model, pairs, window);
+      std::vector<double> values;
+      for (auto& l : ll) values.push_back(l.value);
+      int pred = 0, pred_norm = 0;
+      score_choices(values, choices, &pred, &pred_norm);
+      double a = pred == item.gold, an = pred_norm == item.gold;
+      acc.push_back(a);
+      acc_norm.push_back(an);
+      per_cat[item.category]["acc"].push_back(a);
+      per_cat[item.category]["acc_norm"].push_back(an);
+      r.items.push_back({{"id", item.id}, {"loglik", values}, {"gold", item.gold}, {"pred_acc", pred}, {"pred_acc_norm", pred_norm},
+                         {"category", item.category}});
+      progress.update(static_cast<int64_t>(i + 1));
+    }
+    progress.finish();
+    r.n = static_cast<int64_t>(n);
+    r.metrics["acc"] = mean_with_stderr(acc);
+    r.metrics["acc_norm"] = mean_with_stderr(acc_norm);
+  } else {
+    size_t n = task.gen.size();
+    if (o.limit > 0) n = std::min<size_t>(n, o.limit);
+    std::vector<double> em;
+    GenerateOptions g;
+    g.max_new_tokens = o.max_new_tokens;
+    if (tok.special().eos_id) g.eos_ids.push_back(*tok.special().eos_id);
+    for (auto id : model->config().eos_token_ids)
+      if (std::find(g.eos_ids.begin(), g.eos_ids.end(), id) == g.eos_ids.end()) g.eos_ids.push_back(id);
+    Progress progress("eval " + task.name, static_cast<int64_t>(n), "item");
+    for (size_t i = 0; i < n; ++i) {
+      const GenItem& item = task.gen[i];
+      std::string prompt = item.prompt;
+      if (!o.template_name.empty()) {
+        Conversation c{{Turn{"user", item.prompt, ""}, Turn{"assistant", "", ""}}, ""};
+        prompt = render(c, o.template_name)[0].text;
+      }
+      auto ids32 = tok.encode(prompt, true);
+      std::vector<int64_t> ids(ids32.begin(), ids32.end());
+      if (static_cast<int64_t>(ids.size()) + o.max_new_tokens > window)
+        ids.erase(ids.begin(), ids.begin() + std::min<int64_t>(ids.size() - 1, ids.size() + o.max_new_tokens - window));
+      auto out = generate(model, {ids}, g)[0];
+      std::vector<int32_t> out32;
+      for (int64_t t : out)
+        if (std::find(g.eos_ids.begin(), g.eos_ids.end(), t) == g.eos_ids.end()) out32.push_back(static_cast<int32_t>(t));
+      std::string text = tok.decode(out32, true);
+      for (const auto& s : o.stop) {
+        auto pos = text.find(s);
+        if (!s.empty() && pos != std::string::npos) text.resize(pos);
+      }
+      std::string got = extract_answer(text), want = extract_answer(item.answer);
+      if (want.empty()) want = item.answer;
+      double hit = !got.empty() && got == want;
+      em.push_back(hit);
+      per_cat[item.category]["exact_match"].push_back(hit);
+      r.items.push_back({{"id", item.id}, {"output", text}, {"extracted", got}, {"answer", want}, {"correct", hit > 0}});
+      progress.update(static_cast<int64_t>(i + 1));
+    }
+    progress.finish();
+    r.n = static_cast<int64_t>(n);
+    r.metrics["exact_match"] = mean_with_stderr(em);
+  }
+  add_category(r, per_cat);
+  model->train(was_training);
+  return r;
+}
+
+json task_result_to_json(const TaskResult& r) {
+  json metrics = json::object(), cats = json::object();
+  for (const auto& [k, v] : r.metrics) {
+    metrics[k] = v.value;
+    metrics[k + "_stderr"] = v.stderr_;
+  }
+  for (const auto& [cat, ms] : r.categories) {
+    json c = {{"n", r.category_counts.at(cat)}};
+    for (const auto& [k, v] : ms) {
+      c[k] = v.value;
+      c[k + "_stderr"] = v.stderr_;
+    }
+    cats[cat.empty() ? "(none)" : cat] = c;
+  }
+  return {{"task", r.task}, {"kind", r.kind}, {"n", r.n}, {"metrics", metrics}, {"categories", cats}};
+}
+
+double PerplexityResult::token_perplexity() const { return std::exp(-loglik / std::max<int64_t>(1, tokens)); }
+double PerplexityResult::word_perplexity() const { return std::exp(-loglik / std::max<int64_t>(1, words)); }
+double PerplexityResult::byte_perplexity() const { return std::exp(-loglik / std::max<int64_t>(1, bytes)); }
+double PerplexityResult::bits_per_byte() const { return -loglik / (std::max<int64_t>(1, bytes) * std::log(2.0)); }
+
+PerplexityResult rolling_perplexity(LlamaForCausalLM& model, const Tokenizer& tok, const std::string& text, int64_t max_length) {
+  torch::NoGradGuard ng;
+  PerplexityResult r;
+  auto ids32 = tok.encode(text, false);
+  std::vector<int64_t> tokens(ids32.begin(), ids32.end());
+  r.tokens = static_cast<int64_t>(tokens.size());
+  r.bytes = static_cast<int64_t>(text.size());
+  std::istringstream ws(text);
+  std::string w;
+  while (ws >> w) ++r.words;
+  if (tokens.empty()) return r;
+  const auto& sp = tok.special();
+  auto prefix = sp.bos_id ? sp.bos_id : sp.eos_id;
+  if (!prefix) fail("tokenizer", "has neither BOS nor EOS for the first window");
+  bool was_training = model->is_training();
+  model->eval();
+  // Windows (context_len 1): each predicts up to max_length new tokens.
+  auto score = [&](const std::vector<int64_t>& input, const std::vector<int64_t>& targets) {
+    ForwardInput in;
+    in.input_ids = torch::tensor(input, torch::kLong).unsqueeze(0);
+    auto logp = model->forward(in)[0].to(torch::kDouble).log_softmax(-1);
+    const int64_t k = static_cast<int64_t>(targets.size());
+    auto rows = logp.narrow(0, logp.size(0) - k, k);
+    r.loglik += rows.gather(1, torch::tensor(targets, torch::kLong).unsqueeze(1)).sum().item<double>();
+  };
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  int64_t first = std::min(max_length, n);
+  std::vector<int64_t> input = {*prefix};
+  input.insert(input.end(), tokens.begin(), tokens.begin() + first - 1);
+  score(input, std::vector<int64_t>(tokens.begin(), tokens.begin() + first));
+  int64_t predicted = first;
+  while (predicted < n) {
+    int64_t len = std::min(n - predicted, max_length);
+    int64_t end = predicted + len;
+    std::vector<int64_t> win(tokens.begin() + (end - max_length - 1), tokens.begin() + (end - 1));
+    score(win, std::vector<int64_t>(tokens.begin() + (end - len), tokens.begin() + end));
+    predicted += len;
+  }
+  model->train(was_training);
+  return r;
+}
+
+}  // namespace flatune

@@ -1,0 +1,72 @@
+// Evaluating a model on a task: multiple choice (acc, acc_norm as lm-evaluation-harness
+// computes them, with standard errors and per-category results), generative exact match, and
+// perplexity of text with rolling windows. Results are data; app/ prints them.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flatune/core/json.h"
+#include "flatune/eval/tasks.h"
+#include "flatune/model/llama.h"
+#include "flatune/text/tokenizer.h"
+
+namespace flatune {
+
+struct EvalOptions {
+  int shots = 0;                 // few-shot examples from the same file, never the item itself
+  uint64_t seed = 1234;          // few-shot sampling seed (lm-eval's default)
+  int64_t max_length = 0;        // 0: the model's window
+  int64_t limit = 0;             // first N items only (0: all)
+  bool naive = false;            // score every choice with its own forward pass
+  std::string target_delimiter = " ";
+  std::string fewshot_delimiter = "\n\n";
+  // Generative tasks.
+  int64_t max_new_tokens = 64;
+  std::vector<std::string> stop = {"\n\n"};
+  std::string template_name;  // wrap generative prompts in this training template ("" = raw)
+};
+
+struct MetricValue {
+  double value = 0, stderr_ = 0;
+};
+
+struct TaskResult {
+  std::string task, kind;
+  int64_t n = 0;
+  std::map<std::string, MetricValue> metrics;                          // acc, acc_norm | exact_match
+  std::map<std::string, std::map<std::string, MetricValue>> categories;  // category -> metric -> value
+  std::map<std::string, int64_t> category_counts;
+  json items = json::array();  // per-item log
+};
+
+// Mean and its standard error (sample standard deviation / sqrt(n)), as lm-eval's mean_stderr.
+MetricValue mean_with_stderr(const std::vector<double>& xs);
+
+// acc: argmax of the summed log-likelihood; acc_norm: argmax of loglik / len(choice) in
+// characters (code points).
+void score_choices(const std::vector<double>& loglik, const std::vector<std::string>& choices, int* pred, int* pred_norm);
+
+TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Task& task, const EvalOptions& opts);
+
+json task_result_to_json(const TaskResult& r);
+
+// GSM8K-style answer extraction: "#### N", else the last number in the text; normalised (no
+// commas, $, or trailing ".0"). Empty when there is no number.
+std::string extract_answer(const std::string& text);
+
+struct PerplexityResult {
+  double loglik = 0;  // natural log, summed over tokens
+  int64_t tokens = 0, words = 0, bytes = 0;
+  double token_perplexity() const;
+  double word_perplexity() const;
+  double byte_perplexity() const;
+  double bits_per_byte() const;
+};
+
+// lm-eval's loglikelihood_rolling: the whole text scored once, in windows of max_length with
+// the prefix token before the first.
+PerplexityResult rolling_perplexity(LlamaForCausalLM& model, const Tokenizer& tok, const std::string& text, int64_t max_length);
+
+}  // namespace flatune

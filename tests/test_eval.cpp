@@ -1,0 +1,247 @@
+// Evaluation scored as lm-evaluation-harness scores it, against brute force and hand-worked values.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "flatune/core/error.h"
+#include "flatune/core/fs.h"
+#include "flatune/eval/evaluate.h"
+#include "flatune/eval/forgetting.h"
+#include "flatune/eval/loglik.h"
+#include "flatune/text/tokenizer.h"
+#include "test_util.h"
+
+using namespace flatune;
+using flatune::testing::TempDir;
+using flatune::testing::testdata;
+
+namespace {
+std::vector<int64_t> enc(const Tokenizer& t, const std::string& s) {
+  auto v = t.encode(s, false);
+  return std::vector<int64_t>(v.begin(), v.end());
+}
+}  // namespace
+
+TEST(EncodePair, TrailingSpacesMoveToTheContinuation) {
+  FLATUNE_REQUIRE_TESTDATA("tokenizers/llama3");
+  auto tok = load_tokenizer(testdata("tokenizers/llama3"));
+  // "The answer is " + "4" is scored as "The answer is" + " 4".
+  auto p = encode_pair(*tok, "The answer is ", "4");
+  EXPECT_EQ(p.context, enc(*tok, "The answer is"));
+  EXPECT_EQ(p.continuation, enc(*tok, " 4"));
+  // Two trailing spaces: both move.
+  auto q = encode_pair(*tok, "Answer:  ", "yes");
+  EXPECT_EQ(q.context, enc(*tok, "Answer:"));
+  std::vector<int32_t> cont(q.continuation.begin(), q.continuation.end());
+  EXPECT_EQ(tok->decode(cont), "  yes");
+  // Empty context: the prefix token (BOS) stands for it; the continuation is encoded alone.
+  auto e = encode_pair(*tok, "", " hello");
+  EXPECT_EQ(e.context, (std::vector<int64_t>{128000}));
+  EXPECT_EQ(e.continuation, enc(*tok, " hello"));
+}
+
+TEST(EncodePair, ContinuationIsTheWholeMinusTheContext) {
+  FLATUNE_REQUIRE_TESTDATA("tokenizers/spm-bpe-32k");
+  auto tok = load_tokenizer(testdata("tokenizers/spm-bpe-32k"));
+  // SentencePiece-style: " world" alone would start with a lone "▁"; inside "Hello world" it
+  // is one "▁world" piece, and that is what the continuation must be.
+  auto p = encode_pair(*tok, "Hello", " world");
+  auto whole = enc(*tok, "Hello world");
+  EXPECT_EQ(p.context, enc(*tok, "Hello"));
+  ASSERT_EQ(whole.size(), p.context.size() + 1);
+  EXPECT_EQ(p.continuation, std::vector<int64_t>(whole.begin() + p.context.size(), whole.end()));
+  EXPECT_NE(p.continuation, enc(*tok, " world"));
+  EXPECT_EQ(tok->id_to_token(static_cast<int32_t>(p.continuation[0])), "\xE2\x96\x81world");
+}
+
+TEST(Metrics, AccAccNormAndStderrByHand) {
+  int pred = -1, pred_norm = -1;
+  // acc picks the larger sum; acc_norm divides by characters: -1/1 < -2/6.
+  score_choices({-1.0, -2.0}, {"a", "bbbbbb"}, &pred, &pred_norm);
+  EXPECT_EQ(pred, 0);
+  EXPECT_EQ(pred_norm, 1);
+  // Characters, not bytes: "é" is one character.
+  score_choices({-2.0, -2.1}, {"\xC3\xA9\xC3\xA9", "abc"}, &pred, &pred_norm);
+  EXPECT_EQ(pred_norm, 1);  // -2/2 = -1 < -2.1/3 = -0.7
+  // Ties keep the first, as np.argmax.
+  score_choices({-1.0, -1.0}, {"x", "y"}, &pred, &pred_norm);
+  EXPECT_EQ(pred, 0);
+  auto m = mean_with_stderr({1, 0, 1, 1});
+  EXPECT_DOUBLE_EQ(m.value, 0.75);
+  EXPECT_DOUBLE_EQ(m.stderr_, 0.25);  // sample sd 0.5 / sqrt(4)
+}
+
+TEST(Loglik, SharedContextEqualsBruteForceIncludingTruncation) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  auto model = load_llama(testdata("models/llama-gqa"));
+  model->eval();
+  auto tok = load_tokenizer(testdata("models/llama-gqa"));
+  std::mt19937 rng(11);
+  auto random_text = [&](int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += "abcdefgh ijk,."[rng() % 14];
+    return s;
+  };
+  int truncated = 0;
+  for (int item = 0; item < 12; ++item) {
+    std::string ctx = random_text(5 + rng() % 60);
+    std::vector<EncodedPair> pairs;
+    for (int c = 0; c < 4; ++c) pairs.push_back(encode_pair(*tok, ctx, " " + random_text(1 + rng() % 12)));
+    const int64_t window = 24;  // small, so some items exceed it
+    truncated += static_cast<int64_t>(pairs[0].context.size() + pairs[0].continuation.size()) > window + 1;
+    auto fast = score_shared_context(model, pairs, window);
+    auto slow = score_naive(model, pairs, window);
+    for (int c = 0; c < 4; ++c) {
+      EXPECT_NEAR(fast[c].value, slow[c].value, 1e-5) << item << "/" << c;
+      EXPECT_EQ(fast[c].is_greedy, slow[c].is_greedy);
+    }
+    // The brute force itself against a hand-rolled sum of log-softmax on the full sequence.
+    if (static_cast<int64_t>(pairs[1].context.size() + pairs[1].continuation.size()) <= window + 1) {
+      std::vector<int64_t> all = pairs[1].context;
+      all.insert(all.end(), pairs[1].continuation.begin(), pairs[1].continuation.end());
+      ForwardInput in;
+      in.input_ids = torch::tensor(all, torch::kLong).unsqueeze(0);
+      torch::NoGradGuard ng;
+      auto logp = model->forward(in)[0].to(torch::kDouble).log_softmax(-1);
+      double ref = 0;
+      for (size_t t = pairs[1].context.size(); t < all.size(); ++t) ref += logp[t - 1][all[t]].item<double>();
+      EXPECT_NEAR(slow[1].value, ref, 1e-5);  // float32 forwards of different lengths
+    }
+  }
+  EXPECT_GT(truncated, 0);
+}
+
+TEST(Evaluate, TaskFileEndToEndAndFewShot) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  write_file_atomic(dir / "t.jsonl",
+                    "{\"id\": \"a\", \"context\": \"Q: one\\nA:\", \"choices\": [\"x\", \"yy\"], \"gold\": 1, \"category\": \"c1\"}\n"
+                    "{\"id\": \"b\", \"context\": \"Q: two\\nA:\", \"choices\": [\"zz\", \"w\", \"v\"], \"gold\": 0, \"category\": \"c2\"}\n"
+                    "{\"id\": \"c\", \"contexts\": [\"The cat\", \"The dog\"], \"continuation\": \"sat.\", \"gold\": 1, \"category\": \"c2\"}\n");
+  Task task = read_task(dir / "t.jsonl");
+  EXPECT_EQ(task.mc.size(), 3u);
+  auto model = load_llama(testdata("models/llama-gqa"));
+  auto tok = load_tokenizer(testdata("models/llama-gqa"));
+  EvalOptions o;
+  TaskResult fast = evaluate_task(model, *tok, task, o);
+  o.naive = true;
+  TaskResult naive = evaluate_task(model, *tok, task, o);
+  ASSERT_EQ(fast.items.size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    for (size_t c = 0; c < fast.items[i]["loglik"].size(); ++c)
+      EXPECT_NEAR(fast.items[i]["loglik"][c].get<double>(), naive.items[i]["loglik"][c].get<double>(), 1e-5);
+  // acc is the share of items whose argmax is gold.
+  double hits = 0;
+  for (auto& it : fast.items) hits += it["pred_acc"] == it["gold"];
+  EXPECT_DOUBLE_EQ(fast.metrics["acc"].value, hits / 3);
+  EXPECT_EQ(fast.category_counts["c2"], 2);
+  o.shots = 2;
+  o.naive = false;
+  TaskResult shot = evaluate_task(model, *tok, task, o);
+  EXPECT_EQ(shot.n, 3);
+}
+
+TEST(Evaluate, MalformedItemsNameFileAndLine) {
+  TempDir dir;
+  auto expect_error = [&](const std::string& line, const std::string& needle) {
+    write_file_atomic(dir / "bad.jsonl", "{\"context\": \"ok\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n" + line + "\n");
+    try {
+      read_task(dir / "bad.jsonl");
+      ADD_FAILURE() << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.jsonl:2"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error("{\"context\": \"c\", \"choices\": [\"a\"], \"gold\": 3}", "gold 3 is out of range");
+  expect_error("{\"context\": \"c\", \"choices\": [], \"gold\": 0}", "no choices");
+  expect_error("{\"contexts\": [\"a\"], \"continuation\": \"x\", \"gold\": 0}", "at least two");
+  expect_error("{\"context\": \"c\", \"gold\": 0}", "missing field 'choices'");
+  expect_error("{\"prompt\": \"p\", \"answer\": \"1\"}", "mixes generative");
+}
+
+TEST(Perplexity, RollingWindowsMatchHandComputation) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-mha");
+  auto model = load_llama(testdata("models/llama-mha"));
+  model->eval();
+  auto tok = load_tokenizer(testdata("models/llama-mha"));
+  const std::string text = "the quick brown fox jumps over the lazy dog";
+  auto tokens = enc(*tok, text);
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  torch::NoGradGuard ng;
+  auto score = [&](std::vector<int64_t> input, int64_t first_target, int64_t count) {
+    ForwardInput in;
+    in.input_ids = torch::tensor(input, torch::kLong).unsqueeze(0);
+    auto logp = model->forward(in)[0].to(torch::kDouble).log_softmax(-1);
+    double s = 0;
+    for (int64_t k = 0; k < count; ++k) s += logp[input.size() - count + k][tokens[first_target + k]].item<double>();
+    return s;
+  };
+  // Window larger than the text: one pass with BOS in front.
+  std::vector<int64_t> one = {1};
+  one.insert(one.end(), tokens.begin(), tokens.end() - 1);
+  auto whole = rolling_perplexity(model, *tok, text, 128);
+  EXPECT_NEAR(whole.loglik, score(one, 0, n), 1e-9);
+  EXPECT_EQ(whole.tokens, n);
+  EXPECT_EQ(whole.words, 9);
+  EXPECT_EQ(whole.bytes, static_cast<int64_t>(text.size()));
+  EXPECT_NEAR(whole.bits_per_byte(), -whole.loglik / (text.size() * std::log(2.0)), 1e-12);
+  // Window 8: [BOS, t0..t6] -> t0..t7, then windows of 8 inputs predicting the next 8 (or the rest).
+  ASSERT_GT(n, 16);
+  double ref = 0;
+  std::vector<int64_t> w0 = {1};
+  w0.insert(w0.end(), tokens.begin(), tokens.begin() + 7);
+  ref += score(w0, 0, 8);
+  for (int64_t predicted = 8; predicted < n;) {
+    int64_t len = std::min<int64_t>(8, n - predicted), end = predicted + len;
+    ref += score(std::vector<int64_t>(tokens.begin() + end - 9, tokens.begin() + end - 1), end - len, len);
+    predicted += len;
+  }
+  EXPECT_NEAR(rolling_perplexity(model, *tok, text, 8).loglik, ref, 1e-9);
+}
+
+TEST(Generative, AnswerExtraction) {
+  EXPECT_EQ(extract_answer("so the total is 12.\n#### 1,234"), "1234");
+  EXPECT_EQ(extract_answer("The answer is: 42"), "42");
+  EXPECT_EQ(extract_answer("we get 3 apples and then 7.0"), "7");
+  EXPECT_EQ(extract_answer("costs $15 in total"), "15");
+  EXPECT_EQ(extract_answer("-5 degrees"), "-5");
+  EXPECT_EQ(extract_answer("no number here"), "");
+}
+
+TEST(Forgetting, TableFromHandWrittenResults) {
+  TempDir dir;
+  auto write = [&](const std::string& run, const std::string& task, double acc, double acc_norm) {
+    make_dirs(dir / run + "/eval");
+    json j = {{"task", task}, {"metrics", {{"acc", acc}, {"acc_norm", acc_norm}}}};
+    write_file_atomic(dir / run + "/eval/" + task + ".json", j.dump());
+  };
+  // base / tuned: mmlu (acc), hellaswag (acc_norm), boolq (acc), arc_challenge (acc_norm), target.
+  write("base", "mmlu", 0.50, 0.0);
+  write("base", "hellaswag", 0.0, 0.60);
+  write("base", "boolq", 0.70, 0.0);
+  write("base", "arc_challenge", 0.0, 0.40);
+  write("base", "math", 0.10, 0.0);
+  write("tuned", "mmlu", 0.40, 0.0);
+  write("tuned", "hellaswag", 0.0, 0.50);
+  write("tuned", "boolq", 0.80, 0.0);
+  write("tuned", "arc_challenge", 0.0, 0.30);
+  write("tuned", "math", 0.50, 0.0);
+  auto t = forgetting_table(dir / "base", {dir / "tuned"}, paper_categories(), {"math"});
+  ASSERT_EQ(t.categories.size(), 3u);  // knowledge, reasoning, exams (no understanding task)
+  EXPECT_EQ(t.categories[0].name, "knowledge");
+  EXPECT_DOUBLE_EQ(t.categories[1].base, (0.60 + 0.70) / 2);
+  EXPECT_DOUBLE_EQ(t.categories[1].tuned[0], (0.50 + 0.80) / 2);
+  // overall: mean of the category means.
+  EXPECT_DOUBLE_EQ(t.overall.base, (0.50 + 0.65 + 0.40) / 3);
+  EXPECT_DOUBLE_EQ(t.overall.tuned[0], (0.40 + 0.65 + 0.30) / 3);
+  ASSERT_EQ(t.targets.size(), 1u);
+  EXPECT_DOUBLE_EQ(t.targets[0].tuned[0] - t.targets[0].base, 0.40);
+  for (auto& r : t.tasks)
+    if (r.name == "hellaswag") EXPECT_EQ(r.metric, "acc_norm");
+  auto md = forgetting_markdown(t);
+  EXPECT_NE(md.find("| **overall** |"), std::string::npos) << md;
+  EXPECT_NE(md.find("-0.0667"), std::string::npos) << md;  // overall change: (1.35 - 1.55) / 3
+  EXPECT_THROW(forgetting_table(dir / "base", {dir / "nothing"}, paper_categories(), {}), Error);
+}
