@@ -165,8 +165,23 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
         auto pos = text.find(s);
         if (!s.empty() && pos != std::string::npos) text.resize(pos);
       }
-      std::string got = extract_answer(text), want = extract_answer(item.answer);
-      if (want.empty()) want = item.answer;
+      // Numeric answers (GSM8K style) compare extracted numbers; others the first line, trimmed
+      // and lower-cased.
+      std::string want = extract_answer(item.answer), got;
+      if (!want.empty()) {
+        got = extract_answer(text);
+      } else {
+        auto norm = [](std::string s) {
+          s = s.substr(0, s.find('\n'));
+          while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+          size_t b = s.find_first_not_of(" \t");
+          s = b == std::string::npos ? "" : s.substr(b);
+          for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          return s;
+        };
+        got = norm(text);
+        want = norm(item.answer);
+      }
       double hit = !got.empty() && got == want;
       em.push_back(hit);
       per_cat[item.category]["exact_match"].push_back(hit);

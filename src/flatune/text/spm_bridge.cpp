@@ -1,11 +1,18 @@
 #include "flatune/text/spm_bridge.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 
 #include "flatune/core/error.h"
+#include "flatune/core/fs.h"
+
+extern char** environ;
 
 namespace flatune::spm {
 
@@ -24,7 +31,6 @@ struct Api {
   int (*is_control)(void*, int) = nullptr;
   int (*is_unknown)(void*, int) = nullptr;
   int (*special)(void*, int) = nullptr;
-  int (*train)(const char*, char*, size_t) = nullptr;
 };
 
 // Where libflatune_spm.so is: $FLATUNE_SPM_LIB, the build tree's path, or beside the binary.
@@ -70,7 +76,6 @@ const Api& api() {
     a.is_control = reinterpret_cast<decltype(a.is_control)>(sym("fspm_is_control"));
     a.is_unknown = reinterpret_cast<decltype(a.is_unknown)>(sym("fspm_is_unknown"));
     a.special = reinterpret_cast<decltype(a.special)>(sym("fspm_special"));
-    a.train = reinterpret_cast<decltype(a.train)>(sym("fspm_train"));
     return a;
   }();
   return a;
@@ -119,9 +124,27 @@ int Model::eos_id() const { return api().special(handle_, 1); }
 int Model::unk_id() const { return api().special(handle_, 2); }
 int Model::pad_id() const { return api().special(handle_, 3); }
 
-void train(const std::string& args) {
-  char err[1024] = {0};
-  if (api().train(args.c_str(), err, sizeof err) != 0) fail("sentencepiece trainer", err);
+void train(const std::vector<std::string>& flags, const std::string& log_path) {
+  std::vector<std::string> args = {"spm_train"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid;
+  int rc = posix_spawnp(&pid, "spm_train", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) fail("spm_train", "cannot run it (install the Debian package sentencepiece)");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string log = file_exists(log_path) ? read_file(log_path) : "";
+    while (!log.empty() && log.back() == '\n') log.pop_back();
+    fail("spm_train", "failed: " + log.substr(log.rfind('\n') + 1) + " (log: " + log_path + ")");
+  }
 }
 
 }  // namespace flatune::spm

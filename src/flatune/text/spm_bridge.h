@@ -34,7 +34,10 @@ class Model {
   void* handle_;
 };
 
-// SentencePieceTrainer::Train with spm_train-style flags ("--input=… --model_prefix=… …").
-void train(const std::string& args);
+// Trains a model with Debian's `spm_train` (package sentencepiece) and flags such as
+// "--input=…", "--model_prefix=…". A separate process: SentencePieceTrainer inside a process
+// that also holds libtorch crashes on its iostream globals under RTLD_DEEPBIND. Its output
+// goes to `log_path`; a failure is an Error quoting the log's last line.
+void train(const std::vector<std::string>& flags, const std::string& log_path);
 
 }  // namespace flatune::spm

@@ -1,6 +1,5 @@
 // The C side of spm_bridge.h, compiled into libflatune_spm.so with libsentencepiece.
 #include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -68,13 +67,4 @@ __attribute__((visibility("default"))) int fspm_special(void* h, int which) {
     default: return sp(h)->pad_id();
   }
 }
-__attribute__((visibility("default"))) int fspm_train(const char* args, char* err, size_t errn) {
-  auto st = sentencepiece::SentencePieceTrainer::Train(absl::string_view(args));
-  if (!st.ok()) {
-    set_error(err, errn, st.ToString());
-    return 1;
-  }
-  return 0;
-}
-
 }  // extern "C"

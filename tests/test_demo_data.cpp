@@ -1,0 +1,88 @@
+// The embedded study's data: deterministic, readable by flatune's own readers, suites held out.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "flatune/core/error.h"
+#include "flatune/core/fs.h"
+#include "flatune/data/dataset.h"
+#include "flatune/demo/demo_data.h"
+#include "flatune/eval/tasks.h"
+#include "flatune/text/tokenizer.h"
+#include "test_util.h"
+
+using namespace flatune;
+using flatune::testing::TempDir;
+
+namespace {
+const char* kWordnet = "/usr/share/wordnet";
+DemoDataOptions small() {
+  DemoDataOptions o;
+  o.nouns = 300;
+  o.glosses = 2000;
+  o.antonyms = 100;
+  o.suite_items = 40;
+  o.target_train = 200;
+  o.target_test = 20;
+  o.instructions = 200;
+  o.vocab_size = 600;
+  return o;
+}
+}  // namespace
+
+TEST(DemoData, DeterministicParsableAndHeldOut) {
+  if (!file_exists(std::string(kWordnet) + "/data.noun")) GTEST_SKIP() << "wordnet-base not installed";
+  TempDir a, b;
+  auto pa = build_demo_data(small(), kWordnet, a / "d");
+  auto pb = build_demo_data(small(), kWordnet, b / "d");
+  for (const auto& [x, y] : std::vector<std::pair<std::string, std::string>>{
+           {pa.corpus, pb.corpus}, {pa.general_instructions, pb.general_instructions}, {pa.target_math, pb.target_math},
+           {pa.suites[0], pb.suites[0]}, {pa.test_chat, pb.test_chat}})
+    EXPECT_EQ(read_file(x), read_file(y)) << x;
+  // Another seed gives other data.
+  DemoDataOptions other = small();
+  other.seed = 2;
+  auto pc = build_demo_data(other, kWordnet, a / "other");
+  EXPECT_NE(read_file(pa.suites[0]), read_file(pc.suites[0]));
+
+  // Every file parses with flatune's readers.
+  EXPECT_EQ(read_conversations(pa.general_instructions, "alpaca").size(), 200u);
+  EXPECT_EQ(read_conversations(pa.target_math, "metamath").size(), 200u);
+  EXPECT_EQ(read_conversations(pa.target_stem, "alpaca").size(), 200u);
+  auto chat = read_conversations(pa.target_chat, "sharegpt");
+  EXPECT_EQ(chat[0].turns.size(), 4u);
+  for (const auto& t : {pa.test_math, pa.test_stem, pa.test_chat}) EXPECT_EQ(read_task(t).gen.size(), 20u);
+
+  // Suites: answerable from the corpus, phrased as no training file phrases anything.
+  const std::string corpus = read_file(pa.corpus);
+  std::string training = corpus + read_file(pa.general_instructions) + read_file(pa.target_math) + read_file(pa.target_stem) +
+                         read_file(pa.target_chat);
+  for (const auto& suite : pa.suites) {
+    Task t = read_task(suite);
+    EXPECT_EQ(t.mc.size(), 40u);
+    for (const auto& item : t.mc) {
+      EXPECT_EQ(training.find(item.contexts[0]), std::string::npos) << item.contexts[0];
+      EXPECT_LT(item.gold, item.num_choices());
+    }
+  }
+  // The knowledge suite's answers are stated in the corpus: "q: what is a w? a: it is a h".
+  for (const auto& item : read_task(pa.suites[0]).mc) {
+    std::string w = item.contexts[0].substr(std::string("q: what is ").size());
+    w = w.substr(w.find(' ') + 1);  // past the article
+    w = w.substr(0, w.find('?'));
+    EXPECT_NE(corpus.find(" " + w + " is a kind of " + item.choices[item.gold] + "."), std::string::npos) << w;
+  }
+  // Target tests are disjoint from their training sets.
+  for (const auto& [train, test] : std::vector<std::pair<std::string, std::string>>{
+           {pa.target_math, pa.test_math}, {pa.target_stem, pa.test_stem}}) {
+    std::string tr = read_file(train);
+    for (const auto& g : read_task(test).gen) EXPECT_EQ(tr.find("\"" + g.prompt + "\""), std::string::npos) << g.prompt;
+  }
+  // The tokenizer loads and shortens the corpus below one token per byte.
+  auto tok = load_tokenizer(pa.tokenizer_dir);
+  EXPECT_EQ(tok->kind(), "sentencepiece");
+  std::string sample = corpus.substr(0, 20000);
+  EXPECT_LT(tok->encode(sample, false).size() * 1.5, sample.size());  // a 600-piece vocabulary here
+  EXPECT_EQ(tok->decode(tok->encode("what is a cat?\n\n### Response:", false)), "what is a cat?\n\n### Response:");
+  EXPECT_THROW(build_demo_data(small(), "/nonexistent/wordnet", a / "x"), Error);
+}
