@@ -15,6 +15,57 @@ using flatune::testing::testdata;
 namespace {
 std::unique_ptr<Tokenizer> bytes_tokenizer() { return load_tokenizer(testdata("tokenizers/bytes-320")); }
 
+// A tokenizer with one token per byte (ids 3..258; 0 <unk>, 1 <s> added in front, 2 </s>), so
+// that token positions are character positions and the expected labels can be written out.
+class ByteTokenizer : public Tokenizer {
+ public:
+  explicit ByteTokenizer(std::string chat_template = "") : template_(std::move(chat_template)) {
+    sp_.unk_id = 0;
+    sp_.bos_id = 1;
+    sp_.eos_id = 2;
+    sp_.add_bos = true;
+  }
+  std::vector<int32_t> encode(std::string_view text, bool add_special) const override {
+    std::vector<int32_t> ids;
+    if (add_special) ids.push_back(1);
+    for (unsigned char c : text) ids.push_back(c + 3);
+    return ids;
+  }
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special) const override {
+    std::string s;
+    for (int32_t id : ids) s += id >= 3 ? std::string(1, static_cast<char>(id - 3)) : skip_special ? "" : id_to_token(id);
+    return s;
+  }
+  int64_t vocab_size() const override { return 259; }
+  std::optional<int32_t> token_to_id(std::string_view) const override { return std::nullopt; }
+  std::string id_to_token(int32_t id) const override {
+    static const char* specials[] = {"<unk>", "<s>", "</s>"};
+    return id < 3 ? specials[id] : std::string(1, static_cast<char>(id - 3));
+  }
+  const SpecialTokens& special() const override { return sp_; }
+  const std::string& chat_template() const override { return template_; }
+  std::string kind() const override { return "test-bytes"; }
+
+ private:
+  SpecialTokens sp_;
+  std::string template_;
+};
+
+// An example written out token by token, with {…} around the runs of labelled tokens (each
+// label checked to equal its input id).
+std::string marked(const Example& e, const Tokenizer& tok) {
+  std::string s;
+  bool in = false;
+  for (size_t i = 0; i < e.ids.size(); ++i) {
+    bool on = e.labels[i] != -100;
+    if (on) EXPECT_EQ(e.labels[i], e.ids[i]) << "position " << i;
+    if (on != in) s += on ? "{" : "}";
+    in = on;
+    s += tok.id_to_token(static_cast<int32_t>(e.ids[i]));
+  }
+  return in ? s + "}" : s;
+}
+
 // The text under the labelled positions, and the text under the masked ones.
 std::pair<std::string, std::string> split_by_labels(const Example& e, const Tokenizer& tok) {
   std::vector<int32_t> on, off;
@@ -205,4 +256,130 @@ TEST(Data, TextBlocksAndValidationSplit) {
   split_validation(train2, val2, 5, 1);
   EXPECT_EQ(val2[0].ids, val[0].ids);
   EXPECT_THROW(text_blocks(dir / "t.txt", *tok, 100000), Error);
+}
+
+TEST(Data, EveryTemplateLabelsExactlyTheAssistantTokens) {
+  ByteTokenizer tok;
+  Conversation chat{{Turn{"system", "Be brief.", ""}, Turn{"user", "Hi", ""}, Turn{"assistant", "Hello", ""},
+                     Turn{"user", "Bye", ""}, Turn{"assistant", "Ciao", ""}},
+                    ""};
+  Conversation alpaca{{Turn{"user", "Add.", "2 3"}, Turn{"assistant", "5", ""}}, ""};
+  struct Case {
+    const char* tpl;
+    const Conversation* c;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"alpaca", &alpaca,
+       "<s>Below is an instruction that describes a task, paired with an input that provides further context. "
+       "Write a response that appropriately completes the request.\n\n### Instruction:\nAdd.\n\n### Input:\n2 3\n\n"
+       "### Response:{5</s>}"},
+      {"llama2", &chat, "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]{ Hello </s>}<s>[INST] Bye [/INST]{ Ciao </s>}"},
+      {"chatml", &chat,
+       "<s><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n{Hello<|im_end|>}\n"
+       "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n{Ciao<|im_end|>}\n"},
+      {"llama3", &chat,
+       "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+       "<|start_header_id|>assistant<|end_header_id|>\n\n{Hello<|eot_id|>}<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
+       "<|start_header_id|>assistant<|end_header_id|>\n\n{Ciao<|eot_id|>}"},
+      {"vicuna", &chat, "<s>Be brief. USER: Hi ASSISTANT:{ Hello</s>}USER: Bye ASSISTANT:{ Ciao</s>}"},
+      {"plain", &chat, "<s>Hi\n{Hello</s>}Bye\n{Ciao</s>}"},
+  };
+  for (const Case& c : cases) {
+    TokenizeStats st;
+    auto ex = tokenize_conversations({*c.c}, tok, {c.tpl, 4096, false}, &st);
+    ASSERT_EQ(ex.size(), 1u) << c.tpl;
+    EXPECT_EQ(marked(ex[0], tok), c.expected) << c.tpl;
+    EXPECT_EQ(st.tokens, static_cast<int64_t>(ex[0].ids.size()));
+  }
+  // Training on everything: every position labelled but the BOS (position 0 is never a target).
+  TokenizeStats st;
+  auto all = tokenize_conversations({chat}, tok, {"plain", 4096, true}, &st);
+  EXPECT_EQ(marked(all[0], tok), "<s>{Hi\nHello</s>Bye\nCiao</s>}");
+  EXPECT_EQ(st.label_tokens, static_cast<int64_t>(all[0].ids.size()) - 1);
+  // The Vicuna default system prompt (FastChat vicuna_v1.1) when the data has none.
+  EXPECT_EQ(render(alpaca, "vicuna")[0].text,
+            "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+            "detailed, and polite answers to the user's questions. USER: Add.\n\n2 3 ASSISTANT:");
+}
+
+TEST(Data, AutoTemplateFollowsTheTokenizersChatTemplate) {
+  EXPECT_EQ(resolve_template("auto", ByteTokenizer("{% for m in messages %}<|im_start|>{{ m.role }}")), "chatml");
+  EXPECT_EQ(resolve_template("auto", ByteTokenizer("{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>' }}")), "llama3");
+  EXPECT_EQ(resolve_template("auto", ByteTokenizer("{{ bos_token + '[INST] ' + content + ' [/INST]' }}")), "llama2");
+  EXPECT_EQ(resolve_template("auto", ByteTokenizer("")), "alpaca");
+  EXPECT_EQ(resolve_template("vicuna", ByteTokenizer("<|im_start|>")), "vicuna");
+  EXPECT_THROW(resolve_template("mistral", ByteTokenizer()), Error);
+}
+
+TEST(Data, TruncationKeepsWhatIsLeftOfTheResponse) {
+  ByteTokenizer tok;
+  Conversation c{{Turn{"user", "ab", ""}, Turn{"assistant", "xyz", ""}}, ""};
+  TokenizeStats st;
+  // <s> a b \n x y z </s> cut to 6 tokens: the response's first two bytes stay labelled.
+  auto ex = tokenize_conversations({c}, tok, {"plain", 6, false}, &st);
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(marked(ex[0], tok), "<s>ab\n{xy}");
+  EXPECT_EQ(st.truncated, 1);
+  EXPECT_EQ(st.dropped, 0);
+  EXPECT_EQ(st.label_tokens, 2);
+  // Cut to 4 tokens nothing of the response is left: dropped, counted, never silently kept.
+  auto none = tokenize_conversations({c}, tok, {"plain", 4, false}, &st);
+  EXPECT_TRUE(none.empty());
+  EXPECT_EQ(st.dropped, 1);
+  EXPECT_THROW(tokenize_conversations({c}, tok, {"plain", 1, false}, nullptr), Error);
+}
+
+TEST(Data, PaddingAndPackingLayOutPositionsAndSegments) {
+  Example a{{10, 11, 12}, {-100, 11, 12}}, b{{20, 21}, {-100, 21}}, c{{30, 31, 32, 33}, {-100, -100, 32, 33}};
+  Batch p = collate({&a, &b}, 0);
+  EXPECT_TRUE(torch::equal(p.input_ids, torch::tensor({10, 11, 12, 20, 21, 0}, torch::kLong).view({2, 3})));
+  EXPECT_TRUE(torch::equal(p.labels, torch::tensor({-100, 11, 12, -100, 21, -100}, torch::kLong).view({2, 3})));
+  EXPECT_TRUE(torch::equal(p.attention_mask, torch::tensor({1, 1, 1, 1, 1, 0}, torch::kLong).view({2, 3})));
+  EXPECT_TRUE(torch::equal(p.position_ids, torch::tensor({0, 1, 2, 0, 1, 2}, torch::kLong).view({2, 3})));
+  EXPECT_FALSE(p.segment_ids.defined());
+  EXPECT_EQ(p.tokens, 5);
+  EXPECT_EQ(p.label_tokens, 3);
+  // First fit into rows of 6: a+b (5 tokens) in row 0, c does not fit there and opens row 1.
+  Batch k = collate_packed({&a, &b, &c}, 6, 0);
+  EXPECT_TRUE(torch::equal(k.input_ids, torch::tensor({10, 11, 12, 20, 21, 30, 31, 32, 33, 0}, torch::kLong).view({2, 5})));
+  EXPECT_TRUE(torch::equal(k.labels, torch::tensor({-100, 11, 12, -100, 21, -100, -100, 32, 33, -100}, torch::kLong).view({2, 5})));
+  EXPECT_TRUE(torch::equal(k.position_ids, torch::tensor({0, 1, 2, 0, 1, 0, 1, 2, 3, 0}, torch::kLong).view({2, 5})));
+  EXPECT_TRUE(torch::equal(k.segment_ids, torch::tensor({0, 0, 0, 1, 1, 0, 0, 0, 0, -1}, torch::kLong).view({2, 5})));
+  EXPECT_EQ(k.tokens, 9);
+  EXPECT_EQ(k.label_tokens, 5);
+  EXPECT_THROW(collate_packed({&c}, 3, 0), Error);
+}
+
+TEST(Data, LengthGroupingSortsWithinGroupsAndStaysSeeded) {
+  std::vector<int64_t> lengths = {5, 9, 1, 7, 3, 8, 2, 6, 4, 10};
+  DataOrder plain(10, 3), grouped(10, 3);
+  grouped.group_by_length(lengths, 5);
+  auto p = plain.take(10), g = grouped.take(10);
+  for (size_t start : {0u, 5u}) {
+    // The same examples as the ungrouped shuffle in each group, longest first.
+    std::vector<size_t> ps(p.begin() + start, p.begin() + start + 5), gs(g.begin() + start, g.begin() + start + 5);
+    for (size_t i = 1; i < 5; ++i) EXPECT_GT(lengths[gs[i - 1]], lengths[gs[i]]);
+    std::sort(ps.begin(), ps.end());
+    std::sort(gs.begin(), gs.end());
+    EXPECT_EQ(ps, gs);
+  }
+  auto next = grouped.take(4);
+  DataOrder resumed(10, 3);
+  resumed.group_by_length(lengths, 5);
+  resumed.restore(1, 4);
+  EXPECT_EQ(resumed.take(6), grouped.take(6));
+  DataOrder again(10, 3);
+  again.group_by_length(lengths, 5);
+  again.restore(1, 0);
+  EXPECT_EQ(again.take(4), next);
+  EXPECT_THROW(again.group_by_length({1, 2}, 5), Error);
+}
+
+TEST(Data, ValidationSizeIsAFractionOrACount) {
+  EXPECT_EQ(validation_size(200, 0.05), 10);
+  EXPECT_EQ(validation_size(10, 0.01), 1);  // a positive fraction holds out at least one
+  EXPECT_EQ(validation_size(200, 0), 0);
+  EXPECT_EQ(validation_size(200, 25), 25);
+  EXPECT_THROW(validation_size(200, -0.5), Error);
 }

@@ -98,6 +98,22 @@ void DataOrder::build() {
     std::mt19937_64 rng(seed_ * 1000003ull + static_cast<uint64_t>(epoch_));
     std::shuffle(perm_.begin(), perm_.end(), rng);
   }
+  if (!lengths_.empty()) {
+    for (size_t b = 0; b < n_; b += group_) {
+      auto end = perm_.begin() + static_cast<std::ptrdiff_t>(std::min(n_, b + group_));
+      // Stable, so equal lengths keep the shuffled order and the result stays deterministic.
+      std::stable_sort(perm_.begin() + static_cast<std::ptrdiff_t>(b), end,
+                       [&](size_t x, size_t y) { return lengths_[x] > lengths_[y]; });
+    }
+  }
+}
+
+void DataOrder::group_by_length(std::vector<int64_t> lengths, size_t group) {
+  if (lengths.size() != n_) fail("length grouping", "expected " + std::to_string(n_) + " lengths, got " + std::to_string(lengths.size()));
+  if (group == 0) fail("length grouping", "group size must be positive");
+  lengths_ = std::move(lengths);
+  group_ = group;
+  build();
 }
 
 std::vector<size_t> DataOrder::take(size_t count) {

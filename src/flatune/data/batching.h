@@ -36,6 +36,10 @@ class DataOrder {
   int64_t epoch() const { return epoch_; }
   int64_t position() const { return position_; }
   void restore(int64_t epoch, int64_t position);
+  // Length-grouped sampling (the idea of HF's LengthGroupedSampler): after the seeded shuffle,
+  // each run of `group` indices is sorted longest first, so the batches cut from it hold
+  // examples of similar length and padding is small. lengths[i] is example i's token count.
+  void group_by_length(std::vector<int64_t> lengths, size_t group);
 
  private:
   void build();
@@ -44,6 +48,8 @@ class DataOrder {
   bool shuffle_;
   int64_t epoch_ = 0, position_ = 0;
   std::vector<size_t> perm_;
+  std::vector<int64_t> lengths_;  // empty: no grouping
+  size_t group_ = 0;
 };
 
 }  // namespace flatune

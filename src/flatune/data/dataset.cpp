@@ -1,6 +1,7 @@
 #include "flatune/data/dataset.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "flatune/core/error.h"
@@ -115,8 +116,13 @@ std::vector<Segment> render(const Conversation& c, const std::string& tpl) {
   std::string system;
   std::vector<Turn> turns;
   for (const auto& t : c.turns) {
-    if (t.role == "system") system = t.content;
-    else turns.push_back(t);
+    if (t.role == "system") {
+      system = t.content;
+    } else {
+      turns.push_back(t);
+      // Only the Alpaca prompt has a slot for Alpaca's input; elsewhere it follows the instruction.
+      if (tpl != "alpaca" && !t.input.empty()) turns.back().content += "\n\n" + t.input;
+    }
   }
   if (tpl == "alpaca") {
     // The Stanford Alpaca prompt (PROMPT_DICT of its train.py), turn by turn.
@@ -134,13 +140,14 @@ std::vector<Segment> render(const Conversation& c, const std::string& tpl) {
       }
     }
   } else if (tpl == "llama2") {
-    // Meta's chat format: [INST] <<SYS>>…<</SYS>> user [/INST] answer </s>; BOS per exchange.
+    // Meta's chat format: [INST] <<SYS>>…<</SYS>> user [/INST] answer </s>; BOS per exchange
+    // (the first one is the tokenizer's own).
     bool first = true;
     for (const auto& t : turns) {
       if (t.role == "user") {
         std::string u = t.content;
         if (first && !system.empty()) u = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + u;
-        prompt(std::string(first ? "" : "<s>") + "[INST] " + u + " [/INST]");
+        out.push_back({"[INST] " + u + " [/INST]", false, false, !first});
         first = false;
       } else {
         reply(" " + t.content + " ", true);
@@ -188,6 +195,7 @@ std::vector<Segment> render(const Conversation& c, const std::string& tpl) {
 
 std::vector<Example> tokenize_conversations(const std::vector<Conversation>& data, const Tokenizer& tok,
                                             const TokenizeOptions& o, TokenizeStats* stats) {
+  if (o.max_length < 2) fail("--max-length", "must be at least 2 tokens");
   TokenizeStats st;
   std::vector<Example> out;
   const auto& sp = tok.special();
@@ -209,6 +217,7 @@ std::vector<Example> tokenize_conversations(const std::vector<Conversation>& dat
       append(ids, true);
     } else {
       for (const auto& seg : render(c, o.template_name)) {
+        if (seg.add_bos && sp.bos_id) append({*sp.bos_id}, seg.train);
         auto ids = tok.encode(seg.text, false);
         if (seg.add_eos && sp.eos_id) ids.push_back(*sp.eos_id);
         append(ids, seg.train);
@@ -261,6 +270,13 @@ std::vector<Example> text_blocks(const std::string& path, const Tokenizer& tok, 
   }
   if (out.empty()) fail(path, "text too short for one block of " + std::to_string(block_size) + " tokens");
   return out;
+}
+
+int64_t validation_size(int64_t n, double v) {
+  if (!(v >= 0)) fail("--val", "the validation split must be a fraction in [0, 1) or a count");
+  if (v >= 1) return static_cast<int64_t>(v);
+  if (v == 0) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::llround(v * static_cast<double>(n))));
 }
 
 void split_validation(std::vector<Example>& train, std::vector<Example>& val, int64_t val_count, uint64_t seed) {

@@ -33,6 +33,7 @@ struct Segment {
   std::string text;
   bool train = false;
   bool add_eos = false;  // append the tokenizer's EOS id after this segment (part of it)
+  bool add_bos = false;  // put the tokenizer's BOS id before this segment (llama2's later exchanges)
 };
 
 // Templates: alpaca llama2 chatml llama3 vicuna plain. "auto" recognises the tokenizer's chat
@@ -67,6 +68,10 @@ std::vector<Example> tokenize_conversations(const std::vector<Conversation>& dat
 // Plain text for pretraining: each non-empty line is a document; documents are encoded,
 // joined with EOS, and cut into blocks of `block_size` tokens (the last partial block dropped).
 std::vector<Example> text_blocks(const std::string& path, const Tokenizer& tok, int64_t block_size);
+
+// How many of n examples to hold out: `fraction_or_count` below 1 is a fraction of n (rounded,
+// at least one when positive), 1 or more an example count.
+int64_t validation_size(int64_t n, double fraction_or_count);
 
 // Deterministic split: a seeded shuffle of indices; the first `val_count` go to validation.
 void split_validation(std::vector<Example>& train, std::vector<Example>& val, int64_t val_count, uint64_t seed);
