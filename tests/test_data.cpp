@@ -220,6 +220,18 @@ TEST(Data, PackedRowLossIsTheSumOfSeparateLosses) {
   auto [psum, pn] = causal_lm_loss_sum(model->forward(pin), padded.labels);
   EXPECT_EQ(pn, separate_count);
   EXPECT_NEAR(psum.item<double>(), separate, 1e-4);
+  // Packed into two rows, the second one padded: still the same total.
+  const int64_t row = static_cast<int64_t>(ex[0].ids.size() + ex[1].ids.size());
+  ASSERT_LT(static_cast<int64_t>(ex[2].ids.size()), row);
+  Batch two = collate_packed(ptrs, row, 0);
+  ASSERT_EQ(two.input_ids.size(0), 2);
+  ForwardInput tin;
+  tin.input_ids = two.input_ids;
+  tin.position_ids = two.position_ids;
+  tin.segment_ids = two.segment_ids;
+  auto [tsum, tn] = causal_lm_loss_sum(model->forward(tin), two.labels);
+  EXPECT_EQ(tn, separate_count);
+  EXPECT_NEAR(tsum.item<double>(), separate, 1e-4);
 }
 
 TEST(Data, OrderIsSeededAndRestorable) {
@@ -256,6 +268,15 @@ TEST(Data, TextBlocksAndValidationSplit) {
   split_validation(train2, val2, 5, 1);
   EXPECT_EQ(val2[0].ids, val[0].ids);
   EXPECT_THROW(text_blocks(dir / "t.txt", *tok, 100000), Error);
+  // The same file as raw-text examples: one per line, every token labelled, EOS closing each.
+  auto docs = read_conversations(dir / "t.txt", "text");
+  ASSERT_EQ(docs.size(), 40u);
+  EXPECT_EQ(docs[3].text, "line number 3 of the corpus");
+  ByteTokenizer bytes;
+  auto ex = tokenize_conversations({docs[3]}, bytes, {"plain", 512, false}, nullptr);
+  EXPECT_EQ(marked(ex[0], bytes), "<s>{line number 3 of the corpus</s>}");
+  write_file_atomic(dir / "blank.txt", "\n  \n");
+  EXPECT_THROW(read_conversations(dir / "blank.txt", "text"), Error);
 }
 
 TEST(Data, EveryTemplateLabelsExactlyTheAssistantTokens) {

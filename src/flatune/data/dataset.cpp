@@ -27,6 +27,22 @@ std::vector<std::pair<json, std::string>> read_records(const std::string& path) 
   return out;
 }
 
+// Plain text documents: the non-blank lines.
+std::vector<std::string> text_documents(const std::string& path) {
+  std::string text = read_file(path);
+  std::vector<std::string> docs;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (line.find_first_not_of(" \t\r") != std::string::npos) docs.push_back(std::move(line));
+    start = end + 1;
+  }
+  if (docs.empty()) fail(path, "empty dataset");
+  return docs;
+}
+
 std::string guess_format(const json& r) {
   if (!r.is_object()) return "";
   if (r.contains("instruction") && r.contains("output")) return "alpaca";
@@ -61,6 +77,11 @@ Conversation from_messages(const json& msgs, const char* role_key, const char* c
 }  // namespace
 
 std::vector<Conversation> read_conversations(const std::string& path, const std::string& format_in) {
+  if (format_in == "text") {
+    std::vector<Conversation> out;
+    for (auto& d : text_documents(path)) out.push_back(Conversation{{}, std::move(d)});
+    return out;
+  }
   auto records = read_records(path);
   std::string format = format_in;
   if (format == "auto") {
@@ -246,20 +267,12 @@ std::vector<Example> tokenize_conversations(const std::vector<Conversation>& dat
 
 std::vector<Example> text_blocks(const std::string& path, const Tokenizer& tok, int64_t block_size) {
   if (block_size < 2) fail("--max-length", "block size must be at least 2");
-  std::string text = read_file(path);
   std::vector<int64_t> stream;
   const auto& sp = tok.special();
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    if (line.find_first_not_of(" \t\r") != std::string::npos) {
-      if (sp.add_bos && sp.bos_id) stream.push_back(*sp.bos_id);
-      for (int32_t id : tok.encode(line, false)) stream.push_back(id);
-      if (sp.eos_id) stream.push_back(*sp.eos_id);
-    }
-    start = end + 1;
+  for (const auto& doc : text_documents(path)) {
+    if (sp.add_bos && sp.bos_id) stream.push_back(*sp.bos_id);
+    for (int32_t id : tok.encode(doc, false)) stream.push_back(id);
+    if (sp.eos_id) stream.push_back(*sp.eos_id);
   }
   std::vector<Example> out;
   for (size_t b = 0; b + block_size <= stream.size(); b += block_size) {

@@ -24,7 +24,8 @@ struct Conversation {
 
 // format: alpaca (also Open-Platypus), sharegpt (conversations [{from, value}] or messages
 // [{role, content}]), metamath (query/response), jsonl (prompt/response, messages or text),
-// or auto (from the first record's fields). JSON arrays and JSONL are both accepted. Errors name
+// text (each non-blank line a raw-text document), or auto (from the first record's fields).
+// JSON arrays and JSONL are both accepted. Errors name
 // the file, the record (line for JSONL, index for arrays) and the field.
 std::vector<Conversation> read_conversations(const std::string& path, const std::string& format);
 
