@@ -192,46 +192,36 @@ TEST(Data, PackedRowLossIsTheSumOfSeparateLosses) {
   auto ex = tokenize_conversations(data, *tok, {"plain", 128, false}, nullptr);
   std::vector<const Example*> ptrs = {&ex[0], &ex[1], &ex[2]};
   torch::NoGradGuard ng;
+  // Summed token loss and label count of a batch, fed to the model exactly as the trainer does.
+  auto loss_of = [&](const Batch& b) {
+    ForwardInput in;
+    in.input_ids = b.input_ids;
+    in.attention_mask = b.attention_mask;
+    in.position_ids = b.position_ids;
+    in.segment_ids = b.segment_ids;
+    auto [sum, n] = causal_lm_loss_sum(model->forward(in), b.labels);
+    return std::make_pair(sum.item<double>(), n);
+  };
   double separate = 0;
   int64_t separate_count = 0;
   for (auto* e : ptrs) {
-    Batch b = collate({e}, 0);
-    ForwardInput in;
-    in.input_ids = b.input_ids;
-    auto [sum, n] = causal_lm_loss_sum(model->forward(in), b.labels);
-    separate += sum.item<double>();
+    auto [sum, n] = loss_of(collate({e}, 0));
+    separate += sum;
     separate_count += n;
   }
   Batch packed = collate_packed(ptrs, 128, 0);
   EXPECT_EQ(packed.input_ids.size(0), 1);
-  ForwardInput in;
-  in.input_ids = packed.input_ids;
-  in.position_ids = packed.position_ids;
-  in.segment_ids = packed.segment_ids;
-  auto [sum, n] = causal_lm_loss_sum(model->forward(in), packed.labels);
-  EXPECT_EQ(n, separate_count);
   EXPECT_EQ(packed.label_tokens, separate_count);
-  EXPECT_NEAR(sum.item<double>(), separate, 1e-4);
-  // Padded batch: the same total.
-  Batch padded = collate(ptrs, 0);
-  ForwardInput pin;
-  pin.input_ids = padded.input_ids;
-  pin.attention_mask = padded.attention_mask;
-  auto [psum, pn] = causal_lm_loss_sum(model->forward(pin), padded.labels);
-  EXPECT_EQ(pn, separate_count);
-  EXPECT_NEAR(psum.item<double>(), separate, 1e-4);
-  // Packed into two rows, the second one padded: still the same total.
+  // Packed into one row; padded; packed into two rows, the second one padded: the same total.
   const int64_t row = static_cast<int64_t>(ex[0].ids.size() + ex[1].ids.size());
   ASSERT_LT(static_cast<int64_t>(ex[2].ids.size()), row);
   Batch two = collate_packed(ptrs, row, 0);
   ASSERT_EQ(two.input_ids.size(0), 2);
-  ForwardInput tin;
-  tin.input_ids = two.input_ids;
-  tin.position_ids = two.position_ids;
-  tin.segment_ids = two.segment_ids;
-  auto [tsum, tn] = causal_lm_loss_sum(model->forward(tin), two.labels);
-  EXPECT_EQ(tn, separate_count);
-  EXPECT_NEAR(tsum.item<double>(), separate, 1e-4);
+  for (const Batch& b : {packed, collate(ptrs, 0), two}) {
+    auto [sum, n] = loss_of(b);
+    EXPECT_EQ(n, separate_count);
+    EXPECT_NEAR(sum, separate, 1e-4);
+  }
 }
 
 TEST(Data, OrderIsSeededAndRestorable) {
