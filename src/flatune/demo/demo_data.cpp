@@ -311,22 +311,21 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
   write_file_atomic(p.target_stem, stem.dump(1) + "\n");
   write_jsonl(p.test_stem, stem_test);
 
+  // Chat: the test words never occur in a training conversation; training words may repeat.
   json chat = json::array();
   std::vector<json> chat_test;
-  for (int64_t i = 0; i < o.target_train + o.target_test; ++i) {
-    std::string w;
-    do {
-      w = rng.pick(word_pool);
-    } while (!used.insert("spell " + w).second && used.size() < word_pool.size() + 10000);
+  std::vector<std::string> words = word_pool;
+  rng.shuffle(words);
+  const size_t n_test = std::min<size_t>(o.target_test, words.size() / 2);
+  for (size_t i = 0; i < n_test; ++i)
+    chat_test.push_back({{"id", "c" + std::to_string(i)}, {"prompt", "can you spell " + words[i] + "?"}, {"answer", "sure: " + spaced(words[i]) + "."}});
+  for (int64_t i = 0; i < o.target_train; ++i) {
+    const std::string& w = words[n_test + rng.below(words.size() - n_test)];
     std::string rev(w.rbegin(), w.rend());
-    if (i < o.target_train) {
-      chat.push_back({{"conversations", {{{"from", "human"}, {"value", "can you spell " + w + "?"}},
-                                         {{"from", "gpt"}, {"value", "sure: " + spaced(w) + "."}},
-                                         {{"from", "human"}, {"value", "and backwards?"}},
-                                         {{"from", "gpt"}, {"value", spaced(rev) + "."}}}}});
-    } else {
-      chat_test.push_back({{"id", "c" + std::to_string(i)}, {"prompt", "can you spell " + w + "?"}, {"answer", "sure: " + spaced(w) + "."}});
-    }
+    chat.push_back({{"conversations", {{{"from", "human"}, {"value", "can you spell " + w + "?"}},
+                                       {{"from", "gpt"}, {"value", "sure: " + spaced(w) + "."}},
+                                       {{"from", "human"}, {"value", "and backwards?"}},
+                                       {{"from", "gpt"}, {"value", spaced(rev) + "."}}}}});
   }
   write_file_atomic(p.target_chat, chat.dump(1) + "\n");
   write_jsonl(p.test_chat, chat_test);
