@@ -47,6 +47,7 @@ Categories load_categories(const std::string& path) {
 
 std::string reported_metric(const std::string& task, const json& result) {
   const json& m = result.at("metrics");
+  if (result.value("kind", std::string()) == "perplexity") return "bits_per_byte";
   if (m.contains("exact_match")) return "exact_match";
   for (const char* p : {"hellaswag", "arc_", "piqa", "openbookqa", "sciq"})
     if (task.rfind(p, 0) == 0 && m.contains("acc_norm")) return "acc_norm";

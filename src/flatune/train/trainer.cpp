@@ -399,3 +399,95 @@ TrainResult train(const TrainOptions& options) {
 }
 
 }  // namespace flatune
+
+namespace flatune {
+
+void set_train_option(TrainOptions& o, const std::string& key, const std::string& value) {
+  auto num = [&](double* out) {
+    try {
+      size_t used = 0;
+      *out = std::stod(value, &used);
+      if (used != value.size()) throw std::invalid_argument(value);
+    } catch (const std::exception&) {
+      fail(key, "expected a number, got '" + value + "'");
+    }
+  };
+  auto integer = [&](int64_t* out) {
+    double d = 0;
+    num(&d);
+    if (d != std::floor(d)) fail(key, "expected a whole number, got '" + value + "'");
+    *out = static_cast<int64_t>(d);
+  };
+  auto flag = [&](bool* out) {
+    if (value == "true" || value == "1" || value == "yes") *out = true;
+    else if (value == "false" || value == "0" || value == "no") *out = false;
+    else fail(key, "expected true or false, got '" + value + "'");
+  };
+  auto list = [&](std::vector<std::string>* out) {
+    out->clear();
+    std::string cur;
+    for (char c : value + ",") {
+      if (c == ',' || c == ' ') {
+        if (!cur.empty()) out->push_back(cur);
+        cur.clear();
+      } else {
+        cur += c;
+      }
+    }
+  };
+  int64_t i64 = 0;
+  double d = 0;
+  if (key == "model") o.model = value;
+  else if (key == "init") o.init_config = value;
+  else if (key == "tokenizer") o.tokenizer = value;
+  else if (key == "data") o.data = value;
+  else if (key == "format") o.format = value;
+  else if (key == "template") o.template_name = value;
+  else if (key == "max-length") integer(&o.max_length);
+  else if (key == "train-on-prompt") flag(&o.train_on_prompt);
+  else if (key == "pack") flag(&o.pack);
+  else if (key == "val-count") integer(&o.val_count);
+  else if (key == "lora-rank") integer(&o.lora_rank);
+  else if (key == "lora-alpha") num(&o.lora_alpha);
+  else if (key == "lora-dropout") num(&o.lora_dropout);
+  else if (key == "lora-targets") list(&o.lora_targets);
+  else if (key == "lr") num(&o.lr);
+  else if (key == "weight-decay") num(&o.weight_decay);
+  else if (key == "beta1") num(&o.beta1);
+  else if (key == "beta2") num(&o.beta2);
+  else if (key == "adam-eps") num(&o.adam_eps);
+  else if (key == "decay-all") flag(&o.decay_all);
+  else if (key == "schedule") o.schedule = value;
+  else if (key == "warmup-steps") integer(&o.warmup_steps);
+  else if (key == "min-lr-ratio") num(&o.min_lr_ratio);
+  else if (key == "step-every-epochs") integer(&o.step_every_epochs);
+  else if (key == "step-gamma") num(&o.step_gamma);
+  else if (key == "batch-size") integer(&o.batch_size);
+  else if (key == "grad-accum") integer(&o.grad_accum);
+  else if (key == "max-steps") integer(&o.max_steps);
+  else if (key == "epochs") num(&o.epochs);
+  else if (key == "max-grad-norm") num(&o.max_grad_norm);
+  else if (key == "sam") o.sam = value;
+  else if (key == "rho") num(&o.rho);
+  else if (key == "asam-eta") num(&o.asam_eta);
+  else if (key == "looksam-k") integer(&o.looksam_k);
+  else if (key == "looksam-alpha") num(&o.looksam_alpha);
+  else if (key == "sam-subset") list(&o.sam_subset);
+  else if (key == "replay") o.replay = value;
+  else if (key == "replay-ratio") num(&o.replay_ratio);
+  else if (key == "ewc") o.ewc = value;
+  else if (key == "ewc-lambda") num(&o.ewc_lambda);
+  else if (key == "l2-base") num(&o.l2_base);
+  else if (key == "penalty-on-adapters") flag(&o.penalty_on_adapters);
+  else if (key == "log-every") integer(&o.log_every);
+  else if (key == "eval-every") integer(&o.eval_every);
+  else if (key == "save-every") integer(&o.save_every);
+  else if (key == "keep-last") integer(&o.keep_last);
+  else if (key == "seed") { integer(&i64); o.seed = static_cast<uint64_t>(i64); }
+  else if (key == "threads") { integer(&i64); o.threads = static_cast<int>(i64); }
+  else if (key == "save-dtype") o.save_dtype = value;
+  else fail(key, "unknown training option");
+  (void)d;
+}
+
+}  // namespace flatune

@@ -93,3 +93,9 @@ TrainResult train(const TrainOptions& options);
 nlohmann::json train_options_to_json(const TrainOptions& o);
 
 }  // namespace flatune
+
+namespace flatune {
+// Sets one option by its long flag name ("lr", "sam", "lora-rank", …) from text, as the CLI and
+// YAML files spell them. Unknown names and unparsable values are errors naming the key.
+void set_train_option(TrainOptions& o, const std::string& key, const std::string& value);
+}  // namespace flatune

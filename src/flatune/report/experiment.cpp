@@ -1,0 +1,365 @@
+#include "flatune/report/experiment.h"
+
+#include <sys/utsname.h>
+#include <yaml-cpp/yaml.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "flatune/core/compat.h"
+#include "flatune/core/error.h"
+#include "flatune/core/fs.h"
+#include "flatune/core/log.h"
+#include "flatune/core/progress.h"
+#include "flatune/data/batching.h"
+#include "flatune/data/dataset.h"
+#include "flatune/eval/evaluate.h"
+#include "flatune/eval/forgetting.h"
+#include "flatune/io/checkpoint.h"
+#include "flatune/landscape/landscape.h"
+#include "flatune/model/llama.h"
+#include "flatune/report/plot.h"
+#include "flatune/report/stats.h"
+#include "flatune/retain/merge.h"
+#include "flatune/train/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace flatune {
+
+// ------------------------------------------------------------------ the grid file
+
+namespace {
+
+std::string scalar(const YAML::Node& n, const std::string& where) {
+  if (n.IsSequence()) {
+    std::string s;
+    for (const auto& e : n) s += (s.empty() ? "" : ",") + e.as<std::string>();
+    return s;
+  }
+  if (!n.IsScalar()) fail(where, "expected a value");
+  return n.as<std::string>();
+}
+
+// Relative paths in a grid file are relative to the file.
+std::string resolve(const std::string& p, const std::string& base_dir) {
+  if (p.empty() || p[0] == '/' || base_dir.empty()) return p;
+  return (fs::path(base_dir) / p).lexically_normal().string();
+}
+
+const std::set<std::string> kPathKeys = {"model", "init", "tokenizer", "data", "replay", "ewc"};
+
+std::map<std::string, std::string> options(const YAML::Node& n, const std::string& where, const std::string& dir,
+                                           const std::set<std::string>& skip = {}) {
+  std::map<std::string, std::string> out;
+  if (!n) return out;
+  if (!n.IsMap()) fail(where, "expected a map of training options");
+  for (const auto& kv : n) {
+    std::string k = kv.first.as<std::string>();
+    if (skip.count(k)) continue;
+    std::string v = scalar(kv.second, where + ": " + k);
+    out[k] = kPathKeys.count(k) ? resolve(v, dir) : v;
+    TrainOptions probe;
+    set_train_option(probe, k, out[k]);  // rejects unknown keys and bad values now, not hours later
+  }
+  return out;
+}
+
+}  // namespace
+
+Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail(where, "malformed YAML at line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  if (!root.IsMap()) fail(where, "expected a map");
+  const std::string dir = fs::path(where).parent_path().string();
+  Grid g;
+  try {
+    if (root["name"]) g.name = root["name"].as<std::string>();
+    if (root["before"]) g.before = resolve(root["before"].as<std::string>(), dir);
+    for (const auto& s : root["stages"]) {
+      GridStage st;
+      st.name = s["name"].as<std::string>();
+      st.train = options(s["train"], where + ": stage " + st.name, dir);
+      g.stages.push_back(st);
+    }
+    for (const auto& t : root["targets"]) {
+      GridTarget gt;
+      gt.name = t["name"].as<std::string>();
+      gt.data = resolve(t["data"].as<std::string>(), dir);
+      if (t["format"]) gt.format = t["format"].as<std::string>();
+      if (t["test"]) gt.test = resolve(t["test"].as<std::string>(), dir);
+      g.targets.push_back(gt);
+    }
+    for (const auto& m : root["methods"]) {
+      GridMethod gm;
+      gm.name = m["name"].as<std::string>();
+      if (m["wiseft-alpha"]) gm.wiseft_alpha = m["wiseft-alpha"].as<double>();
+      gm.train = options(m, where + ": method " + gm.name, dir, {"name", "wiseft-alpha"});
+      g.methods.push_back(gm);
+    }
+    if (root["seeds"]) {
+      g.seeds.clear();
+      for (const auto& s : root["seeds"]) g.seeds.push_back(s.as<uint64_t>());
+    }
+    g.train = options(root["train"], where + ": train", dir);
+    if (const auto& e = root["eval"]) {
+      for (const auto& s : e["suites"]) g.suites.push_back(resolve(s.as<std::string>(), dir));
+      for (const auto& s : e["perplexity"]) g.perplexity.push_back(resolve(s.as<std::string>(), dir));
+      if (e["categories"]) g.categories = resolve(e["categories"].as<std::string>(), dir);
+      if (e["template"]) g.eval_template = e["template"].as<std::string>();
+      if (e["limit"]) g.eval_limit = e["limit"].as<int64_t>();
+    }
+    if (const auto& f = root["flatness"]) {
+      if (f["batches"]) g.flatness_batches = f["batches"].as<int>();
+      if (f["points"]) g.surface_points = f["points"].as<int>();
+      if (f["range"]) g.surface_range = f["range"].as<double>();
+      if (f["two-d"]) g.surface_2d = f["two-d"].as<bool>();
+      if (f["lambda-iters"]) g.lambda_iters = f["lambda-iters"].as<int>();
+      if (f["rho"]) g.sam_rho = f["rho"].as<double>();
+    }
+    if (root["stage-cache"]) g.stage_cache = resolve(root["stage-cache"].as<std::string>(), dir);
+  } catch (const YAML::Exception& e) {
+    fail(where, "unexpected structure at line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  if (g.targets.empty()) fail(where, "no targets");
+  if (g.methods.empty()) fail(where, "no methods");
+  if (g.before.empty() && g.stages.empty()) fail(where, "give 'before' (a model folder) or 'stages' that build one");
+  return g;
+}
+
+Grid load_grid(const std::string& path) { return grid_from_yaml_text(read_file(path), path); }
+
+// ------------------------------------------------------------------ running
+
+namespace {
+
+std::string run_name(const GridTarget& t, const GridMethod& m, uint64_t seed) {
+  return t.name + "__" + m.name + "__s" + std::to_string(seed);
+}
+
+// Every suite, every target test and every perplexity text, into <dest>/eval/.
+void evaluate_into(const std::string& model_dir, const Grid& g, const std::string& dest) {
+  auto tok = load_tokenizer(model_dir);
+  auto model = load_llama(model_dir);
+  make_dirs(join_path(dest, "eval"));
+  EvalOptions eo;
+  eo.limit = g.eval_limit;
+  std::vector<std::pair<std::string, bool>> tasks;  // path, is a target test
+  for (const auto& s : g.suites) tasks.emplace_back(s, false);
+  for (const auto& t : g.targets)
+    if (!t.test.empty()) tasks.emplace_back(t.test, true);
+  for (const auto& [path, is_target] : tasks) {
+    Task task = read_task(path);
+    EvalOptions o = eo;
+    if (is_target) o.template_name = g.eval_template;
+    TaskResult r = evaluate_task(model, *tok, task, o);
+    json j = task_result_to_json(r);
+    j["model"] = model_dir;
+    write_file_atomic(join_path(dest, "eval/" + task.name + ".json"), j.dump(2) + "\n");
+    std::string items;
+    for (const auto& it : r.items) items += it.dump() + "\n";
+    write_file_atomic(join_path(dest, "eval/" + task.name + ".items.jsonl"), items);
+  }
+  for (const auto& path : g.perplexity) {
+    auto p = rolling_perplexity(model, *tok, read_file(path), model->config().max_position_embeddings);
+    json j = {{"task", fs::path(path).stem().string()}, {"kind", "perplexity"}, {"n", p.tokens},
+              {"metrics", {{"loglik", p.loglik}, {"token_perplexity", p.token_perplexity()}, {"bits_per_byte", p.bits_per_byte()}}}};
+    write_file_atomic(join_path(dest, "eval/" + fs::path(path).stem().string() + ".json"), j.dump(2) + "\n");
+  }
+}
+
+// The fixed batches flatness is measured on, and the loss closure over them.
+struct LossBatches {
+  std::vector<Batch> batches;
+  int64_t label_tokens = 0;
+  LossClosure closure(LlamaForCausalLM& model) const {
+    return [this, &model]() {
+      torch::Tensor total;
+      for (const auto& b : batches) {
+        ForwardInput in;
+        in.input_ids = b.input_ids;
+        in.attention_mask = b.attention_mask;
+        auto [s, n] = causal_lm_loss_sum(model->forward(in), b.labels);
+        total = total.defined() ? total + s : s;
+      }
+      return total / static_cast<double>(std::max<int64_t>(1, label_tokens));
+    };
+  }
+};
+
+LossBatches make_batches(const std::vector<Example>& ex, int n_batches, int64_t batch_size, int64_t pad_id) {
+  LossBatches lb;
+  for (int b = 0; b < n_batches; ++b) {
+    std::vector<const Example*> ptrs;
+    for (int64_t k = 0; k < batch_size; ++k) {
+      size_t i = static_cast<size_t>(b * batch_size + k);
+      if (i < ex.size()) ptrs.push_back(&ex[i]);
+    }
+    if (ptrs.empty()) break;
+    lb.batches.push_back(collate(ptrs, pad_id));
+    lb.label_tokens += lb.batches.back().label_tokens;
+  }
+  if (lb.batches.empty()) fail("flatness", "no data to measure the loss on");
+  return lb;
+}
+
+void write_csv_1d(const std::string& path, const Surface1D& s) {
+  std::string out = "alpha,loss\n";
+  for (size_t i = 0; i < s.alphas.size(); ++i) out += std::to_string(s.alphas[i]) + "," + std::to_string(s.losses[i]) + "\n";
+  write_file_atomic(path, out);
+}
+
+json measure_flatness(const std::string& model_dir, const std::string& before_dir, const Grid& g, const GridTarget& target,
+                      uint64_t seed, const std::string& run_dir) {
+  auto tok = load_tokenizer(model_dir);
+  auto model = load_llama(model_dir);
+  model->eval();
+  TrainOptions defaults;
+  for (const auto& [k, v] : g.train) set_train_option(defaults, k, v);
+  const int64_t max_len = defaults.max_length > 0 ? defaults.max_length : std::min<int64_t>(model->config().max_position_embeddings, 512);
+  const std::string tpl = resolve_template(defaults.template_name, *tok);
+  TokenizeStats st;
+  auto ex = tokenize_conversations(read_conversations(target.data, target.format), *tok, {tpl, max_len, false}, &st);
+  const int64_t pad = tok->special().pad_id.value_or(tok->special().eos_id.value_or(0));
+  LossBatches target_batches = make_batches(ex, g.flatness_batches, defaults.batch_size, pad);
+  std::vector<LossBatches> general;
+  if (!g.perplexity.empty()) general.push_back(make_batches(text_blocks(g.perplexity[0], *tok, std::min<int64_t>(max_len, 128)),
+                                                            g.flatness_batches, defaults.batch_size, 0));
+  NamedParams params;
+  for (auto& item : model->named_parameters(true)) params.emplace_back(item.key(), item.value());
+  auto loss = target_batches.closure(model);
+  json out;
+  out["loss_target"] = loss().item<double>();
+  auto sam = sam_sharpness(params, loss, g.sam_rho);
+  out["sam_sharpness"] = sam.value;
+  auto lam = hessian_top_eigenvalue(params, loss, g.lambda_iters, 1e-3, seed);
+  out["lambda_max"] = lam.value;
+  out["lambda_max_iterations"] = lam.iterations;
+  out["lambda_max_converged"] = lam.converged;
+  make_dirs(join_path(run_dir, "landscape"));
+  DirectionOptions dopt;
+  dopt.seed = 1000 + seed;  // the same direction seed for every method with this seed
+  NamedTensors dir = random_direction(params, dopt);
+  auto s1 = surface_1d(params, dir, loss, -g.surface_range, g.surface_range, g.surface_points);
+  out["surface_target"] = surface_1d_json(s1);
+  write_csv_1d(join_path(run_dir, "landscape/surface_target.csv"), s1);
+  NamedTensors interp = difference_direction(load_checkpoint_weights(before_dir), model->weights(), before_dir);
+  {
+    // Interpolation from the before model (alpha 0) through the tuned one (alpha 1) and beyond.
+    NamedTensors from_tuned;
+    for (auto& [n, t] : interp) from_tuned.emplace_back(n, t);
+    auto si = surface_1d(params, from_tuned, loss, -1.5, 0.5, 9);
+    for (auto& a : si.alphas) a += 1.0;  // shift so 0 = before, 1 = tuned
+    out["interpolation_target"] = surface_1d_json(si);
+    write_csv_1d(join_path(run_dir, "landscape/interpolation_target.csv"), si);
+    if (!general.empty()) {
+      auto gl = general[0].closure(model);
+      auto sg = surface_1d(params, from_tuned, gl, -1.5, 0.5, 9);
+      for (auto& a : sg.alphas) a += 1.0;
+      out["interpolation_general"] = surface_1d_json(sg);
+      auto sgen = surface_1d(params, dir, gl, -g.surface_range, g.surface_range, g.surface_points);
+      out["surface_general"] = surface_1d_json(sgen);
+    }
+  }
+  if (g.surface_2d) {
+    DirectionOptions d2 = dopt;
+    d2.seed += 7;
+    auto s2 = surface_2d(params, dir, random_direction(params, d2), loss, g.surface_range, g.surface_points);
+    out["surface_2d_target"] = surface_2d_json(s2);
+    auto stats = surface_stats(s2);
+    out["surface_curvature"] = stats.curvature;
+    out["surface_average_gradient"] = stats.average_gradient;
+    out["surface_mean_abs_gradient"] = stats.mean_abs_gradient;
+    plot_contour(join_path(run_dir, "landscape/surface_2d_target.png"), "loss on target data around the tuned model", s2.alphas, s2.betas,
+                 s2.losses);
+  }
+  return out;
+}
+
+std::string stage_dir(const Grid& g, const std::string& out, const GridStage& s) {
+  return join_path(g.stage_cache.empty() ? join_path(out, "stages") : g.stage_cache, s.name);
+}
+
+}  // namespace
+
+void run_experiment(const Grid& g, const ExperimentOptions& eo) {
+  make_dirs(eo.out);
+  const auto start = std::chrono::steady_clock::now();
+  // The "before" model: given, or built stage by stage (each stage fine-tunes the previous).
+  std::string before = g.before;
+  for (const auto& st : g.stages) {
+    std::string dir = stage_dir(g, eo.out, st);
+    if (!file_exists(join_path(dir, "final/config.json"))) {
+      spdlog::info("stage {}: training into {}", st.name, dir);
+      TrainOptions o;
+      if (!before.empty()) o.model = before;
+      for (const auto& [k, v] : st.train) set_train_option(o, k, v);
+      if (!o.init_config.empty()) o.model.clear();
+      o.out = dir;
+      o.resume = true;
+      if (o.save_every == 0) o.save_every = std::max<int64_t>(1, o.max_steps / 4);
+      if (eo.threads > 0) o.threads = eo.threads;
+      train(o);
+    }
+    before = join_path(dir, "final");
+  }
+  if (!file_exists(join_path(eo.out, "base/DONE"))) {
+    spdlog::info("evaluating the before model {}", before);
+    evaluate_into(before, g, join_path(eo.out, "base"));
+    write_file_atomic(join_path(eo.out, "base/DONE"), before + "\n");
+  }
+  const size_t total = g.targets.size() * g.methods.size() * g.seeds.size();
+  size_t index = 0;
+  Progress progress("study", static_cast<int64_t>(total), "run", 0.0);
+  for (const auto& target : g.targets)
+    for (const auto& method : g.methods)
+      for (uint64_t seed : g.seeds) {
+        ++index;
+        const std::string name = run_name(target, method, seed);
+        const std::string run_dir = join_path(eo.out, "runs/" + name);
+        if (file_exists(join_path(run_dir, "DONE"))) {
+          progress.update(static_cast<int64_t>(index), name + " (done before)");
+          continue;
+        }
+        spdlog::info("run {} of {}: {}", index, total, name);
+        auto t0 = std::chrono::steady_clock::now();
+        TrainOptions o;
+        for (const auto& [k, v] : g.train) set_train_option(o, k, v);
+        for (const auto& [k, v] : method.train) set_train_option(o, k, v);
+        o.model = before;
+        o.data = target.data;
+        o.format = target.format;
+        o.seed = seed;
+        o.out = run_dir;
+        o.resume = true;
+        if (o.save_every == 0) o.save_every = std::max<int64_t>(1, o.max_steps / 3);
+        if (eo.threads > 0) o.threads = eo.threads;
+        train(o);
+        std::string model_dir = join_path(run_dir, "final");
+        if (method.wiseft_alpha >= 0) {
+          merge_checkpoints(before, model_dir, method.wiseft_alpha, false, join_path(run_dir, "wiseft"));
+          model_dir = join_path(run_dir, "wiseft");
+        }
+        evaluate_into(model_dir, g, run_dir);
+        json flat = measure_flatness(model_dir, before, g, target, seed, run_dir);
+        write_file_atomic(join_path(run_dir, "flatness.json"), flat.dump(2) + "\n");
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        json done = {{"target", target.name}, {"method", method.name}, {"seed", seed}, {"seconds", secs}, {"model", model_dir}};
+        write_file_atomic(join_path(run_dir, "DONE"), done.dump(2) + "\n");
+        progress.update(static_cast<int64_t>(index), name);
+      }
+  progress.finish();
+  json timing = {{"seconds_this_invocation", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
+  write_file_atomic(join_path(eo.out, "timing.json"), timing.dump(2) + "\n");
+  write_report(g, eo.out);
+}
+
+}  // namespace flatune

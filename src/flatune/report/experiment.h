@@ -1,0 +1,66 @@
+// The study in one config: a grid of target datasets x methods x seeds fine-tuned from one
+// "before" model (optionally built by pretraining and instruction-tuning stages), each run
+// trained, evaluated on the general suites and its target test, and measured for flatness, all
+// in its run folder; then a report. Resumable: finished runs are skipped, an interrupted one
+// resumes from its checkpoint.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flatune/core/json.h"
+
+namespace flatune {
+
+struct GridMethod {
+  std::string name;
+  std::map<std::string, std::string> train;  // training options by flag name
+  double wiseft_alpha = -1;                  // >= 0: evaluate (1-a)*before + a*tuned
+};
+
+struct GridTarget {
+  std::string name, data, format = "auto", test;
+};
+
+struct GridStage {
+  std::string name;                          // pretrain | instruct
+  std::map<std::string, std::string> train;  // options for that training run
+};
+
+struct Grid {
+  std::string name = "study";
+  std::string before;  // the "before" model folder (or built by stages)
+  std::vector<GridStage> stages;
+  std::vector<GridTarget> targets;
+  std::vector<GridMethod> methods;
+  std::vector<uint64_t> seeds = {1};
+  std::map<std::string, std::string> train;  // common options for every run
+  std::vector<std::string> suites, perplexity;
+  std::string categories;  // YAML grouping; default: the seed paper's
+  std::string eval_template;  // template for generative target tests
+  int64_t eval_limit = 0;
+  // Flatness per run: sharpness on the first batches of the target data and 1-D surfaces.
+  int flatness_batches = 2;
+  int surface_points = 11;
+  double surface_range = 1.0;
+  bool surface_2d = false;
+  int lambda_iters = 20;
+  double sam_rho = 0.05;
+  std::string stage_cache;  // where stage models are kept (default: <out>/stages)
+};
+
+Grid load_grid(const std::string& yaml_path);
+Grid grid_from_yaml_text(const std::string& text, const std::string& where);
+
+struct ExperimentOptions {
+  std::string out;
+  int threads = 0;
+};
+
+// Runs every missing piece of the grid and writes <out>/report.md and report.html.
+void run_experiment(const Grid& grid, const ExperimentOptions& opts);
+
+// Rebuilds the report from the run folders.
+void write_report(const Grid& grid, const std::string& out);
+
+}  // namespace flatune

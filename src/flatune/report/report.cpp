@@ -1,0 +1,282 @@
+// The study's report: report.md and a self-contained report.html from the run folders.
+#include <sys/utsname.h>
+
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "flatune/core/compat.h"
+#include "flatune/core/error.h"
+#include "flatune/core/fs.h"
+#include "flatune/eval/forgetting.h"
+#include "flatune/report/experiment.h"
+#include "flatune/report/plot.h"
+#include "flatune/report/stats.h"
+
+namespace fs = std::filesystem;
+
+namespace flatune {
+
+namespace {
+
+struct RunInfo {
+  std::string name, target, method, dir;
+  uint64_t seed = 0;
+  double overall = 0, delta = 0, target_score = NAN, target_gain = NAN, sam_sharpness = NAN, lambda_max = NAN, seconds = 0;
+  json flat;
+};
+
+std::string f4(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, std::isfinite(x) ? "%.4f" : "n/a", x);
+  return b;
+}
+std::string pm(const std::vector<double>& v) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.4f ± %.4f", mean_of(v), sample_std(v));
+  return b;
+}
+std::vector<double> get(const std::vector<RunInfo>& runs, double RunInfo::*field) {
+  std::vector<double> out;
+  for (const auto& r : runs) out.push_back(r.*field);
+  return out;
+}
+std::string base64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += t[(v >> 6) & 63];
+    out += t[v & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    out += std::string{t[v >> 18], t[(v >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += std::string{t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], '='};
+  }
+  return out;
+}
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) o += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
+  return o;
+}
+
+// Markdown (headings, tables, images, paragraphs) to HTML with images embedded.
+std::string to_html(const std::string& md, const std::string& dir) {
+  std::ostringstream out;
+  out << "<!doctype html><html><head><meta charset=\"utf-8\"><title>flatune report</title><style>"
+         "body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4}table{border-collapse:collapse;margin:1em 0}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}img{max-width:100%}</style></head><body>\n";
+  std::istringstream in(md);
+  std::string line;
+  bool in_table = false, header = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("|", 0) == 0) {
+      if (line.find("---") != std::string::npos) continue;
+      if (!in_table) {
+        out << "<table>\n";
+        in_table = header = true;
+      }
+      out << "<tr>";
+      std::stringstream cells(line.substr(1));
+      std::string cell;
+      while (std::getline(cells, cell, '|')) out << (header ? "<th>" : "<td>") << html_escape(cell) << (header ? "</th>" : "</td>");
+      out << "</tr>\n";
+      header = false;
+      continue;
+    }
+    if (in_table) {
+      out << "</table>\n";
+      in_table = false;
+    }
+    if (line.rfind("## ", 0) == 0) out << "<h2>" << html_escape(line.substr(3)) << "</h2>\n";
+    else if (line.rfind("# ", 0) == 0) out << "<h1>" << html_escape(line.substr(2)) << "</h1>\n";
+    else if (line.rfind("![", 0) == 0) {
+      std::string path = line.substr(line.find('(') + 1);
+      path = path.substr(0, path.find(')'));
+      std::string full = join_path(dir, path);
+      if (file_exists(full)) out << "<p><img src=\"data:image/png;base64," << base64(read_file(full)) << "\"></p>\n";
+    } else if (!line.empty()) out << "<p>" << html_escape(line) << "</p>\n";
+  }
+  if (in_table) out << "</table>\n";
+  out << "</body></html>\n";
+  return out.str();
+}
+
+}  // namespace
+
+void write_report(const Grid& g, const std::string& out) {
+  const std::string base_dir = join_path(out, "base");
+  std::vector<RunInfo> runs;
+  for (const auto& t : g.targets)
+    for (const auto& m : g.methods)
+      for (uint64_t seed : g.seeds) {
+        RunInfo r;
+        r.target = t.name;
+        r.method = m.name;
+        r.seed = seed;
+        r.name = t.name + "__" + m.name + "__s" + std::to_string(seed);
+        r.dir = join_path(out, "runs/" + r.name);
+        if (!file_exists(join_path(r.dir, "DONE"))) continue;
+        r.seconds = read_json_file(join_path(r.dir, "DONE")).value("seconds", 0.0);
+        r.flat = read_json_file(join_path(r.dir, "flatness.json"));
+        r.sam_sharpness = r.flat.value("sam_sharpness", NAN);
+        r.lambda_max = r.flat.value("lambda_max", NAN);
+        runs.push_back(r);
+      }
+  if (runs.empty()) fail(out, "no finished runs to report on");
+  Categories cats = g.categories.empty() ? paper_categories() : load_categories(g.categories);
+  std::vector<std::string> dirs, targets;
+  for (const auto& r : runs) dirs.push_back(r.dir);
+  for (const auto& t : g.targets)
+    if (!t.test.empty()) targets.push_back(fs::path(t.test).stem().string());
+  ForgettingTable table = forgetting_table(base_dir, dirs, cats, targets);
+  for (size_t k = 0; k < runs.size(); ++k) {
+    runs[k].overall = table.overall.tuned[k];
+    runs[k].delta = table.overall.tuned[k] - table.overall.base;
+    for (const auto& row : table.targets)
+      if (!g.targets.empty() && row.name == fs::path([&] {
+            for (const auto& t : g.targets)
+              if (t.name == runs[k].target) return t.test;
+            return std::string();
+          }()).stem().string()) {
+        runs[k].target_score = row.tuned[k];
+        runs[k].target_gain = row.tuned[k] - row.base;
+      }
+  }
+  write_file_atomic(join_path(out, "forgetting.md"), forgetting_markdown(table));
+  write_file_atomic(join_path(out, "forgetting.csv"), forgetting_csv(table));
+  write_file_atomic(join_path(out, "forgetting.json"), forgetting_json(table).dump(2) + "\n");
+
+  make_dirs(join_path(out, "figures"));
+  std::ostringstream md;
+  md << "# " << g.name << ": forgetting and flatness\n\n";
+  struct utsname u {};
+  uname(&u);
+  md << "## Setup\n\n";
+  md << "Before model: fine-tuning starts from " << (g.stages.empty() ? g.before : "the model built by the stages below") << ". ";
+  md << "Targets: ";
+  for (const auto& t : g.targets) md << t.name << " (" << t.data << ") ";
+  md << ". Seeds: " << g.seeds.size() << " (";
+  for (size_t i = 0; i < g.seeds.size(); ++i) md << (i ? ", " : "") << g.seeds[i];
+  md << "). Machine: " << u.machine << ", " << std::thread::hardware_concurrency() << " cores, " << u.sysname << " " << u.release
+     << "; libtorch " << compat::torch_version() << ". Comparison at equal steps (every method trains the same number of steps).\n\n";
+  md << "| setting | value |\n|---|---|\n";
+  for (const auto& [k, v] : g.train) md << "| " << k << " | " << v << " |\n";
+  for (const auto& st : g.stages)
+    for (const auto& [k, v] : st.train) md << "| stage " << st.name << ": " << k << " | " << v << " |\n";
+  for (const auto& m : g.methods) {
+    md << "| method " << m.name << " | ";
+    for (const auto& [k, v] : m.train) md << k << "=" << v << " ";
+    if (m.wiseft_alpha >= 0) md << "wiseft-alpha=" << m.wiseft_alpha;
+    md << " |\n";
+  }
+  md << "\n## Forgetting per run (tuned − before; general suites by category, target tests as gains)\n\n" << forgetting_markdown(table);
+
+  // Per method over seeds.
+  md << "\n## Per method (mean ± sample std over " << g.seeds.size() << " seeds)\n\n";
+  md << "| target | method | n | overall general score | Δ overall | target score | target gain | SAM sharpness | λmax | minutes/run |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  std::map<std::pair<std::string, std::string>, std::vector<RunInfo>> by;
+  for (const auto& r : runs) by[{r.target, r.method}].push_back(r);
+  for (const auto& t : g.targets)
+    for (const auto& m : g.methods) {
+      auto it = by.find({t.name, m.name});
+      if (it == by.end()) continue;
+      const auto& rs = it->second;
+      md << "| " << t.name << " | " << m.name << " | " << rs.size() << " | " << pm(get(rs, &RunInfo::overall)) << " | "
+         << pm(get(rs, &RunInfo::delta)) << " | " << pm(get(rs, &RunInfo::target_score)) << " | " << pm(get(rs, &RunInfo::target_gain))
+         << " | " << pm(get(rs, &RunInfo::sam_sharpness)) << " | " << pm(get(rs, &RunInfo::lambda_max)) << " | "
+         << f4(mean_of(get(rs, &RunInfo::seconds)) / 60) << " |\n";
+    }
+
+  // Each method against the first (the baseline), paired by seed.
+  md << "\n## Against the baseline (" << g.methods[0].name << "), paired by seed\n\n";
+  md << "| target | method | pairs | Δ overall − baseline's | t | p | target gain − baseline's | p |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+  std::ostringstream findings;
+  for (const auto& t : g.targets)
+    for (size_t mi = 1; mi < g.methods.size(); ++mi) {
+      std::vector<double> a, b, ta, tb;
+      for (uint64_t seed : g.seeds) {
+        const RunInfo *x = nullptr, *y = nullptr;
+        for (const auto& r : runs) {
+          if (r.target == t.name && r.seed == seed && r.method == g.methods[mi].name) x = &r;
+          if (r.target == t.name && r.seed == seed && r.method == g.methods[0].name) y = &r;
+        }
+        if (x && y) {
+          a.push_back(x->delta);
+          b.push_back(y->delta);
+          ta.push_back(x->target_gain);
+          tb.push_back(y->target_gain);
+        }
+      }
+      if (a.empty()) continue;
+      auto tt = paired_t_test(a, b), tg = paired_t_test(ta, tb);
+      double diff = mean_of(a) - mean_of(b), gdiff = mean_of(ta) - mean_of(tb);
+      md << "| " << t.name << " | " << g.methods[mi].name << " | " << a.size() << " | " << f4(diff) << " | " << f4(tt.statistic) << " | "
+         << f4(tt.p_value) << " | " << f4(gdiff) << " | " << f4(tg.p_value) << " |\n";
+      findings << "On " << t.name << ", " << g.methods[mi].name << " changed the overall general score by " << f4(mean_of(a))
+               << " against " << f4(mean_of(b)) << " for " << g.methods[0].name << " (difference " << f4(diff) << ", paired p = "
+               << f4(tt.p_value) << ", " << a.size() << " seeds): it forgot " << (diff > 0 ? "less" : diff < 0 ? "more" : "as much")
+               << (tt.p_value < 0.05 ? "" : ", a difference these seeds cannot tell from noise") << ". Its target gain was "
+               << f4(mean_of(ta)) << " against " << f4(mean_of(tb)) << ". ";
+    }
+
+  // Sharpness against forgetting across runs.
+  md << "\n## Flatness and forgetting across runs\n\n";
+  std::vector<double> lam, sams, forget;
+  std::vector<std::string> labels;
+  for (const auto& r : runs) {
+    lam.push_back(r.lambda_max);
+    sams.push_back(r.sam_sharpness);
+    forget.push_back(-r.delta);
+    labels.push_back(r.method + " s" + std::to_string(r.seed));
+  }
+  md << "| sharpness measure | Pearson r | p | Spearman ρ | p | runs |\n|---|---:|---:|---:|---:|---:|\n";
+  for (auto [name, xs] : std::vector<std::pair<std::string, std::vector<double>>>{{"Hessian λmax (target data)", lam}, {"SAM sharpness", sams}}) {
+    auto p = pearson(xs, forget), s = spearman(xs, forget);
+    md << "| " << name << " | " << f4(p.statistic) << " | " << f4(p.p_value) << " | " << f4(s.statistic) << " | " << f4(s.p_value) << " | "
+       << xs.size() << " |\n";
+    if (name.rfind("Hessian", 0) == 0)
+      findings << "Across the " << xs.size() << " runs, the Hessian's top eigenvalue correlated with forgetting at Pearson r = " << f4(p.statistic)
+               << " (p = " << f4(p.p_value) << ", Spearman " << f4(s.statistic) << "): "
+               << (p.statistic > 0 && p.p_value < 0.05 ? "sharper minima forgot more, as the paper claims."
+                   : p.statistic > 0 ? "the sign the paper predicts (sharper forgets more), but not significant with this many runs."
+                                     : "not the relation the paper reports.")
+               << " ";
+  }
+  try {
+    plot_scatter(join_path(out, "figures/sharpness_vs_forgetting.png"), "forgetting (drop of the overall general score) vs Hessian top eigenvalue",
+                 "lambda max on target data", "forgetting", lam, forget, labels);
+    md << "\n![sharpness vs forgetting](figures/sharpness_vs_forgetting.png)\n";
+  } catch (const Error&) {
+  }
+  // Surfaces and interpolation, first seed of each method.
+  for (const char* key : {"surface_target", "surface_general", "interpolation_target", "interpolation_general"}) {
+    std::vector<Series> series;
+    for (const auto& r : runs)
+      if (r.seed == g.seeds[0] && r.flat.contains(key))
+        series.push_back({r.target + " " + r.method, r.flat[key]["alphas"].get<std::vector<double>>(), r.flat[key]["losses"].get<std::vector<double>>()});
+    if (series.empty()) continue;
+    std::string k = key;
+    bool interp = k.rfind("interpolation", 0) == 0;
+    std::string data = k.find("target") != std::string::npos ? "target-task data" : "general held-out text";
+    std::string title = interp ? "loss from the before model (0) to the tuned model (1), " + data
+                               : "loss along a filter-normalised random direction, " + data;
+    plot_lines(join_path(out, "figures/" + k + ".png"), title, interp ? "interpolation alpha" : "step along the direction", "loss", series);
+    md << "\n![" << k << "](figures/" << k << ".png)\n";
+  }
+  md << "\n## Findings\n\n" << findings.str() << "\n\nThese are the numbers this run produced on a small model; they are reported as found, "
+     << "whether or not they agree with the paper.\n";
+  write_file_atomic(join_path(out, "report.md"), md.str());
+  write_file_atomic(join_path(out, "report.html"), to_html(md.str(), out));
+}
+
+}  // namespace flatune
