@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "flatune/core/error.h"
 #include "flatune/optim/optimizer.h"
@@ -248,4 +249,53 @@ TEST(Optim, AdamWGroupsExemptNormsBiasesAndEmbeddings) {
   EXPECT_DOUBLE_EQ(n[0].item<double>(), 1.0);
   set_learning_rate(*opt, 0.01);
   EXPECT_DOUBLE_EQ(opt->param_groups()[1].options().get_lr(), 0.01);
+}
+
+// Saving AdamW's state after 3 steps and loading it into a fresh optimizer continues bitwise as
+// the optimizer that was never interrupted.
+TEST(Optim, SavedStateContinuesBitIdentically) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  auto X = torch::randn({6, 3}, gen), y = torch::randn({6}, gen);
+  auto w0 = torch::randn({3}, gen), b0 = torch::randn({1}, gen);
+  const AdamWSettings settings{0.05, 0.8, 0.95, 1e-6, 0.1};
+  auto one_step = [&](torch::optim::Optimizer& opt, torch::Tensor& w, torch::Tensor& b) {
+    opt.zero_grad();
+    ((X.matmul(w) + b - y).pow(2).mean()).backward();
+    opt.step();
+  };
+  auto w = w0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+  auto straight = make_adamw({{"w.weight", w}, {"b.bias", b}}, settings);
+  for (int i = 0; i < 6; ++i) one_step(*straight, w, b);
+
+  auto w2 = w0.clone().requires_grad_(true), b2 = b0.clone().requires_grad_(true);
+  auto first = make_adamw({{"w.weight", w2}, {"b.bias", b2}}, settings);
+  for (int i = 0; i < 3; ++i) one_step(*first, w2, b2);
+  const std::string path = ::testing::TempDir() + "/flatune_optim_state.pt";
+  save_optimizer_state(*first, path);
+  auto resumed = make_adamw({{"w.weight", w2}, {"b.bias", b2}}, settings);
+  load_optimizer_state(*resumed, path);
+  for (int i = 0; i < 3; ++i) one_step(*resumed, w2, b2);
+  EXPECT_TRUE(torch::equal(w.detach(), w2.detach()));
+  EXPECT_TRUE(torch::equal(b.detach(), b2.detach()));
+  std::remove(path.c_str());
+  EXPECT_THROW(load_optimizer_state(*resumed, path), Error);  // missing file: a clean error
+}
+
+TEST(Sam, ReportsLearningRateAndRestoresWeightsWhenTheSecondPassThrows) {
+  Quadratic q;
+  torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(0.125));
+  SamSettings s;
+  s.kind = "sam";
+  s.rho = 0.2;
+  SamStepper stepper(q.params(), sgd, s, 0.0);
+  EXPECT_DOUBLE_EQ(stepper.step([&] { return q.loss(); }).lr, 0.125);
+  auto W0 = q.W.detach().clone(), v0 = q.v.detach().clone();
+  int pass = 0;
+  EXPECT_THROW(stepper.step([&] {
+    if (pass++ == 1) throw Error("closure", "second pass failed");
+    return q.loss();
+  }),
+               Error);
+  EXPECT_TRUE(torch::equal(q.W.detach(), W0));
+  EXPECT_TRUE(torch::equal(q.v.detach(), v0));
 }

@@ -7,15 +7,18 @@
 namespace flatune {
 
 namespace {
+// Sums in float64 over all tensors with a single host synchronisation (one .item()).
 double sq_norm(const std::vector<torch::Tensor>& ts) {
-  double s = 0;
-  for (const auto& t : ts) s += t.to(torch::kDouble).pow(2).sum().item<double>();
-  return s;
+  if (ts.empty()) return 0.0;
+  std::vector<torch::Tensor> parts;
+  for (const auto& t : ts) parts.push_back(t.to(torch::kDouble).pow(2).sum());
+  return torch::stack(parts).sum().item<double>();
 }
 double dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += (a[i].to(torch::kDouble) * b[i].to(torch::kDouble)).sum().item<double>();
-  return s;
+  if (a.empty()) return 0.0;
+  std::vector<torch::Tensor> parts;
+  for (size_t i = 0; i < a.size(); ++i) parts.push_back((a[i].to(torch::kDouble) * b[i].to(torch::kDouble)).sum());
+  return torch::stack(parts).sum().item<double>();
 }
 }  // namespace
 
@@ -109,13 +112,20 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
       w.add_(e[j]);
     }
     zero_grads();
-    {
-      torch::GradMode::set_enabled(true);
-      st.perturbed_loss = closure();
-      torch::GradMode::set_enabled(false);
+    auto restore = [&] {
+      for (size_t j = 0; j < saved.size(); ++j) tensors_[perturbed_idx_[j]].detach().copy_(saved[j]);
+    };
+    try {
+      {
+        torch::AutoGradMode enable(true);
+        st.perturbed_loss = closure();
+      }
+      sync();
+    } catch (...) {
+      restore();  // a failed second pass must not leave the weights at w + e
+      throw;
     }
-    sync();
-    for (size_t j = 0; j < saved.size(); ++j) tensors_[perturbed_idx_[j]].detach().copy_(saved[j]);
+    restore();
     st.second_pass = true;
     if (looksam_full) {
       std::vector<torch::Tensor> gs = grads_of(perturbed_idx_);
@@ -138,6 +148,7 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
     }
   }
   st.grad_norm = clip_grad_norm(tensors_, max_grad_norm_);
+  st.lr = base_.param_groups().front().options().get_lr();
   base_.step();
   ++steps_;
   return st;

@@ -40,7 +40,8 @@ struct StepStats {
   double loss = 0;
   double perturbed_loss = std::nan("");  // NaN on steps without a second pass
   double e_norm = 0;
-  double grad_norm = 0;
+  double grad_norm = 0;  // of the stepped gradient, before clipping
+  double lr = 0;         // of the base optimizer's first group, as stepped
   bool second_pass = false;
 };
 
