@@ -35,6 +35,13 @@ struct Quadratic {
   NamedParams params() const { return {{"model.layers.0.mlp.up_proj.weight", W}, {"model.layers.1.self_attn.q_proj.bias", v}}; }
 };
 
+SamSettings settings(const std::string& kind, double rho) {
+  SamSettings s;
+  s.kind = kind;
+  s.rho = rho;
+  return s;
+}
+
 void expect_close(const torch::Tensor& a, const torch::Tensor& b, double tol = 1e-12) {
   EXPECT_LE((a - b).abs().max().item<double>(), tol) << a << "\nvs\n" << b;
 }
@@ -49,9 +56,7 @@ TEST(Sam, OneStepEqualsClosedForm) {
   auto e = rho * g / g.norm();
   auto expected = w0 - lr * q.grad_at(w0 + e);
   torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(lr));
-  SamSettings s;
-  s.kind = "sam";
-  s.rho = rho;
+  SamSettings s = settings("sam", rho);
   SamStepper stepper(q.params(), sgd, s, 0.0);
   auto st = stepper.step([&] { return q.loss(); });
   expect_close(q.flat(), expected);
@@ -71,9 +76,7 @@ TEST(Sam, AsamStepEqualsClosedForm) {
   auto e = rho * T * T * g / (T * g).norm();
   auto expected = w0 - lr * q.grad_at(w0 + e);
   torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(lr));
-  SamSettings s;
-  s.kind = "asam";
-  s.rho = rho;
+  SamSettings s = settings("asam", rho);
   s.eta = eta;
   SamStepper stepper(q.params(), sgd, s, 0.0);
   stepper.step([&] { return q.loss(); });
@@ -84,9 +87,7 @@ TEST(Sam, LookSamInBetweenStepsFollowTheFormula) {
   Quadratic q;
   const double lr = 0.05, rho = 0.2, alpha = 0.7;
   torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(lr));
-  SamSettings s;
-  s.kind = "looksam";
-  s.rho = rho;
+  SamSettings s = settings("looksam", rho);
   s.k = 3;
   s.alpha = alpha;
   SamStepper stepper(q.params(), sgd, s, 0.0);
@@ -118,9 +119,7 @@ TEST(Sam, LookSamInBetweenStepsFollowTheFormula) {
 TEST(Sam, SubsetLeavesUnselectedParametersUnperturbed) {
   Quadratic q;
   torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(0.1));
-  SamSettings s;
-  s.kind = "sam-subset";
-  s.rho = 0.5;
+  SamSettings s = settings("sam-subset", 0.5);
   s.subset = {".*\\.mlp\\..*"};
   SamStepper stepper(q.params(), sgd, s, 0.0);
   EXPECT_EQ(stepper.perturbed(), (std::vector<bool>{true, false}));
@@ -146,9 +145,7 @@ TEST(Sam, SubsetLeavesUnselectedParametersUnperturbed) {
 TEST(Sam, RestoresWeightsBitExactlyBeforeTheStep) {
   Quadratic q;
   torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(0.0));  // lr 0: step changes nothing
-  SamSettings s;
-  s.kind = "sam";
-  s.rho = 0.37;
+  SamSettings s = settings("sam", 0.37);
   SamStepper stepper(q.params(), sgd, s, 0.0);
   auto W0 = q.W.detach().clone(), v0 = q.v.detach().clone();
   stepper.step([&] { return q.loss(); });
@@ -165,10 +162,7 @@ TEST(Sam, AccumulationEqualsOneLargeBatch) {
     auto run = [&](int micro) {
       auto w = w0.clone().requires_grad_(true);
       auto opt = make_adamw({{"w", w}}, AdamWSettings{0.01});
-      SamSettings s;
-      s.kind = kind;
-      s.rho = 0.1;
-      SamStepper stepper({{"w", w}}, *opt, s, 0.0);
+      SamStepper stepper({{"w", w}}, *opt, settings(kind, 0.1), 0.0);
       for (int step = 0; step < 3; ++step) {
         stepper.step([&] {
           double total = 0;
@@ -284,9 +278,7 @@ TEST(Optim, SavedStateContinuesBitIdentically) {
 TEST(Sam, ReportsLearningRateAndRestoresWeightsWhenTheSecondPassThrows) {
   Quadratic q;
   torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(0.125));
-  SamSettings s;
-  s.kind = "sam";
-  s.rho = 0.2;
+  SamSettings s = settings("sam", 0.2);
   SamStepper stepper(q.params(), sgd, s, 0.0);
   EXPECT_DOUBLE_EQ(stepper.step([&] { return q.loss(); }).lr, 0.125);
   auto W0 = q.W.detach().clone(), v0 = q.v.detach().clone();
