@@ -105,15 +105,15 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
     }
     st.e_norm = std::sqrt(sq_norm(e));
     // Keep exact copies of w: subtracting e again would not restore w bit for bit.
-    std::vector<torch::Tensor> saved;
-    for (size_t j = 0; j < e.size(); ++j) {
-      auto& w = tensors_[perturbed_idx_[j]];
-      saved.push_back(w.detach().clone());
-      w.add_(e[j]);
+    std::vector<torch::Tensor> weights, saved;
+    for (size_t i : perturbed_idx_) {
+      weights.push_back(tensors_[i].detach());
+      saved.push_back(weights.back().clone());
     }
+    at::_foreach_add_(weights, e);  // one multi-tensor kernel on CUDA; per-tensor add_ on CPU
     zero_grads();
     auto restore = [&] {
-      for (size_t j = 0; j < saved.size(); ++j) tensors_[perturbed_idx_[j]].detach().copy_(saved[j]);
+      for (size_t j = 0; j < saved.size(); ++j) weights[j].copy_(saved[j]);
     };
     try {
       {
