@@ -8,6 +8,7 @@
 #include "flatune/core/progress.h"
 #include "flatune/data/dataset.h"
 #include "flatune/eval/loglik.h"
+#include "flatune/eval/pyrandom.h"
 #include "flatune/model/generate.h"
 
 namespace flatune {
@@ -46,22 +47,24 @@ void score_choices(const std::vector<double>& ll, const std::vector<std::string>
   }
 }
 
-namespace {
-
-// Few-shot prefix: `shots` other items of the task, seeded, each with its gold answer.
-std::string fewshot_prefix(const Task& task, size_t item, const EvalOptions& o, std::mt19937_64& rng) {
-  if (o.shots <= 0) return "";
-  std::vector<size_t> pool;
-  for (size_t i = 0; i < task.mc.size(); ++i)
-    if (i != item) pool.push_back(i);
-  std::shuffle(pool.begin(), pool.end(), rng);
-  std::string out;
-  for (int k = 0; k < o.shots && k < static_cast<int>(pool.size()); ++k) {
-    const McItem& ex = task.mc[pool[k]];
+// Few-shot examples as lm-eval's ContextSampler draws them when the few-shot split is the
+// evaluated one (see evaluate.h).
+std::string item_prefix(const Task& task, size_t item, const EvalOptions& o, PyRandom& rng) {
+  std::string out = task.mc[item].description;
+  if (o.shots <= 0) return out;
+  const int64_t pool = static_cast<int64_t>(task.mc.size());
+  std::vector<int64_t> drawn = rng.sample(pool, std::min<int64_t>(o.shots + 1, pool));
+  int taken = 0;
+  for (int64_t d : drawn) {
+    if (static_cast<size_t>(d) == item || taken == o.shots) continue;
+    const McItem& ex = task.mc[d];
     out += ex.context(ex.gold) + o.target_delimiter + ex.choice(ex.gold) + o.fewshot_delimiter;
+    ++taken;
   }
   return out;
 }
+
+namespace {
 
 void add_category(TaskResult& r, const std::map<std::string, std::map<std::string, std::vector<double>>>& per_cat) {
   for (const auto& [cat, metrics] : per_cat) {
@@ -105,12 +108,12 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
   if (task.kind == "multiple_choice") {
     size_t n = task.mc.size();
     if (o.limit > 0) n = std::min<size_t>(n, o.limit);
-    std::mt19937_64 rng(o.seed);
+    PyRandom rng(o.seed);
     std::vector<double> acc, acc_norm;
     Progress progress("eval " + task.name, static_cast<int64_t>(n), "item");
     for (size_t i = 0; i < n; ++i) {
       const McItem& item = task.mc[i];
-      std::string prefix = fewshot_prefix(task, i, o, rng);
+      std::string prefix = item_prefix(task, i, o, rng);
       std::vector<EncodedPair> pairs;
       std::vector<std::string> choices;
       for (int c = 0; c < item.num_choices(); ++c) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "flatune/core/json.h"
+#include "flatune/eval/pyrandom.h"
 #include "flatune/eval/tasks.h"
 #include "flatune/model/llama.h"
 #include "flatune/text/tokenizer.h"
@@ -47,6 +48,12 @@ MetricValue mean_with_stderr(const std::vector<double>& xs);
 // acc: argmax of the summed log-likelihood; acc_norm: argmax of loglik / len(choice) in
 // characters (code points).
 void score_choices(const std::vector<double>& loglik, const std::vector<std::string>& choices, int* pred, int* pred_norm);
+
+// What goes before an item's context: its description, then (shots > 0) few-shot examples drawn
+// as lm-eval's ContextSampler draws them from the same split: one Python random.Random(seed) per
+// task, consumed item by item, sample(items, shots + 1) minus the item itself, first `shots`
+// kept; each example is context + target_delimiter + gold choice + fewshot_delimiter.
+std::string item_prefix(const Task& task, size_t item, const EvalOptions& opts, PyRandom& rng);
 
 TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Task& task, const EvalOptions& opts);
 

@@ -42,6 +42,7 @@ Task read_task(const std::string& path) {
     McItem item;
     item.id = id_of(j, line);
     item.category = category;
+    if (j.contains("description")) item.description = require_string(j, "description", where);
     if (j.contains("contexts")) {
       item.contexts = strings(j, "contexts", where);
       item.choices = {require_string(j, "continuation", where)};

@@ -1,6 +1,6 @@
 // Evaluation items and reading them: multiple choice {"id","context","choices","gold","category"}
 // (or {"id","contexts","continuation","gold","category"} when each choice changes the context,
-// as WinoGrande's partial scoring does) and generative {"id","prompt","answer"}.
+// as WinoGrande's partial scoring does; optional "description" goes before few-shot examples) and generative {"id","prompt","answer"}.
 #pragma once
 #include <string>
 #include <vector>
@@ -13,6 +13,7 @@ struct McItem {
   std::vector<std::string> choices;   // continuations (one per choice, or a single shared one)
   int gold = 0;
   std::string category;
+  std::string description;  // put before the few-shot examples (lm-eval's task description)
   int num_choices() const { return static_cast<int>(contexts.size() > 1 ? contexts.size() : choices.size()); }
   const std::string& context(int i) const { return contexts.size() > 1 ? contexts[i] : contexts[0]; }
   const std::string& choice(int i) const { return choices.size() > 1 ? choices[i] : choices[0]; }
