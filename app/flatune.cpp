@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   flatune::cli::add_merge_command(app);
   flatune::cli::add_eval_command(app);
   flatune::cli::add_forgetting_command(app);
+  flatune::cli::add_tokenize_command(app);
   flatune::cli::add_import_command(app);
 
   try {
