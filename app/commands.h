@@ -14,12 +14,15 @@ void add_fisher_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_forgetting_command(CLI::App& app);
-void add_tokenize_command(CLI::App& app);
 void add_import_command(CLI::App& app);
+void add_experiment_command(CLI::App& app);
+void add_demo_command(CLI::App& app);
+void add_info_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 
 // Benchmarks under `flatune bench` (one line each).
-void add_bench_tokenize_command(CLI::App& bench);
 void add_bench_eval_command(CLI::App& bench);
+void add_bench_tokenize_command(CLI::App& bench);
 
 
 }  // namespace flatune::cli

@@ -38,8 +38,11 @@ int main(int argc, char** argv) {
   flatune::cli::add_merge_command(app);
   flatune::cli::add_eval_command(app);
   flatune::cli::add_forgetting_command(app);
-  flatune::cli::add_tokenize_command(app);
   flatune::cli::add_import_command(app);
+  flatune::cli::add_experiment_command(app);
+  flatune::cli::add_demo_command(app);
+  flatune::cli::add_info_command(app);
+  flatune::cli::add_tokenize_command(app);
 
   try {
     app.parse(argc, argv);

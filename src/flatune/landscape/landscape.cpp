@@ -80,13 +80,15 @@ NamedTensors random_direction(const NamedParams& params, const DirectionOptions&
 }
 
 NamedTensors difference_direction(const NamedTensors& from, const NamedTensors& to, const std::string& where) {
-  std::map<std::string, torch::Tensor> t(to.begin(), to.end());
+  // In `to`'s order (the model's), whatever order the file stored `from` in.
+  std::map<std::string, torch::Tensor> f(from.begin(), from.end());
   NamedTensors out;
-  for (const auto& [name, f] : from) {
-    auto it = t.find(name);
-    if (it == t.end() || !it->second.sizes().equals(f.sizes())) fail(where, "tensor '" + name + "' differs between the two models");
-    out.emplace_back(name, it->second.to(f.dtype()) - f);
+  for (const auto& [name, t] : to) {
+    auto it = f.find(name);
+    if (it == f.end() || !it->second.sizes().equals(t.sizes())) fail(where, "tensor '" + name + "' differs between the two models");
+    out.emplace_back(name, t - it->second.to(t.dtype()));
   }
+  if (f.size() != to.size()) fail(where, "the two models have different tensors");
   return out;
 }
 

@@ -254,8 +254,7 @@ json measure_flatness(const std::string& model_dir, const std::string& before_di
   NamedTensors interp = difference_direction(load_checkpoint_weights(before_dir), model->weights(), before_dir);
   {
     // Interpolation from the before model (alpha 0) through the tuned one (alpha 1) and beyond.
-    NamedTensors from_tuned;
-    for (auto& [n, t] : interp) from_tuned.emplace_back(n, t);
+    const NamedTensors& from_tuned = interp;
     auto si = surface_1d(params, from_tuned, loss, -1.5, 0.5, 9);
     for (auto& a : si.alphas) a += 1.0;  // shift so 0 = before, 1 = tuned
     out["interpolation_target"] = surface_1d_json(si);
