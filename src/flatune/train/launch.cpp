@@ -92,11 +92,15 @@ LaunchResult launch_local(int nproc, const std::vector<std::string>& command, in
       pids[rank] = -1;
       --running;
       bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      if (!ok && result.failed_rank < 0) {
-        result.failed_rank = rank;
-        result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-        result.message = "rank " + std::to_string(rank) + " " + describe(status);
-        deadline = std::chrono::steady_clock::now() + grace;
+      if (!ok) {
+        // Every failure is named: the rank that died first and the ones that then noticed it
+        // may be reaped in either order.
+        result.message += (result.message.empty() ? "" : "; ") + ("rank " + std::to_string(rank) + " " + describe(status));
+        if (result.failed_rank < 0) {
+          result.failed_rank = rank;
+          result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+          deadline = std::chrono::steady_clock::now() + grace;
+        }
       }
       continue;
     }

@@ -11,8 +11,8 @@ namespace flatune {
 
 struct LaunchResult {
   int exit_code = 0;   // 0 when every rank succeeded
-  int failed_rank = -1;
-  std::string message;  // which rank failed and how
+  int failed_rank = -1;   // the first failed rank reaped
+  std::string message;    // every failed rank and how it ended
 };
 
 LaunchResult launch_local(int nproc, const std::vector<std::string>& command, int master_port = 0,
