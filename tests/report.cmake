@@ -1,0 +1,1 @@
+flatune_test(test_report SOURCES test_report.cpp test_util.cpp DEPS flatune_report)

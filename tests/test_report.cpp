@@ -1,0 +1,97 @@
+// Report statistics against closed forms and hand computation; figures; the study end to end.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "flatune/core/fs.h"
+#include "flatune/core/json.h"
+#include "flatune/report/plot.h"
+#include "flatune/report/stats.h"
+#include "test_util.h"
+
+using namespace flatune;
+using flatune::testing::run_flatune;
+using flatune::testing::TempDir;
+
+TEST(Stats, StudentTAgainstClosedForms) {
+  // dof 1 (Cauchy): p = 1 - 2 atan(t) / pi; dof 2: p = 1 - t / sqrt(t^2 + 2).
+  for (double t : {0.1, 0.8, 2.0, 7.5}) {
+    EXPECT_NEAR(student_t_two_sided_p(t, 1), 1 - 2 * std::atan(t) / M_PI, 1e-12) << t;
+    EXPECT_NEAR(student_t_two_sided_p(t, 2), 1 - t / std::sqrt(t * t + 2), 1e-12) << t;
+  }
+  EXPECT_DOUBLE_EQ(student_t_two_sided_p(0, 5), 1.0);
+}
+
+TEST(Stats, PairedTTestByHand) {
+  // d = (1, 2, 3): mean 2, sd 1, t = 2 sqrt(3), dof 2.
+  auto r = paired_t_test({1, 2, 3}, {0, 0, 0});
+  EXPECT_NEAR(r.statistic, 2 * std::sqrt(3.0), 1e-12);
+  EXPECT_NEAR(r.p_value, 1 - r.statistic / std::sqrt(r.statistic * r.statistic + 2), 1e-12);
+  EXPECT_DOUBLE_EQ(mean_of({1, 2, 3, 6}), 3.0);
+  EXPECT_NEAR(sample_std({1, 2, 3, 6}), std::sqrt(14.0 / 3), 1e-12);
+}
+
+TEST(Stats, PearsonAndSpearmanWithTies) {
+  std::vector<double> x = {1, 2, 3, 4, 5}, y = {2, 4, 5, 4, 5};
+  // sxy = 6, sxx = 10, syy = 6.
+  auto p = pearson(x, y);
+  EXPECT_NEAR(p.statistic, 6 / std::sqrt(60.0), 1e-12);
+  double t = p.statistic * std::sqrt(3 / (1 - p.statistic * p.statistic));
+  EXPECT_NEAR(p.p_value, student_t_two_sided_p(t, 3), 1e-12);
+  EXPECT_GT(p.p_value, 0.12);
+  EXPECT_LT(p.p_value, 0.13);
+  // Ranks of y with ties: (1, 2.5, 4.5, 2.5, 4.5); against 1..5: sxy = 7, syy = 9.
+  EXPECT_EQ(average_ranks(y), (std::vector<double>{1, 2.5, 4.5, 2.5, 4.5}));
+  EXPECT_NEAR(spearman(x, y).statistic, 7 / std::sqrt(90.0), 1e-12);
+  EXPECT_NEAR(pearson(x, {5, 4, 3, 2, 1}).statistic, -1.0, 1e-12);
+}
+
+TEST(Plot, WritesValidPngAndSvg) {
+  TempDir dir;
+  std::vector<double> a, l;
+  for (int i = 0; i <= 20; ++i) {
+    a.push_back(-1 + i * 0.1);
+    l.push_back(a.back() * a.back());
+  }
+  plot_lines(dir / "c.png", "a parabola", "alpha", "loss", {{"x^2", a, l}, {"x^2/2", a, std::vector<double>(l.size(), 0.3)}});
+  plot_lines(dir / "c.svg", "a parabola", "alpha", "loss", {{"x^2", a, l}});
+  std::vector<std::vector<double>> z(5, std::vector<double>(5));
+  std::vector<double> g = {-1, -0.5, 0, 0.5, 1};
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 5; ++j) z[i][j] = g[i] * g[i] + g[j] * g[j];
+  plot_contour(dir / "s.png", "bowl", g, g, z);
+  plot_scatter(dir / "p.png", "points", "x", "y", {1, 2, 3}, {3, 1, 2}, {"a", "b", "c"});
+  for (const char* f : {"c.png", "s.png", "p.png"}) {
+    std::string png = read_file(dir / f);
+    ASSERT_GT(png.size(), 1000u) << f;
+    EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << f;
+  }
+  std::string svg = read_file(dir / "c.svg");
+  EXPECT_NE(svg.find("<svg"), std::string::npos);
+}
+
+TEST(Study, QuickDemoRunsEndToEndAndResumes) {
+  if (!file_exists("/usr/share/wordnet/data.noun")) GTEST_SKIP() << "wordnet-base not installed";
+  TempDir dir;
+  auto r = run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* f : {"report.md", "report.html", "forgetting.md", "forgetting.json", "grid.yaml", "figures/surface_target.png",
+                        "figures/interpolation_target.png", "figures/sharpness_vs_forgetting.png", "runs/math__sam__s2/DONE",
+                        "runs/math__adamw__s1/flatness.json", "base/eval/knowledge.json"})
+    EXPECT_TRUE(file_exists(dir / "study/" + f)) << f;
+  std::string md = read_file(dir / "study/report.md");
+  for (const char* s : {"## Forgetting per run", "| **overall** |", "## Against the baseline (adamw)", "Pearson", "## Findings"})
+    EXPECT_NE(md.find(s), std::string::npos) << s;
+  auto forgetting = read_json_file(dir / "study/forgetting.json");
+  EXPECT_EQ(forgetting["tuned"].size(), 4u);
+  // A second invocation finds every run done and rebuilds the same report numbers.
+  auto again = run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(read_json_file(dir / "study/forgetting.json"), forgetting);
+  // An interrupted run (its DONE and evaluation gone, checkpoints kept) resumes to the same numbers.
+  std::filesystem::remove(dir / "study/runs/math__sam__s1/DONE");
+  std::filesystem::remove_all(dir / "study/runs/math__sam__s1/eval");
+  auto resumed = run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(read_json_file(dir / "study/forgetting.json"), forgetting);
+}
