@@ -84,4 +84,30 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   fsync_dir(std::filesystem::path(path).parent_path().string());
 }
 
+void write_folder_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill) {
+  std::filesystem::path target(dir);
+  std::string tmp = dir + ".partial-" + std::to_string(::getpid());
+  std::error_code ec;
+  std::filesystem::remove_all(tmp, ec);
+  make_dirs(tmp);
+  try {
+    fill(tmp);
+  } catch (...) {
+    std::filesystem::remove_all(tmp, ec);
+    throw;
+  }
+  // Files inside were fsynced by their writers; the folder entries need their own fsync.
+  fsync_dir(tmp);
+  std::string old = dir + ".old-" + std::to_string(::getpid());
+  bool had_old = std::filesystem::exists(target, ec);
+  if (had_old) {
+    std::filesystem::rename(target, old, ec);
+    if (ec) fail(dir, "cannot move the previous folder aside: " + ec.message());
+  }
+  std::filesystem::rename(tmp, target, ec);
+  if (ec) fail(dir, "cannot rename the new folder into place: " + ec.message());
+  fsync_dir(target.parent_path().string());
+  if (had_old) std::filesystem::remove_all(old, ec);
+}
+
 }  // namespace flatune

@@ -74,11 +74,7 @@ std::string dtype_name(torch::ScalarType t) {
 
 void save_checkpoint(const std::string& dir, const json& config, const NamedTensors& weights, const SaveOptions& opts,
                      const std::string& tokenizer_dir) {
-  std::string tmp = dir + ".partial-" + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  make_dirs(tmp);
-  try {
+  write_folder_atomic(dir, [&](const std::string& tmp) {
     json cfg = config;
     cfg["torch_dtype"] = dtype_name(opts.dtype);
     write_file_atomic(join_path(tmp, "config.json"), cfg.dump(2) + "\n");
@@ -122,19 +118,7 @@ void save_checkpoint(const std::string& dir, const json& config, const NamedTens
       write_file_atomic(join_path(tmp, kIndex), index.dump(2) + "\n");
     }
     if (!tokenizer_dir.empty()) copy_tokenizer_files(tokenizer_dir, tmp);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  fsync_dir(tmp);
-  std::string old = dir + ".old-" + std::to_string(::getpid());
-  bool had_old = fs::exists(dir, ec);
-  if (had_old) fs::rename(dir, old, ec);
-  if (ec) fail(dir, "cannot move the previous folder aside: " + ec.message());
-  fs::rename(tmp, dir, ec);
-  if (ec) fail(dir, "cannot rename the new folder into place: " + ec.message());
-  fsync_dir(fs::path(dir).parent_path().string());
-  if (had_old) fs::remove_all(old, ec);
+  });
 }
 
 }  // namespace flatune

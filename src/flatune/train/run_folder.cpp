@@ -48,32 +48,6 @@ void prune_checkpoints(const RunFolder& run, int64_t keep) {
   for (size_t i = 0; i + keep < steps.size(); ++i) fs::remove_all(run.checkpoint_dir(steps[i]), ec);
 }
 
-void write_folder_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill) {
-  fs::path target(dir);
-  std::string tmp = dir + ".partial-" + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  make_dirs(tmp);
-  try {
-    fill(tmp);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  // Files inside were fsynced by their writers; the folder entries need their own fsync.
-  fsync_dir(tmp);
-  std::string old = dir + ".old-" + std::to_string(::getpid());
-  bool had_old = fs::exists(target, ec);
-  if (had_old) {
-    fs::rename(target, old, ec);
-    if (ec) fail(dir, "cannot move the previous folder aside: " + ec.message());
-  }
-  fs::rename(tmp, target, ec);
-  if (ec) fail(dir, "cannot rename the new folder into place: " + ec.message());
-  fsync_dir(target.parent_path().string());
-  if (had_old) fs::remove_all(old, ec);
-}
-
 MetricsLog::MetricsLog(const std::string& path, bool truncate_after_step, int64_t after_step) : path_(path) {
   if (truncate_after_step && file_exists(path)) {
     // On resume, drop lines logged after the checkpoint so the log reads as one run.

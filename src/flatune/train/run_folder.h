@@ -6,6 +6,8 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+
+#include "flatune/core/fs.h"
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,11 +31,6 @@ std::optional<int64_t> newest_checkpoint(const RunFolder& run);
 // Removes all but the newest `keep` complete checkpoints (keep <= 0: keep all), and any
 // leftovers of interrupted writes.
 void prune_checkpoints(const RunFolder& run, int64_t keep);
-
-// Writes a folder atomically: `fill(tmp)` writes into a sibling temporary folder, which is
-// fsynced and renamed to `dir` (replacing an existing one). A crash leaves either the old
-// folder or the new one, never a half-written one.
-void write_folder_atomic(const std::string& dir, const std::function<void(const std::string& tmp)>& fill);
 
 // Appends JSON lines to metrics.jsonl, flushed per line so a crash loses at most one.
 class MetricsLog {
