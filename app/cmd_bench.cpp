@@ -10,6 +10,7 @@ void add_bench_command(CLI::App& app) {
   // Benchmarks (one line each):
   add_bench_eval_command(*bench);
   add_bench_tokenize_command(*bench);
+  add_bench_train_command(*bench);
   (void)bench;
 }
 

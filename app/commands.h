@@ -23,6 +23,7 @@ void add_tokenize_command(CLI::App& app);
 // Benchmarks under `flatune bench` (one line each).
 void add_bench_eval_command(CLI::App& bench);
 void add_bench_tokenize_command(CLI::App& bench);
+void add_bench_train_command(CLI::App& bench);
 
 
 }  // namespace flatune::cli

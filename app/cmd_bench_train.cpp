@@ -1,0 +1,89 @@
+// `flatune bench train`: tokens/s of one optimizer step for AdamW and each SAM variant on a fresh
+// model of a given shape, measured in one process one after another, with the ratio to AdamW.
+#include <chrono>
+#include <cstdio>
+
+#include "commands.h"
+#include "flatune/core/fs.h"
+#include "flatune/core/json.h"
+#include "flatune/model/llama.h"
+#include "flatune/optim/optimizer.h"
+#include "flatune/optim/sam.h"
+
+namespace flatune::cli {
+
+void add_bench_train_command(CLI::App& bench) {
+  struct Args {
+    int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 4, lora_rank = 0;
+    std::vector<std::string> variants = {"none", "sam", "asam", "looksam", "sam-subset"};
+    int threads = 0;
+    std::string json_out;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = bench.add_subcommand("train", "tokens/s of AdamW and each SAM variant on a fresh model");
+  sub->add_option("--hidden", a->hidden, "hidden size");
+  sub->add_option("--layers", a->layers, "layers");
+  sub->add_option("--heads", a->heads, "attention heads");
+  sub->add_option("--ffn", a->ffn, "MLP size");
+  sub->add_option("--vocab", a->vocab, "vocabulary size");
+  sub->add_option("--seq", a->seq, "sequence length");
+  sub->add_option("--batch", a->batch, "rows per step");
+  sub->add_option("--steps", a->steps, "timed steps per variant (after one warm-up step)");
+  sub->add_option("--lora-rank", a->lora_rank, "LoRA rank (0: full fine-tuning)");
+  sub->add_option("--variants", a->variants, "none sam asam looksam sam-subset");
+  sub->add_option("--threads", a->threads, "intra-op threads");
+  sub->add_option("--json", a->json_out, "also write the results as JSON");
+  sub->callback([a] {
+    if (a->threads > 0) at::set_num_threads(a->threads);
+    LlamaConfig c;
+    c.vocab_size = a->vocab;
+    c.hidden_size = a->hidden;
+    c.intermediate_size = a->ffn;
+    c.num_hidden_layers = a->layers;
+    c.num_attention_heads = a->heads;
+    c.num_key_value_heads = a->heads;
+    c.head_dim = a->hidden / a->heads;
+    c.max_position_embeddings = a->seq;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+    auto ids = torch::randint(0, a->vocab, {a->batch, a->seq}, gen, torch::kLong);
+    json results = json::array();
+    double adamw_tps = 0;
+    std::printf("model %.1fM parameters, batch %lld x %lld tokens, %d threads\n", c.num_parameters() / 1e6,
+                static_cast<long long>(a->batch), static_cast<long long>(a->seq), at::get_num_threads());
+    std::printf("%-12s %12s %10s\n", "variant", "tokens/s", "vs adamw");
+    for (const auto& v : a->variants) {
+      LlamaForCausalLM model(c);
+      model->init_weights(0);
+      if (a->lora_rank > 0) {
+        LoraOptions lo;
+        lo.rank = a->lora_rank;
+        model->add_lora(lo);
+      }
+      auto params = model->trainable_parameters();
+      auto opt = make_adamw(params, AdamWSettings{});
+      SamSettings s;
+      s.kind = v;
+      s.subset = {".*layers\\.[0-9]*[13579]\\.mlp\\..*"};  // half the layers' MLPs
+      SamStepper stepper(params, *opt, s, 1.0);
+      auto closure = [&] {
+        ForwardInput in;
+        in.input_ids = ids;
+        auto loss = causal_lm_loss(model->forward(in), ids);
+        loss.backward();
+        return loss.item<double>();
+      };
+      stepper.step(closure);  // warm-up
+      auto t0 = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < a->steps; ++i) stepper.step(closure);
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      double tps = static_cast<double>(a->batch * a->seq * a->steps) / secs;
+      if (v == "none") adamw_tps = tps;
+      double ratio = adamw_tps > 0 ? adamw_tps / tps : 0;
+      std::printf("%-12s %12.0f %9.2fx\n", v == "none" ? "adamw" : v.c_str(), tps, ratio);
+      results.push_back({{"variant", v == "none" ? "adamw" : v}, {"tokens_per_s", tps}, {"step_time_vs_adamw", ratio}});
+    }
+    if (!a->json_out.empty()) write_file_atomic(a->json_out, results.dump(2) + "\n");
+  });
+}
+
+}  // namespace flatune::cli
