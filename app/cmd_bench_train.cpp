@@ -1,7 +1,11 @@
 // `flatune bench train`: tokens/s of one optimizer step for AdamW and each SAM variant on a fresh
-// model of a given shape, measured in one process one after another, with the ratio to AdamW.
+// model of a given shape, measured in one process one after another, with the ratio to AdamW,
+// and the peak resident memory of each variant.
+#include <malloc.h>
+
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 
 #include "commands.h"
 #include "flatune/core/fs.h"
@@ -11,6 +15,30 @@
 #include "flatune/optim/sam.h"
 
 namespace flatune::cli {
+namespace {
+
+// Linux keeps the process's resident high-water mark in /proc/self/status (VmHWM); writing 5 to
+// /proc/self/clear_refs resets it to the current resident size, so each variant gets its own
+// peak although all run in one process. Memory glibc keeps after the previous variant is given
+// back first (malloc_trim), or it would hide part of the next variant's growth.
+int64_t status_kib(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(in, line))
+    if (line.compare(0, key.size(), key) == 0) return std::stoll(line.substr(key.size()));
+  return -1;
+}
+
+bool reset_peak_rss() {
+  malloc_trim(0);
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.close();
+  return static_cast<bool>(out);
+}
+
+}  // namespace
 
 void add_bench_train_command(CLI::App& bench) {
   struct Args {
@@ -50,8 +78,10 @@ void add_bench_train_command(CLI::App& bench) {
     double adamw_tps = 0;
     std::printf("model %.1fM parameters, batch %lld x %lld tokens, %d threads\n", c.num_parameters() / 1e6,
                 static_cast<long long>(a->batch), static_cast<long long>(a->seq), at::get_num_threads());
-    std::printf("%-12s %12s %10s\n", "variant", "tokens/s", "vs adamw");
+    std::printf("%-12s %12s %10s %14s %14s\n", "variant", "tokens/s", "vs adamw", "peak RSS MiB", "growth MiB");
     for (const auto& v : a->variants) {
+      const bool peak_known = reset_peak_rss();
+      const int64_t rss_start = status_kib("VmRSS");
       LlamaForCausalLM model(c);
       model->init_weights(0);
       if (a->lora_rank > 0) {
@@ -79,8 +109,17 @@ void add_bench_train_command(CLI::App& bench) {
       double tps = static_cast<double>(a->batch * a->seq * a->steps) / secs;
       if (v == "none") adamw_tps = tps;
       double ratio = adamw_tps > 0 ? adamw_tps / tps : 0;
-      std::printf("%-12s %12.0f %9.2fx\n", v == "none" ? "adamw" : v.c_str(), tps, ratio);
-      results.push_back({{"variant", v == "none" ? "adamw" : v}, {"tokens_per_s", tps}, {"step_time_vs_adamw", ratio}});
+      // Without a resettable high-water mark the peak would be the whole run's: not reported.
+      const double peak_mib = peak_known ? status_kib("VmHWM") / 1024.0 : -1;
+      const double growth_mib = peak_known ? (status_kib("VmHWM") - rss_start) / 1024.0 : -1;
+      std::printf("%-12s %12.0f %9.2fx %14.0f %14.0f\n", v == "none" ? "adamw" : v.c_str(), tps, ratio, peak_mib,
+                  growth_mib);
+      json row = {{"variant", v == "none" ? "adamw" : v}, {"tokens_per_s", tps}, {"step_time_vs_adamw", ratio}};
+      if (peak_known) {
+        row["peak_rss_mib"] = peak_mib;
+        row["peak_growth_mib"] = growth_mib;
+      }
+      results.push_back(row);
     }
     if (!a->json_out.empty()) write_file_atomic(a->json_out, results.dump(2) + "\n");
   });
