@@ -221,6 +221,36 @@ TEST(Train, TwoProcessesEqualOneProcessWithTheWholeBatch) {
   }
 }
 
+// A 2-process SAM run resumed from its step-6 checkpoint by a new 2-process launch ends bit for bit
+// where the uninterrupted 2-process run ends: the sampler's shard, the optimizer state and the
+// all-reduced gradients all continue as if nothing had happened.
+TEST(Train, TwoProcessResumeIsBitIdentical) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string data = write_alpaca(dir);
+  const std::string launch = "launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' train --model '" +
+                             testdata("models/llama-gqa") + "' --data '" + data +
+                             "' --max-steps 12 --batch-size 4 --lr 2e-3 --seed 3 --threads 1 --sam sam --rho 0.1 --log-every 1"
+                             " --save-every 6 --keep-last 0 --out ";
+  auto straight = run_flatune(launch + "'" + (dir / "straight") + "'");
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  std::filesystem::create_directories(dir / "resumed/checkpoints");
+  std::filesystem::copy(dir / "straight/checkpoints/step-6", dir / "resumed/checkpoints/step-6",
+                        std::filesystem::copy_options::recursive);
+  auto resumed = run_flatune(launch + "'" + (dir / "resumed") + "' --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  const std::string a = dir / "straight/checkpoints/step-12", b = dir / "resumed/checkpoints/step-12";
+  EXPECT_TRUE(same_file(a + "/model.safetensors", b + "/model.safetensors"));
+  TrainOptions o = base_options(data, dir / "unused");
+  auto sa = optimizer_state(a, o), sb = optimizer_state(b, o);
+  ASSERT_EQ(sa.size(), sb.size());
+  ASSERT_FALSE(sa.empty());
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i], sb[i])) << "optimizer tensor " << i;
+  EXPECT_TRUE(same_file(dir / "straight/final/model.safetensors", dir / "resumed/final/model.safetensors"));
+  // And the interrupted run really did start from step 6, not from scratch.
+  EXPECT_EQ(losses(dir / "resumed").size(), losses(dir / "straight").size() / 2);
+}
+
 TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
