@@ -11,6 +11,7 @@ void add_bench_command(CLI::App& app) {
   add_bench_eval_command(*bench);
   add_bench_tokenize_command(*bench);
   add_bench_train_command(*bench);
+  add_bench_gemm_command(*bench);
   (void)bench;
 }
 

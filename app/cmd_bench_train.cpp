@@ -42,10 +42,10 @@ bool reset_peak_rss() {
 
 void add_bench_train_command(CLI::App& bench) {
   struct Args {
-    int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 4, lora_rank = 0;
+    int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 5, lora_rank = 0;
     std::vector<std::string> variants = {"none", "sam", "asam", "looksam", "sam-subset"};
     int threads = 0;
-    std::string json_out;
+    std::string json_out, profile;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = bench.add_subcommand("train", "tokens/s of AdamW and each SAM variant on a fresh model");
@@ -61,6 +61,7 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--variants", a->variants, "none sam asam looksam sam-subset");
   sub->add_option("--threads", a->threads, "intra-op threads");
   sub->add_option("--json", a->json_out, "also write the results as JSON");
+  sub->add_option("--profile", a->profile, "write a Chrome trace (chrome://tracing) of the timed steps to this file");
   sub->callback([a] {
     if (a->threads > 0) at::set_num_threads(a->threads);
     LlamaConfig c;
@@ -103,10 +104,16 @@ void add_bench_train_command(CLI::App& bench) {
         return loss.item<double>();
       };
       stepper.step(closure);  // warm-up
+      // LookSAM does its full SAM step once every k steps: time whole cycles so its ratio is fair.
+      const int64_t steps = v == "looksam" ? (a->steps + s.k - 1) / s.k * s.k : a->steps;
+      std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
+      if (!a->profile.empty())
+        trace = std::make_unique<torch::autograd::profiler::RecordProfile>(a->profile + "." + (v == "none" ? "adamw" : v) + ".json");
       auto t0 = std::chrono::steady_clock::now();
-      for (int64_t i = 0; i < a->steps; ++i) stepper.step(closure);
+      for (int64_t i = 0; i < steps; ++i) stepper.step(closure);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      double tps = static_cast<double>(a->batch * a->seq * a->steps) / secs;
+      trace.reset();
+      double tps = static_cast<double>(a->batch * a->seq * steps) / secs;
       if (v == "none") adamw_tps = tps;
       double ratio = adamw_tps > 0 ? adamw_tps / tps : 0;
       // Without a resettable high-water mark the peak would be the whole run's: not reported.

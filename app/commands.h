@@ -24,6 +24,7 @@ void add_tokenize_command(CLI::App& app);
 void add_bench_eval_command(CLI::App& bench);
 void add_bench_tokenize_command(CLI::App& bench);
 void add_bench_train_command(CLI::App& bench);
+void add_bench_gemm_command(CLI::App& bench);
 
 
 }  // namespace flatune::cli
