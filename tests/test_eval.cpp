@@ -245,3 +245,91 @@ TEST(Forgetting, TableFromHandWrittenResults) {
   EXPECT_NE(md.find("-0.0667"), std::string::npos) << md;  // overall change: (1.35 - 1.55) / 3
   EXPECT_THROW(forgetting_table(dir / "base", {dir / "nothing"}, paper_categories(), {}), Error);
 }
+
+TEST(Metrics, TruthfulQaMc2MassByHand) {
+  // exp(-1), exp(-2), exp(-3) normalised; only the first true: 1 / (1 + e^-1 + e^-2).
+  EXPECT_NEAR(true_probability_mass({-1, -2, -3}, {1, 0, 0}), 0.6652409557748218, 1e-12);
+  // Probabilities 0.5, 0.3, 0.2 with the first and last true.
+  EXPECT_NEAR(true_probability_mass({std::log(0.5), std::log(0.3), std::log(0.2)}, {1, 0, 1}), 0.7, 1e-12);
+  // Far below exp's range the ratio is still e^-1 / (1 + e^-1) (numpy would give 0/0 here).
+  EXPECT_NEAR(true_probability_mass({-1000, -1001}, {0, 1}), 0.2689414213699951, 1e-12);
+  EXPECT_THROW(true_probability_mass({-1, -2}, {1}), Error);
+}
+
+TEST(Loglik, BatchedAcrossItemsEqualsBruteForce) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  auto model = load_llama(testdata("models/llama-gqa"));
+  model->eval();
+  auto tok = load_tokenizer(testdata("models/llama-gqa"));
+  std::mt19937 rng(5);
+  auto random_text = [&](int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += "abcdefgh ijk,.xyz"[rng() % 17];
+    return s;
+  };
+  // Randomised items: 1-5 choices of 1-20 characters after contexts of 1-70 characters (some
+  // longer than the window), and partial-scoring items whose choices change the context.
+  const int64_t window = 24;
+  std::vector<EncodedPair> pairs;
+  int truncated = 0, partial = 0;
+  for (int item = 0; item < 30; ++item) {
+    if (item % 5 == 4) {
+      std::string cont = random_text(1 + rng() % 10);
+      for (int c = 0; c < 2; ++c) pairs.push_back(encode_pair(*tok, random_text(1 + rng() % 40), " " + cont));
+      ++partial;
+      continue;
+    }
+    std::string ctx = random_text(1 + rng() % 70);
+    const int n_choices = 1 + rng() % 5;
+    for (int c = 0; c < n_choices; ++c) {
+      pairs.push_back(encode_pair(*tok, ctx, " " + random_text(1 + rng() % 20)));
+      truncated += static_cast<int64_t>(pairs.back().context.size() + pairs.back().continuation.size()) > window + 1;
+    }
+  }
+  ASSERT_GT(truncated, 0);
+  ASSERT_GT(partial, 0);
+  auto slow = score_naive(model, pairs, window);
+  for (int64_t batch : {1, 3, 64}) {
+    int64_t last_progress = 0;
+    auto fast = score_batched(model, pairs, window, batch, [&](int64_t done) {
+      EXPECT_GT(done, last_progress);
+      last_progress = done;
+    });
+    ASSERT_EQ(fast.size(), pairs.size());
+    EXPECT_EQ(last_progress, static_cast<int64_t>(pairs.size()));
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      EXPECT_NEAR(fast[i].value, slow[i].value, 1e-5) << "batch " << batch << " pair " << i;
+      EXPECT_EQ(fast[i].is_greedy, slow[i].is_greedy) << "batch " << batch << " pair " << i;
+    }
+  }
+  EXPECT_THROW(score_batched(model, pairs, window, 0), Error);
+}
+
+TEST(Evaluate, Mc2ItemsReportTheTrueMassAsAcc) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  write_file_atomic(dir / "truthfulqa_mc2.jsonl",
+                    "{\"id\": \"0\", \"context\": \"Q: sky?\\nA:\", \"choices\": [\"blue.\", \"Blue it is.\", \"red.\"], \"gold\": 0, \"labels\": [1, 1, 0]}\n"
+                    "{\"id\": \"1\", \"context\": \"Q: fire?\\nA:\", \"choices\": [\"hot.\", \"cold.\"], \"gold\": 0, \"labels\": [1, 0]}\n");
+  Task task = read_task(dir / "truthfulqa_mc2.jsonl");
+  auto model = load_llama(testdata("models/llama-gqa"));
+  auto tok = load_tokenizer(testdata("models/llama-gqa"));
+  TaskResult r = evaluate_task(model, *tok, task, EvalOptions{});
+  ASSERT_EQ(r.items.size(), 2u);
+  double sum = 0;
+  const std::vector<std::vector<int>> labels = {{1, 1, 0}, {1, 0}};
+  for (size_t i = 0; i < 2; ++i) {
+    // The mass by hand from the logged log-likelihoods.
+    auto ll = r.items[i]["loglik"].get<std::vector<double>>();
+    double all = 0, truth = 0;
+    for (size_t c = 0; c < ll.size(); ++c) all += std::exp(ll[c]), truth += labels[i][c] * std::exp(ll[c]);
+    EXPECT_NEAR(r.items[i]["true_mass"].get<double>(), truth / all, 1e-12);
+    sum += truth / all;
+  }
+  EXPECT_NEAR(r.metrics["acc"].value, sum / 2, 1e-12);
+  EXPECT_EQ(r.metrics.count("acc_norm"), 0u);  // lm-eval's MC2 reports acc only
+  write_file_atomic(dir / "bad.jsonl", "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"labels\": [1]}\n");
+  EXPECT_THROW(read_task(dir / "bad.jsonl"), Error);
+  write_file_atomic(dir / "bad.jsonl", "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"labels\": [0, 0]}\n");
+  EXPECT_THROW(read_task(dir / "bad.jsonl"), Error);
+}

@@ -47,6 +47,18 @@ void score_choices(const std::vector<double>& ll, const std::vector<std::string>
   }
 }
 
+double true_probability_mass(const std::vector<double>& ll, const std::vector<int>& labels) {
+  if (ll.empty() || ll.size() != labels.size()) fail("eval", "MC2 needs one label per choice");
+  const double top = *std::max_element(ll.begin(), ll.end());
+  double all = 0, truth = 0;
+  for (size_t i = 0; i < ll.size(); ++i) {
+    const double p = std::exp(ll[i] - top);
+    all += p;
+    if (labels[i] == 1) truth += p;
+  }
+  return truth / all;
+}
+
 // Few-shot examples as lm-eval's ContextSampler draws them when the few-shot split is the
 // evaluated one (see evaluate.h).
 std::string item_prefix(const Task& task, size_t item, const EvalOptions& o, PyRandom& rng) {
@@ -109,35 +121,61 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
     size_t n = task.mc.size();
     if (o.limit > 0) n = std::min<size_t>(n, o.limit);
     PyRandom rng(o.seed);
-    std::vector<double> acc, acc_norm;
-    Progress progress("eval " + task.name, static_cast<int64_t>(n), "item");
+    // All items' pairs first (few-shot draws consume the generator in item order, as lm-eval's
+    // do), then scored together so the fast path can batch across items.
+    std::vector<EncodedPair> pairs;
+    std::vector<size_t> first_pair;
     for (size_t i = 0; i < n; ++i) {
       const McItem& item = task.mc[i];
       std::string prefix = item_prefix(task, i, o, rng);
-      std::vector<EncodedPair> pairs;
-      std::vector<std::string> choices;
-      for (int c = 0; c < item.num_choices(); ++c) {
+      first_pair.push_back(pairs.size());
+      for (int c = 0; c < item.num_choices(); ++c)
         pairs.push_back(encode_pair(tok, prefix + item.context(c), o.target_delimiter + item.choice(c)));
-        choices.push_back(item.choices.size() > 1 ? item.choices[c] : item.choices[0]);
+    }
+    Progress progress("eval " + task.name, static_cast<int64_t>(pairs.size()), "choice");
+    auto report = [&](int64_t done) { progress.update(done); };
+    std::vector<Loglik> ll;
+    if (o.naive) {
+      for (size_t p = 0; p < pairs.size(); ++p) {
+        ll.push_back(score_naive(model, {pairs[p]}, window)[0]);
+        report(static_cast<int64_t>(p + 1));
       }
-      auto ll = o.naive || item.contexts.size() > 1 ? score_naive(model, pairs, window) : score_shared_context(model, pairs, window);
-      std::vector<double> values;
-      for (auto& l : ll) values.push_back(l.value);
-      int pred = 0, pred_norm = 0;
-      score_choices(values, choices, &pred, &pred_norm);
-      double a = pred == item.gold, an = pred_norm == item.gold;
-      acc.push_back(a);
-      acc_norm.push_back(an);
-      per_cat[item.category]["acc"].push_back(a);
-      per_cat[item.category]["acc_norm"].push_back(an);
-      r.items.push_back({{"id", item.id}, {"loglik", values}, {"gold", item.gold}, {"pred_acc", pred}, {"pred_acc_norm", pred_norm},
-                         {"category", item.category}});
-      progress.update(static_cast<int64_t>(i + 1));
+    } else {
+      ll = score_batched(model, pairs, window, o.batch_size, report);
     }
     progress.finish();
+    std::vector<double> acc, acc_norm;
+    bool any_mc2 = false;
+    for (size_t i = 0; i < n; ++i) {
+      const McItem& item = task.mc[i];
+      std::vector<double> values;
+      std::vector<std::string> choices;
+      for (int c = 0; c < item.num_choices(); ++c) {
+        values.push_back(ll[first_pair[i] + c].value);
+        choices.push_back(item.choices.size() > 1 ? item.choices[c] : item.choices[0]);
+      }
+      int pred = 0, pred_norm = 0;
+      score_choices(values, choices, &pred, &pred_norm);
+      json log = {{"id", item.id}, {"loglik", values}, {"gold", item.gold}, {"pred_acc", pred}, {"pred_acc_norm", pred_norm},
+                  {"category", item.category}};
+      if (!item.labels.empty()) {
+        any_mc2 = true;
+        const double mass = true_probability_mass(values, item.labels);
+        acc.push_back(mass);
+        per_cat[item.category]["acc"].push_back(mass);
+        log["true_mass"] = mass;
+      } else {
+        double a = pred == item.gold, an = pred_norm == item.gold;
+        acc.push_back(a);
+        acc_norm.push_back(an);
+        per_cat[item.category]["acc"].push_back(a);
+        per_cat[item.category]["acc_norm"].push_back(an);
+      }
+      r.items.push_back(log);
+    }
     r.n = static_cast<int64_t>(n);
     r.metrics["acc"] = mean_with_stderr(acc);
-    r.metrics["acc_norm"] = mean_with_stderr(acc_norm);
+    if (!any_mc2) r.metrics["acc_norm"] = mean_with_stderr(acc_norm);
   } else {
     size_t n = task.gen.size();
     if (o.limit > 0) n = std::min<size_t>(n, o.limit);
@@ -164,7 +202,7 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
       for (int64_t t : out)
         if (std::find(g.eos_ids.begin(), g.eos_ids.end(), t) == g.eos_ids.end()) out32.push_back(static_cast<int32_t>(t));
       std::string text = tok.decode(out32, true);
-      for (const auto& s : o.stop) {
+      for (const auto& s : item.until.empty() ? o.stop : item.until) {
         auto pos = text.find(s);
         if (!s.empty() && pos != std::string::npos) text.resize(pos);
       }

@@ -21,6 +21,7 @@ struct EvalOptions {
   int64_t max_length = 0;        // 0: the model's window
   int64_t limit = 0;             // first N items only (0: all)
   bool naive = false;            // score every choice with its own forward pass
+  int64_t batch_size = 16;       // contexts per forward in the fast path (items sorted by length)
   std::string target_delimiter = " ";
   std::string fewshot_delimiter = "\n\n";
   // Generative tasks.
@@ -36,7 +37,7 @@ struct MetricValue {
 struct TaskResult {
   std::string task, kind;
   int64_t n = 0;
-  std::map<std::string, MetricValue> metrics;                          // acc, acc_norm | exact_match
+  std::map<std::string, MetricValue> metrics;                          // acc, acc_norm | acc (MC2) | exact_match
   std::map<std::string, std::map<std::string, MetricValue>> categories;  // category -> metric -> value
   std::map<std::string, int64_t> category_counts;
   json items = json::array();  // per-item log
@@ -49,12 +50,20 @@ MetricValue mean_with_stderr(const std::vector<double>& xs);
 // characters (code points).
 void score_choices(const std::vector<double>& loglik, const std::vector<std::string>& choices, int* pred, int* pred_norm);
 
+// TruthfulQA MC2 (lm-eval's process_results_mc2): the probabilities exp(loglik) normalised over
+// the choices, summed over the true ones (labels 1). Computed with the maximum subtracted first,
+// which is the same number where numpy's exp does not underflow.
+double true_probability_mass(const std::vector<double>& loglik, const std::vector<int>& labels);
+
 // What goes before an item's context: its description, then (shots > 0) few-shot examples drawn
 // as lm-eval's ContextSampler draws them from the same split: one Python random.Random(seed) per
 // task, consumed item by item, sample(items, shots + 1) minus the item itself, first `shots`
 // kept; each example is context + target_delimiter + gold choice + fewshot_delimiter.
 std::string item_prefix(const Task& task, size_t item, const EvalOptions& opts, PyRandom& rng);
 
+// Multiple choice: every item's choices scored (naive, or batched across items by length), then
+// acc/acc_norm, or for items with `labels` (MC2) acc = the true answers' probability mass as
+// lm-eval reports it (and no acc_norm).
 TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Task& task, const EvalOptions& opts);
 
 json task_result_to_json(const TaskResult& r);

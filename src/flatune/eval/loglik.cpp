@@ -1,5 +1,8 @@
 #include "flatune/eval/loglik.h"
 
+#include <algorithm>
+#include <numeric>
+
 #include "flatune/core/error.h"
 
 namespace flatune {
@@ -116,6 +119,141 @@ std::vector<Loglik> score_shared_context(LlamaForCausalLM& model, const std::vec
   if (!slow.empty()) {
     auto r = score_naive(model, slow_pairs, max_length);
     for (size_t i = 0; i < slow.size(); ++i) out[slow[i]] = r[i];
+  }
+  return out;
+}
+
+namespace {
+
+struct Group {
+  const std::vector<int64_t>* context;
+  std::vector<size_t> pairs;  // indices into the request list, all fitting the window
+  int64_t longest = 0;        // context + longest continuation
+};
+
+// One padded forward for the contexts of `batch`, one for all their continuations over the
+// shared caches (see score_batched).
+void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, const std::vector<const Group*>& batch,
+                       std::vector<Loglik>& out) {
+  const int64_t G = static_cast<int64_t>(batch.size());
+  int64_t Lc = 0;
+  for (const Group* g : batch) Lc = std::max<int64_t>(Lc, static_cast<int64_t>(g->context->size()));
+  // Contexts right-padded; padded keys are masked, and a padded query still sees real keys, so
+  // every row stays finite.
+  auto ids = torch::zeros({G, Lc}, torch::kLong);
+  auto ctx_mask = torch::zeros({G, Lc}, torch::kLong);
+  auto ids_a = ids.accessor<int64_t, 2>();
+  auto mask_a = ctx_mask.accessor<int64_t, 2>();
+  for (int64_t g = 0; g < G; ++g) {
+    const auto& c = *batch[g]->context;
+    for (size_t t = 0; t < c.size(); ++t) ids_a[g][t] = c[t], mask_a[g][t] = 1;
+  }
+  KVCache cache;
+  ForwardInput in;
+  in.input_ids = ids;
+  in.attention_mask = ctx_mask;
+  in.position_ids = torch::arange(Lc, torch::kLong).unsqueeze(0).expand({G, Lc});
+  in.cache = &cache;
+  auto hidden = model->hidden_states(in);  // [G, Lc, H]
+  const auto weight = model->lm_head_weight();
+  // Only the last real row of each context is needed: it predicts every continuation's first token.
+  std::vector<int64_t> last_index;
+  for (int64_t g = 0; g < G; ++g) last_index.push_back(g * Lc + static_cast<int64_t>(batch[g]->context->size()) - 1);
+  auto last_logits = torch::nn::functional::linear(hidden.reshape({G * Lc, -1}).index_select(0, torch::tensor(last_index)), weight);
+
+  // Every continuation without its last token, right-padded, each over its group's cache.
+  std::vector<int64_t> row_group;
+  std::vector<size_t> row_pair;
+  int64_t Lk = 0;
+  for (int64_t g = 0; g < G; ++g)
+    for (size_t i : batch[g]->pairs) {
+      row_group.push_back(g), row_pair.push_back(i);
+      Lk = std::max<int64_t>(Lk, static_cast<int64_t>(pairs[i].continuation.size()) - 1);
+    }
+  const int64_t R = static_cast<int64_t>(row_pair.size());
+  torch::Tensor cont_logits;  // [real continuation rows, V]
+  std::vector<int64_t> first_row(R, 0);
+  if (Lk > 0) {
+    auto cids = torch::zeros({R, Lk}, torch::kLong);
+    auto pos = torch::zeros({R, Lk}, torch::kLong);
+    auto mask = torch::zeros({R, Lc + Lk}, torch::kLong);
+    auto cids_a = cids.accessor<int64_t, 2>();
+    auto pos_a = pos.accessor<int64_t, 2>();
+    auto m_a = mask.accessor<int64_t, 2>();
+    std::vector<int64_t> real_rows;
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t g = row_group[r];
+      const int64_t n_ctx = static_cast<int64_t>(batch[g]->context->size());
+      const auto& c = pairs[row_pair[r]].continuation;
+      for (int64_t t = 0; t < n_ctx; ++t) m_a[r][t] = 1;
+      first_row[r] = static_cast<int64_t>(real_rows.size());
+      for (int64_t t = 0; t + 1 < static_cast<int64_t>(c.size()); ++t) {
+        cids_a[r][t] = c[t];
+        pos_a[r][t] = n_ctx + t;
+        m_a[r][Lc + t] = 1;
+        real_rows.push_back(r * Lk + t);
+      }
+      // Padded continuation positions keep position 0 and are masked as keys; as queries they
+      // see real keys and their rows are never read.
+    }
+    KVCache shared = cache.index_select(torch::tensor(row_group, torch::kLong));
+    ForwardInput cin;
+    cin.input_ids = cids;
+    cin.attention_mask = mask;
+    cin.position_ids = pos;
+    cin.cache = &shared;
+    auto h = model->hidden_states(cin);  // [R, Lk, H]
+    if (!real_rows.empty())
+      cont_logits = torch::nn::functional::linear(h.reshape({R * Lk, -1}).index_select(0, torch::tensor(real_rows)), weight);
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    const auto& c = pairs[row_pair[r]].continuation;
+    const int64_t k = static_cast<int64_t>(c.size());
+    auto rows = last_logits[row_group[r]].unsqueeze(0);
+    if (k > 1) rows = torch::cat({rows, cont_logits.narrow(0, first_row[r], k - 1)});
+    out[row_pair[r]] = sum_logprobs(rows, c);
+  }
+}
+
+}  // namespace
+
+std::vector<Loglik> score_batched(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, int64_t max_length,
+                                  int64_t batch_size, const std::function<void(int64_t)>& progress) {
+  torch::NoGradGuard ng;
+  if (batch_size < 1) fail("--batch-size", "must be at least 1");
+  std::vector<Loglik> out(pairs.size());
+  std::vector<Group> groups;
+  std::vector<size_t> slow;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const auto& p = pairs[i];
+    if (p.continuation.empty()) fail("eval", "a continuation encodes to no tokens");
+    if (p.context.empty()) fail("eval", "a context encodes to no tokens");
+    const int64_t total = static_cast<int64_t>(p.context.size() + p.continuation.size());
+    if (total > max_length + 1) {
+      slow.push_back(i);
+      continue;
+    }
+    if (groups.empty() || *groups.back().context != p.context) groups.push_back({&p.context, {}, 0});
+    groups.back().pairs.push_back(i);
+    groups.back().longest = std::max(groups.back().longest, total);
+  }
+  // Longest first (lm-eval's order too); stable, so equal lengths keep the items' order.
+  std::vector<size_t> order(groups.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return groups[a].longest > groups[b].longest; });
+  int64_t done = 0;
+  for (size_t start = 0; start < order.size(); start += static_cast<size_t>(batch_size)) {
+    std::vector<const Group*> batch;
+    for (size_t k = start; k < std::min(order.size(), start + static_cast<size_t>(batch_size)); ++k) {
+      batch.push_back(&groups[order[k]]);
+      done += static_cast<int64_t>(groups[order[k]].pairs.size());
+    }
+    score_group_batch(model, pairs, batch, out);
+    if (progress) progress(done);
+  }
+  for (size_t i : slow) {
+    out[i] = score_naive(model, {pairs[i]}, max_length)[0];
+    if (progress) progress(++done);
   }
   return out;
 }

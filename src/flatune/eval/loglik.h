@@ -9,6 +9,7 @@
 //    one of them is the argmax.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,5 +35,14 @@ std::vector<Loglik> score_naive(LlamaForCausalLM& model, const std::vector<Encod
 // Pairs that share one context: the context runs once and its KV cache serves every
 // continuation, batched. Pairs whose input would be truncated are scored by the naive path.
 std::vector<Loglik> score_shared_context(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, int64_t max_length);
+
+// Pairs from many items at once. Consecutive pairs with the same context form a group (one
+// item's choices; each context of a WinoGrande item is a group of one). Groups are sorted by
+// length (longest first, so padding stays small and memory peaks early) and `batch_size` of them
+// go through one padded forward; their caches then serve all their continuations in a second
+// padded forward. Pairs whose input would be truncated are scored by the naive path. Results are
+// in the order of `pairs`; `progress(done)` counts pairs scored.
+std::vector<Loglik> score_batched(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, int64_t max_length,
+                                  int64_t batch_size, const std::function<void(int64_t)>& progress = {});
 
 }  // namespace flatune

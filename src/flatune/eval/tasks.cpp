@@ -1,5 +1,6 @@
 #include "flatune/eval/tasks.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "flatune/core/error.h"
@@ -36,7 +37,9 @@ Task read_task(const std::string& path) {
     if (kind != t.kind) fail(where, "mixes generative and multiple-choice items");
     std::string category = j.contains("category") && j["category"].is_string() ? j["category"].get<std::string>() : "";
     if (kind == "generative") {
-      t.gen.push_back({id_of(j, line), require_string(j, "prompt", where), require_string(j, "answer", where), category});
+      GenItem g{id_of(j, line), require_string(j, "prompt", where), require_string(j, "answer", where), category, {}};
+      if (j.contains("until")) g.until = strings(j, "until", where);
+      t.gen.push_back(std::move(g));
       return;
     }
     McItem item;
@@ -56,6 +59,16 @@ Task read_task(const std::string& path) {
     if (gold < 0 || gold >= item.num_choices())
       fail(where, "gold " + std::to_string(gold) + " is out of range for " + std::to_string(item.num_choices()) + " choices");
     item.gold = static_cast<int>(gold);
+    if (j.contains("labels")) {
+      const json& l = j["labels"];
+      if (!l.is_array() || static_cast<int>(l.size()) != item.num_choices())
+        fail(where, "field 'labels' must hold one 0/1 per choice");
+      for (const auto& v : l) {
+        if (!v.is_number_integer() || (v.get<int>() != 0 && v.get<int>() != 1)) fail(where, "field 'labels' must hold one 0/1 per choice");
+        item.labels.push_back(v.get<int>());
+      }
+      if (std::find(item.labels.begin(), item.labels.end(), 1) == item.labels.end()) fail(where, "field 'labels' marks no true choice");
+    }
     t.mc.push_back(std::move(item));
   });
   if (t.kind.empty()) fail(path, "no items");
