@@ -97,6 +97,10 @@ TEST(Config, MalformedNamesTheField) {
       {"{" + base + R"(,"model_type":"llama","num_attention_heads":2})", "hidden_size"},
       {"{" + base + R"(,"model_type":"llama","hidden_size":9,"num_attention_heads":2})", "num_attention_heads"},
       {"{" + base + R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"rope_scaling":{"type":"yarn","factor":2}})", "yarn"},
+      // Seen while writing bench/fuzz's config target: fields of the wrong JSON type escaped as
+      // nlohmann type errors (exit 1) instead of naming the field.
+      {"{" + base + R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"rope_scaling":{"rope_type":3}})", "rope_scaling.rope_type"},
+      {"{" + base + R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"torch_dtype":16})", "torch_dtype"},
   };
   for (const auto& c : cases) {
     write_bytes(tmp / "config.json", c.text);

@@ -99,8 +99,9 @@ LlamaConfig parse_llama_config(const json& j, const std::string& where) {
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     const json& rs = j["rope_scaling"];
     if (!rs.is_object()) fail(where, "field 'rope_scaling' must be an object or null");
-    std::string type = rs.contains("rope_type") ? rs["rope_type"].get<std::string>()
-                                                : rs.value("type", std::string("default"));
+    const char* type_key = rs.contains("rope_type") ? "rope_type" : "type";
+    if (rs.contains(type_key) && !rs[type_key].is_string()) fail(where, std::string("field 'rope_scaling.") + type_key + "' must be a string");
+    std::string type = rs.contains(type_key) ? rs[type_key].get<std::string>() : std::string("default");
     if (type == "default") {
       c.rope_scaling.type = "none";
     } else if (type == "linear" || type == "llama3") {
@@ -128,7 +129,10 @@ LlamaConfig parse_llama_config(const json& j, const std::string& where) {
   if (!pad.empty()) c.pad_token_id = pad[0];
   for (auto id : c.bos_token_ids) if (id < 0 || id >= c.vocab_size) fail(where, "field 'bos_token_id' is outside the vocabulary");
   for (auto id : c.eos_token_ids) if (id < 0 || id >= c.vocab_size) fail(where, "field 'eos_token_id' is outside the vocabulary");
-  c.torch_dtype = j.value("torch_dtype", std::string("float32"));
+  if (j.contains("torch_dtype") && !j["torch_dtype"].is_null()) {
+    if (!j["torch_dtype"].is_string()) fail(where, "field 'torch_dtype' must be a string");
+    c.torch_dtype = j["torch_dtype"].get<std::string>();
+  }
   return c;
 }
 
