@@ -1,6 +1,8 @@
 // Tokenizers against the ids Hugging Face / SentencePiece produce (shared/testdata/tokenizers).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <random>
 
 #include "flatune/core/error.h"
@@ -117,6 +119,13 @@ TEST(Tokenizer, BadInputIsACleanError) {
   expect_error("{" + model + R"(, "decoder": {"type": "WordPiece"}})", "unsupported decoder type 'WordPiece'");
   expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a zz"]}})", "unknown token 'zz'");
   expect_error(R"({"model": {"type": "BPE", "vocab": )", "malformed JSON");
+  // Ids index a dense table: an absurd or negative id is refused before anything is allocated,
+  // and a post-processor may only add ids the vocabulary has.
+  expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})", "id 2000000000 of token 'a' is outside");
+  expect_error("{" + model + R"(, "added_tokens": [{"id": -1, "content": "<x>", "special": true}]})", "id -1 of token '<x>' is outside");
+  expect_error("{" + model + R"(, "added_tokens": [{"id": 1.5, "content": "<x>", "special": true}]})", "id of token '<x>' is not an integer");
+  expect_error("{" + model + R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"ids": [99]}}}})",
+               "post_processor adds id 99");
   write_file_atomic(dir / "tokenizer.model", "this is not a protobuf");
   EXPECT_THROW(load_sentencepiece_tokenizer(dir / "tokenizer.model", json(), false), Error);
   EXPECT_THROW(load_tokenizer(dir / "missing"), Error);
@@ -124,3 +133,4 @@ TEST(Tokenizer, BadInputIsACleanError) {
   write_file_atomic(dir / "tokenizer.json", "{" + model + "}");
   EXPECT_EQ(load_tokenizer(dir / "tokenizer.json")->encode("abba", false), (std::vector<int32_t>{2, 1, 0}));
 }
+

@@ -1,5 +1,7 @@
 #include "flatune/text/added_tokens.h"
 
+#include <array>
+
 #include "flatune/core/error.h"
 
 namespace flatune {
@@ -23,12 +25,19 @@ std::vector<TextPiece> split_added_tokens(std::string_view text, const std::vect
     if (!text.empty()) out.push_back({text, -1});
     return out;
   }
+  // Only positions whose byte starts some token are tried against the tokens: Llama 3 has 256
+  // special tokens, all starting with '<', and comparing each at every byte was most of the
+  // encoding time of short lines.
+  std::array<bool, 256> starts{};
+  for (const auto& t : tokens)
+    if (!t.content.empty()) starts[static_cast<unsigned char>(t.content[0])] = true;
   size_t plain_start = 0, i = 0;
   while (i < text.size()) {
     const AddedToken* best = nullptr;
-    for (const auto& t : tokens)
-      if (!t.content.empty() && text.compare(i, t.content.size(), t.content) == 0 && (!best || t.content.size() > best->content.size()))
-        best = &t;
+    if (starts[static_cast<unsigned char>(text[i])])
+      for (const auto& t : tokens)
+        if (!t.content.empty() && text.compare(i, t.content.size(), t.content) == 0 && (!best || t.content.size() > best->content.size()))
+          best = &t;
     if (!best) {
       i += utf8_char_len(text, i);
       continue;

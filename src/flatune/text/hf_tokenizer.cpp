@@ -350,8 +350,7 @@ class HfBpeTokenizer : public Tokenizer {
     fuse_unk_ = model.value("fuse_unk", false);
     ignore_merges_ = model.value("ignore_merges", false);
     for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-      int32_t id = it.value().get<int32_t>();
-      if (id < 0) fail(path_, "negative id for token '" + it.key() + "'");
+      int32_t id = token_id(it.value(), it.key());
       vocab_[it.key()] = id;
       if (static_cast<size_t>(id) >= id_to_token_.size()) id_to_token_.resize(id + 1);
       id_to_token_[id] = it.key();
@@ -386,7 +385,7 @@ class HfBpeTokenizer : public Tokenizer {
     for (const auto& t : j.value("added_tokens", json::array())) {
       AddedToken a;
       a.content = t.at("content").get<std::string>();
-      a.id = t.at("id").get<int32_t>();
+      a.id = token_id(t.at("id"), a.content);
       a.special = t.value("special", false);
       a.lstrip = t.value("lstrip", false);
       a.rstrip = t.value("rstrip", false);
@@ -404,6 +403,10 @@ class HfBpeTokenizer : public Tokenizer {
     parse_decoder(j.value("decoder", json()), path_, decoders_);
     for (const auto& p : pre_tokenizers_) byte_level_ = byte_level_ || p.type == "ByteLevel";
     parse_post_processor(j.value("post_processor", json()));
+    for (const auto* ids : {&template_prefix_, &template_suffix_})
+      for (int32_t id : *ids)
+        if (id < 0 || id >= static_cast<int32_t>(id_to_token_.size()))
+          fail(path_, "post_processor adds id " + std::to_string(id) + ", which is not in the vocabulary");
 
     // tokenizer_config.json: special tokens; for Llama tokenizer classes transformers rebuilds
     // the post-processor from add_bos_token/add_eos_token, so those decide there.
@@ -424,6 +427,16 @@ class HfBpeTokenizer : public Tokenizer {
     clean_up_ = config.is_object() && config.value("clean_up_tokenization_spaces", false);
     if (config.is_object() && config.contains("chat_template") && config["chat_template"].is_string())
       chat_template_ = config["chat_template"].get<std::string>();
+  }
+
+  // Ids index a dense table, so one absurd id would allocate gigabytes: real vocabularies stay
+  // far below 2^24 (Llama 3: 128,256; Qwen: 151,665).
+  int32_t token_id(const json& v, const std::string& token) const {
+    constexpr int64_t kMaxId = 1 << 24;
+    if (!v.is_number_integer()) fail(path_, "id of token '" + token + "' is not an integer");
+    if (v.is_number_unsigned() ? v.get<uint64_t>() >= static_cast<uint64_t>(kMaxId) : (v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxId))
+      fail(path_, "id " + v.dump() + " of token '" + token + "' is outside [0, " + std::to_string(kMaxId) + ")");
+    return static_cast<int32_t>(v.get<int64_t>());
   }
 
   void parse_post_processor(const json& j) {
@@ -454,6 +467,8 @@ class HfBpeTokenizer : public Tokenizer {
   std::string normalize(std::string s) const {
     for (const auto& n : normalizers_) {
       if (n.type == "NFC") {
+        // ASCII text is already in NFC: skip the two UTF-16 conversions ICU needs.
+        if (std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; })) continue;
         UErrorCode err = U_ZERO_ERROR;
         const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(err);
         if (U_FAILURE(err)) fail(path_, "ICU NFC normaliser unavailable");
