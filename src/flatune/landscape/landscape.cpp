@@ -1,6 +1,7 @@
 #include "flatune/landscape/landscape.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "flatune/core/error.h"
 #include "flatune/core/progress.h"
@@ -119,12 +120,17 @@ Surface1D surface_1d(const NamedParams& params, const NamedTensors& dir, const L
 
 Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss, double range,
                      int points) {
+  return surface_2d(params, d1, d2, loss, -range, range, points);
+}
+
+Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss, double from,
+                     double to, int points) {
   if (points < 3) fail("--points", "a 2-D surface needs at least 3 points per axis");
   check_direction(params, d1, "direction 1");
   check_direction(params, d2, "direction 2");
   WeightGuard g(params);
   Surface2D s;
-  for (int i = 0; i < points; ++i) s.alphas.push_back(-range + 2 * range * i / (points - 1));
+  for (int i = 0; i < points; ++i) s.alphas.push_back(from + (to - from) * i / (points - 1));
   s.betas = s.alphas;
   Progress progress("surface 2d", static_cast<int64_t>(points) * points, "pt");
   for (int i = 0; i < points; ++i) {
@@ -296,5 +302,26 @@ SharpnessValue hessian_trace(const NamedParams& params, const LossClosure& loss,
 
 json surface_1d_json(const Surface1D& s) { return {{"alphas", s.alphas}, {"losses", s.losses}}; }
 json surface_2d_json(const Surface2D& s) { return {{"alphas", s.alphas}, {"betas", s.betas}, {"losses", s.losses}}; }
+
+namespace {
+std::string g17(double x) {
+  char b[40];
+  std::snprintf(b, sizeof b, "%.17g", x);
+  return b;
+}
+}  // namespace
+
+std::string surface_1d_csv(const Surface1D& s) {
+  std::string out = "alpha,loss\n";
+  for (size_t i = 0; i < s.alphas.size(); ++i) out += g17(s.alphas[i]) + "," + g17(s.losses[i]) + "\n";
+  return out;
+}
+
+std::string surface_2d_csv(const Surface2D& s) {
+  std::string out = "alpha,beta,loss\n";
+  for (size_t i = 0; i < s.alphas.size(); ++i)
+    for (size_t j = 0; j < s.betas.size(); ++j) out += g17(s.alphas[i]) + "," + g17(s.betas[j]) + "," + g17(s.losses[i][j]) + "\n";
+  return out;
+}
 
 }  // namespace flatune

@@ -48,6 +48,9 @@ Surface1D surface_1d(const NamedParams& params, const NamedTensors& dir, const L
                      int points);
 Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss,
                      double range, int points);
+// The same over [from, to] on both axes.
+Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss,
+                     double from, double to, int points);
 
 // Seed paper's surface statistics over a 2-D grid with spacing h (finite differences, interior
 // points): curvature = mean |f(i+1,j) + f(i-1,j) + f(i,j+1) + f(i,j-1) - 4 f(i,j)| / h^2;
@@ -86,5 +89,8 @@ std::vector<torch::Tensor> hessian_vector_product(const NamedParams& params, con
 
 json surface_1d_json(const Surface1D& s);
 json surface_2d_json(const Surface2D& s);
+// CSV with every digit a double holds (%.17g): "alpha,loss" rows; "alpha,beta,loss" rows.
+std::string surface_1d_csv(const Surface1D& s);
+std::string surface_2d_csv(const Surface2D& s);
 
 }  // namespace flatune
