@@ -42,6 +42,10 @@ TEST(DistributedWorker, Collectives) {
   EXPECT_TRUE(torch::equal(w, torch::full({2, 2}, 7.0, torch::kDouble)));
   EXPECT_DOUBLE_EQ(d.mean(d.rank == 0 ? 1.0 : 4.0), 2.5);
   EXPECT_EQ(d.all_gather(10.0 + d.rank), (std::vector<double>{10.0, 11.0}));
+  // Unequal lengths (and an empty string) come back exactly, in rank order.
+  EXPECT_EQ(d.all_gather(std::string(d.rank == 0 ? "" : "rank one\n{\"x\": 1}")),
+            (std::vector<std::string>{"", "rank one\n{\"x\": 1}"}));
+  EXPECT_EQ(d.all_gather(std::string(d.rank == 0 ? "abc" : "d")), (std::vector<std::string>{"abc", "d"}));
   d.barrier();
 }
 

@@ -3,7 +3,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "flatune/core/error.h"
 
@@ -129,6 +131,22 @@ std::vector<double> Distributed::all_gather(double value) const {
   std::vector<double> values;
   for (auto& t : out[0]) values.push_back(t.item<double>());
   return values;
+}
+
+std::vector<std::string> Distributed::all_gather(const std::string& bytes) const {
+  if (!active()) return {bytes};
+  // Gloo's all-gather wants equal sizes: pad every rank's bytes to the longest.
+  std::vector<double> sizes = all_gather(static_cast<double>(bytes.size()));
+  const int64_t longest = static_cast<int64_t>(*std::max_element(sizes.begin(), sizes.end()));
+  std::vector<torch::Tensor> in = {torch::zeros({std::max<int64_t>(longest, 1)}, torch::kUInt8)};
+  std::memcpy(in[0].data_ptr(), bytes.data(), bytes.size());
+  std::vector<std::vector<torch::Tensor>> out(1);
+  for (int r = 0; r < world_size; ++r) out[0].push_back(torch::zeros_like(in[0]));
+  collective(*this, "all-gather", [&] { group(*this).allgather(out, in)->wait(); });
+  std::vector<std::string> all;
+  for (int r = 0; r < world_size; ++r)
+    all.emplace_back(static_cast<const char*>(out[0][r].data_ptr()), static_cast<size_t>(sizes[r]));
+  return all;
 }
 
 void Distributed::barrier() const {

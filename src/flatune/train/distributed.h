@@ -28,6 +28,8 @@ struct Distributed {
   double mean(double value) const;
   // Every rank's value, in rank order.
   std::vector<double> all_gather(double value) const;
+  // Every rank's bytes, in rank order (for results that are not tensors: JSON of per-item scores).
+  std::vector<std::string> all_gather(const std::string& bytes) const;
   void barrier() const;
 };
 
