@@ -1,15 +1,9 @@
-// `flatune train`: fine-tune (or pretrain) into a run folder; `flatune fisher`: the diagonal
-// Fisher for EWC; `flatune merge`: Wise-FT interpolation of two checkpoints.
+// `flatune train`: fine-tune (or pretrain) into a run folder. The anti-forgetting verbs (fisher,
+// merge, wiseft-sweep) are in cmd_retain.cpp.
 #include <cstdio>
 
 #include "commands.h"
 #include "flatune/core/error.h"
-#include "flatune/core/log.h"
-#include "flatune/data/dataset.h"
-#include "flatune/model/llama.h"
-#include "flatune/retain/fisher.h"
-#include "flatune/retain/merge.h"
-#include "flatune/text/tokenizer.h"
 #include "flatune/train/trainer.h"
 
 namespace flatune::cli {
@@ -77,59 +71,6 @@ void add_train_command(CLI::App& app) {
     std::printf("steps %lld  final train loss %.4f%s  %.0f tokens/s  %s\n", static_cast<long long>(r.steps), r.final_train_loss,
                 r.final_val_loss >= 0 ? (" val loss " + std::to_string(r.final_val_loss)).c_str() : "", r.tokens_per_second,
                 r.final_dir.c_str());
-  });
-}
-
-void add_fisher_command(CLI::App& app) {
-  struct Args {
-    std::string model, data, format = "auto", tpl = "auto", out, kind = "empirical";
-    int64_t examples = 128, max_length = 512;
-    uint64_t seed = 0;
-  };
-  auto a = std::make_shared<Args>();
-  CLI::App* sub = app.add_subcommand("fisher", "diagonal Fisher information of a model on data (for EWC)");
-  sub->add_option("--model", a->model, "model folder")->required();
-  sub->add_option("--data", a->data, "general data (instruction data or text)")->required();
-  sub->add_option("--format", a->format, "alpaca | sharegpt | metamath | jsonl | text | auto");
-  sub->add_option("--template", a->tpl, "prompt template");
-  sub->add_option("--kind", a->kind, "empirical (labels from the data) | true (labels sampled from the model)");
-  sub->add_option("--examples", a->examples, "examples to average over");
-  sub->add_option("--max-length", a->max_length, "tokens per example");
-  sub->add_option("--seed", a->seed, "seed for sampled labels");
-  sub->add_option("--out", a->out, "output .safetensors")->required();
-  sub->callback([a] {
-    auto tok = load_tokenizer(a->model);
-    auto model = load_llama(a->model);
-    std::vector<Example> data;
-    if (a->format == "text") {
-      data = text_blocks(a->data, *tok, a->max_length);
-    } else {
-      TokenizeStats st;
-      data = tokenize_conversations(read_conversations(a->data, a->format), *tok,
-                                    {resolve_template(a->tpl, *tok), a->max_length, false}, &st);
-    }
-    auto fisher = compute_fisher(model, data, FisherOptions{a->kind, a->examples, a->seed});
-    write_safetensors(a->out, fisher, {{"kind", a->kind}, {"examples", std::to_string(std::min<size_t>(a->examples, data.size()))}});
-    std::printf("wrote %s (%zu tensors)\n", a->out.c_str(), fisher.size());
-  });
-}
-
-void add_merge_command(CLI::App& app) {
-  struct Args {
-    std::string base, tuned, out;
-    double alpha = 0.5;
-    bool extrapolate = false;
-  };
-  auto a = std::make_shared<Args>();
-  CLI::App* sub = app.add_subcommand("merge", "Wise-FT: (1-alpha)*base + alpha*tuned (tuned may be a LoRA adapter folder)");
-  sub->add_option("--base", a->base, "base model folder")->required();
-  sub->add_option("--tuned", a->tuned, "tuned model folder or PEFT adapter folder")->required();
-  sub->add_option("--alpha", a->alpha, "interpolation weight of the tuned model");
-  sub->add_flag("--extrapolate", a->extrapolate, "allow alpha outside [0, 1]");
-  sub->add_option("--out", a->out, "output model folder")->required();
-  sub->callback([a] {
-    merge_checkpoints(a->base, a->tuned, a->alpha, a->extrapolate, a->out);
-    std::printf("wrote %s\n", a->out.c_str());
   });
 }
 

@@ -12,6 +12,7 @@ void add_launch_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_fisher_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
+void add_wiseft_sweep_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_forgetting_command(CLI::App& app);
 void add_import_command(CLI::App& app);

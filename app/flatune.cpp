@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   flatune::cli::add_train_command(app);
   flatune::cli::add_fisher_command(app);
   flatune::cli::add_merge_command(app);
+  flatune::cli::add_wiseft_sweep_command(app);
   flatune::cli::add_eval_command(app);
   flatune::cli::add_forgetting_command(app);
   flatune::cli::add_import_command(app);
