@@ -24,6 +24,7 @@
 #include "flatune/model/llama.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/stats.h"
+#include "flatune/report/wiseft_sweep.h"
 #include "flatune/retain/merge.h"
 #include "flatune/train/trainer.h"
 
@@ -116,6 +117,11 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       if (e["categories"]) g.categories = resolve(e["categories"].as<std::string>(), dir);
       if (e["template"]) g.eval_template = e["template"].as<std::string>();
       if (e["limit"]) g.eval_limit = e["limit"].as<int64_t>();
+      for (const auto& a : e["wiseft-sweep"]) {
+        double alpha = a.as<double>();
+        if (!(alpha >= 0 && alpha <= 1)) fail(where, "eval: wiseft-sweep: alpha " + a.as<std::string>() + " is outside [0, 1]");
+        g.wiseft_sweep.push_back(alpha);
+      }
     }
     if (const auto& f = root["flatness"]) {
       if (f["batches"]) g.flatness_batches = f["batches"].as<int>();
@@ -350,6 +356,19 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
         evaluate_into(model_dir, g, run_dir);
         json flat = measure_flatness(model_dir, before, g, target, seed, run_dir);
         write_file_atomic(join_path(run_dir, "flatness.json"), flat.dump(2) + "\n");
+        if (!g.wiseft_sweep.empty() && method.wiseft_alpha < 0 && !target.test.empty()) {
+          WiseFtSweepOptions so;
+          so.base_dir = before;
+          so.tuned_dir = model_dir;
+          so.alphas = g.wiseft_sweep;
+          so.general_tasks = g.suites;
+          so.target_task = target.test;
+          if (!g.categories.empty()) so.categories = load_categories(g.categories);
+          so.eval.limit = g.eval_limit;
+          so.target_template = g.eval_template;
+          so.out_dir = join_path(run_dir, "wiseft_sweep");
+          run_wiseft_sweep(so);
+        }
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         json done = {{"target", target.name}, {"method", method.name}, {"seed", seed}, {"seconds", secs}, {"model", model_dir}};
         write_file_atomic(join_path(run_dir, "DONE"), done.dump(2) + "\n");

@@ -39,6 +39,9 @@ struct Grid {
   std::string categories;  // YAML grouping; default: the seed paper's
   std::string eval_template;  // template for generative target tests
   int64_t eval_limit = 0;
+  // Wise-FT trade-off per run (eval key wiseft-sweep: [alphas]): before->tuned merged at each
+  // alpha and evaluated; methods that already merge (wiseft-alpha) are skipped. Empty: none.
+  std::vector<double> wiseft_sweep;
   // Flatness per run: sharpness on the first batches of the target data and 1-D surfaces.
   int flatness_batches = 2;
   int surface_points = 11;

@@ -273,6 +273,39 @@ void write_report(const Grid& g, const std::string& out) {
     plot_lines(join_path(out, "figures/" + k + ".png"), title, interp ? "interpolation alpha" : "step along the direction", "loss", series);
     md << "\n![" << k << "](figures/" << k << ".png)\n";
   }
+  // Wise-FT trade-off: per method, the mean over seeds at each alpha of the sweep.
+  if (!g.wiseft_sweep.empty()) {
+    md << "\n## Wise-FT trade-off (before → tuned merged at α; mean over seeds)\n\n"
+       << "| target | method | α | seeds | forgetting (drop of the overall general score) | target gain |\n|---|---|---:|---:|---:|---:|\n";
+    std::vector<Series> curves;
+    for (const auto& t : g.targets)
+      for (const auto& m : g.methods) {
+        std::map<double, std::vector<double>> forget_at, gain_at;
+        for (const auto& r : runs) {
+          const std::string f = join_path(r.dir, "wiseft_sweep/wiseft_sweep.json");
+          if (r.target != t.name || r.method != m.name || !file_exists(f)) continue;
+          const json sweep = read_json_file(f);  // kept: a range over a temporary's member would dangle
+          for (const auto& row : sweep.at("rows")) {
+            forget_at[row.at("alpha").get<double>()].push_back(row.at("forgetting").get<double>());
+            gain_at[row.at("alpha").get<double>()].push_back(row.at("target_gain").get<double>());
+          }
+        }
+        if (forget_at.empty()) continue;
+        Series curve{t.name + " " + m.name, {}, {}};
+        for (const auto& [alpha, fs_] : forget_at) {
+          md << "| " << t.name << " | " << m.name << " | " << alpha << " | " << fs_.size() << " | " << pm(fs_) << " | "
+             << pm(gain_at[alpha]) << " |\n";
+          curve.x.push_back(mean_of(fs_));
+          curve.y.push_back(mean_of(gain_at[alpha]));
+        }
+        curves.push_back(curve);
+      }
+    if (!curves.empty()) {
+      plot_lines(join_path(out, "figures/wiseft_tradeoff.png"), "Wise-FT: target gain against forgetting as alpha goes 0 -> 1",
+                 "forgetting", "target gain", curves);
+      md << "\n![Wise-FT trade-off](figures/wiseft_tradeoff.png)\n";
+    }
+  }
   md << "\n## Findings\n\n" << findings.str() << "\n\nThese are the numbers this run produced on a small model; they are reported as found, "
      << "whether or not they agree with the paper.\n";
   write_file_atomic(join_path(out, "report.md"), md.str());
