@@ -16,7 +16,7 @@ namespace flatune {
 
 namespace {
 
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 
 // Uniform picks written out so the data does not depend on the standard library's distributions.
 struct Rng {
@@ -70,7 +70,7 @@ void write_jsonl(const std::string& path, const std::vector<json>& rows) {
 }  // namespace
 
 std::string demo_data_key(const DemoDataOptions& o) {
-  std::string s = std::to_string(kFormatVersion) + "|" + std::to_string(o.seed) + "|" + std::to_string(o.nouns) + "|" +
+  std::string s = std::to_string(kFormatVersion) + "|" + std::to_string(o.seed) + "|" + std::to_string(o.nouns) + "|" + std::to_string(o.fact_repeats) + "|" +
                   std::to_string(o.glosses) + "|" + std::to_string(o.antonyms) + "|" + std::to_string(o.suite_items) + "|" +
                   std::to_string(o.target_train) + "|" + std::to_string(o.target_test) + "|" + std::to_string(o.instructions) +
                   "|" + std::to_string(o.vocab_size);
@@ -166,17 +166,23 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
     if (i < heldout_n) heldout += line + "\n";
     else lines.push_back(line);
   }
-  for (const auto& f : facts) {
-    lines.push_back(article(f.word) + " " + f.word + " is a kind of " + f.hypernym + ".");
-    lines.push_back("the " + f.word + " is one type of " + f.hypernym + ".");
-    lines.push_back(f.word + ": a sort of " + f.hypernym + ".");
-    lines.push_back("every " + f.word + " is " + article(f.hypernym) + " " + f.hypernym + ".");
-    lines.push_back(f.word + ": " + f.gloss + ".");
-  }
-  for (const auto& [x, y] : antonyms) {
-    lines.push_back("the opposite of " + x + " is " + y + ".");
-    lines.push_back(y + " is the opposite of " + x + ".");
-    lines.push_back(x + " and " + y + " are opposites.");
+  // A fact is stated in every phrasing fact_repeats times; the definition is also given in the
+  // direction the understanding suite asks it (definition -> word), since small models do not
+  // learn a relation backwards from its forward statements.
+  for (int64_t r = 0; r < o.fact_repeats; ++r) {
+    for (const auto& f : facts) {
+      lines.push_back(article(f.word) + " " + f.word + " is a kind of " + f.hypernym + ".");
+      lines.push_back("the " + f.word + " is one type of " + f.hypernym + ".");
+      lines.push_back(f.word + ": a sort of " + f.hypernym + ".");
+      lines.push_back("every " + f.word + " is " + article(f.hypernym) + " " + f.hypernym + ".");
+      lines.push_back(f.word + ": " + f.gloss + ".");
+      lines.push_back("the word for \"" + f.gloss + "\" is " + f.word + ".");
+    }
+    for (const auto& [x, y] : antonyms) {
+      lines.push_back("the opposite of " + x + " is " + y + ".");
+      lines.push_back(y + " is the opposite of " + x + ".");
+      lines.push_back(x + " and " + y + " are opposites.");
+    }
   }
   rng.shuffle(lines);
   std::string corpus;

@@ -12,14 +12,15 @@ namespace flatune {
 
 struct DemoDataOptions {
   uint64_t seed = 1;
-  int64_t nouns = 1500;        // noun -> hypernym facts
+  int64_t nouns = 400;         // noun -> hypernym facts
+  int64_t fact_repeats = 3;    // copies of each fact phrasing in the corpus (facts are rarer than text)
   int64_t glosses = 12000;     // definition lines of general text
-  int64_t antonyms = 400;      // adjective pairs
+  int64_t antonyms = 150;      // adjective pairs
   int64_t suite_items = 150;   // per general-ability suite
   int64_t target_train = 2000; // per target dataset
   int64_t target_test = 100;
   int64_t instructions = 1500; // general instructions for the "before" stage
-  int64_t vocab_size = 2000;
+  int64_t vocab_size = 1000;
 };
 
 struct DemoDataPaths {
