@@ -12,6 +12,7 @@ void add_bench_command(CLI::App& app) {
   add_bench_tokenize_command(*bench);
   add_bench_train_command(*bench);
   add_bench_gemm_command(*bench);
+  add_bench_landscape_command(*bench);
   (void)bench;
 }
 

@@ -20,12 +20,16 @@ void add_experiment_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_landscape_command(CLI::App& app);
+void add_sharpness_command(CLI::App& app);
+void add_correlate_command(CLI::App& app);
 
 // Benchmarks under `flatune bench` (one line each).
 void add_bench_eval_command(CLI::App& bench);
 void add_bench_tokenize_command(CLI::App& bench);
 void add_bench_train_command(CLI::App& bench);
 void add_bench_gemm_command(CLI::App& bench);
+void add_bench_landscape_command(CLI::App& bench);
 
 
 }  // namespace flatune::cli

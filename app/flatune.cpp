@@ -54,6 +54,9 @@ int main(int argc, char** argv) {
   flatune::cli::add_demo_command(app);
   flatune::cli::add_info_command(app);
   flatune::cli::add_tokenize_command(app);
+  flatune::cli::add_landscape_command(app);
+  flatune::cli::add_sharpness_command(app);
+  flatune::cli::add_correlate_command(app);
 
   try {
     app.parse(argc, argv);
