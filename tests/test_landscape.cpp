@@ -593,6 +593,7 @@ TEST(LandscapeCli, BadInputIsOneCleanLineAndExitTwo) {
   set.directions.push_back(random_direction(gp, {}));
   save_directions(tmp / "gqa.safetensors", set);
   write_file_atomic(tmp / "bad.csv", "run,x,y\na,1,2\nb,two,3\n");
+  write_file_atomic(tmp / "good.csv", "run,x,y\na,1,2\nb,2,3\nc,3,1\n");
   const std::string base = "landscape --model " + q(model) + " --template plain --out " + q(tmp / "o");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {base + " --data " + q(data) + " --directions " + q(tmp / "gqa.safetensors"), "gqa.safetensors: direction 1: tensor"},
@@ -607,7 +608,7 @@ TEST(LandscapeCli, BadInputIsOneCleanLineAndExitTwo) {
       {base + " --data " + q(data) + " --lora-only", "--lora-only"},
       {"sharpness --model " + q(model) + " --data " + q(data) + " --metrics sam,flatness", "unknown metric 'flatness'"},
       {"correlate " + q(tmp / "bad.csv") + " --x x --y y", "bad.csv:3"},
-      {"correlate " + q(tmp / "bad.csv") + " --x z --y y", "--x"},
+      {"correlate " + q(tmp / "good.csv") + " --x z --y y", "--x: no run has 'z'"},
       {"correlate " + q(tmp / "missing.csv"), "missing.csv"},
   };
   for (const auto& [args, expected] : cases) {
