@@ -27,6 +27,18 @@ TEST(Json, SyntaxErrorNamesLineAndColumn) {
   }
 }
 
+// Found by the config.json fuzzer: a number past double's range is well-formed JSON that
+// nlohmann refuses with out_of_range, which escaped as a non-Error exception.
+TEST(Json, NumberOutOfRangeIsCleanError) {
+  try {
+    parse_json_text("{\"rope_theta\": 1e706}", "config.json");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.where(), "config.json");
+    EXPECT_NE(std::string(e.what()).find("number overflow parsing '1e706'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Json, JsonlSkipsBlankLinesAndNamesBadLine) {
   TempDir dir;
   write_file_atomic(dir / "a.jsonl", "{\"x\":1}\n\n{\"x\":2}\n{bad\n");

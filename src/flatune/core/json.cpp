@@ -25,6 +25,11 @@ json parse_json_text(const std::string& text, const std::string& where) {
     auto pos = msg.find("] ");
     if (pos != std::string::npos) msg = msg.substr(pos + 2);
     fail(where, "malformed JSON at " + line_col(text, e.byte > 0 ? e.byte - 1 : 0) + ": " + msg);
+  } catch (const json::exception& e) {
+    // Well-formed text nlohmann still refuses, such as a number past double's range (1e706).
+    std::string msg = e.what();
+    auto pos = msg.find("] ");
+    fail(where, "unreadable JSON: " + (pos == std::string::npos ? msg : msg.substr(pos + 2)));
   }
 }
 
