@@ -13,6 +13,7 @@
 #include "flatune/eval/evaluate.h"
 #include "flatune/eval/forgetting.h"
 #include "flatune/eval/loglik.h"
+#include "flatune/train/distributed.h"
 
 namespace flatune::cli {
 
@@ -41,34 +42,35 @@ void add_eval_command(CLI::App& app) {
   sub->callback([a] {
     if (a->tasks.empty() && a->perplexity.empty()) fail("--tasks", "give task files and/or --perplexity text files");
     if (a->threads > 0) at::set_num_threads(a->threads);
+    // Under `flatune launch` every process scores its share of the items; rank 0 writes.
+    Distributed dist = init_distributed();
+    a->opts.shard = dist.rank;
+    a->opts.shards = dist.world_size;
+    a->opts.gather = [&dist](const std::string& bytes) { return dist.all_gather(bytes); };
     auto tok = load_tokenizer(a->model);
     auto model = load_llama(a->model);
     std::string dir = join_path(a->out, "eval");
-    make_dirs(dir);
     for (const auto& path : a->tasks) {
       Task task = read_task(path);
       TaskResult r = evaluate_task(model, *tok, task, a->opts);
-      json j = task_result_to_json(r);
-      j["model"] = a->model;
-      j["settings"] = {{"shots", a->opts.shots}, {"seed", a->opts.seed}, {"limit", a->opts.limit}, {"naive", a->opts.naive}, {"batch_size", a->opts.batch_size},
-                       {"template", a->opts.template_name}, {"file", path}};
-      write_file_atomic(join_path(dir, task.name + ".json"), j.dump(2) + "\n");
-      std::string items;
-      for (const auto& it : r.items) items += it.dump() + "\n";
-      write_file_atomic(join_path(dir, task.name + ".items.jsonl"), items);
+      if (!dist.is_main()) continue;
+      json settings = {{"shots", a->opts.shots}, {"seed", a->opts.seed}, {"limit", a->opts.limit}, {"naive", a->opts.naive},
+                       {"batch_size", a->opts.batch_size}, {"template", a->opts.template_name}, {"file", path},
+                       {"processes", dist.world_size}};
+      write_task_result(r, dir, {{"model", a->model}, {"settings", settings}});
       std::printf("%-24s n=%-5lld", task.name.c_str(), static_cast<long long>(r.n));
       for (const auto& [k, v] : r.metrics) std::printf("  %s %.4f ± %.4f", k.c_str(), v.value, v.stderr_);
       std::printf("\n");
     }
+    if (!dist.is_main()) return;  // perplexity is one pass over one text: rank 0 alone
     for (const auto& path : a->perplexity) {
       int64_t window = a->opts.max_length > 0 ? a->opts.max_length : model->config().max_position_embeddings;
       auto p = rolling_perplexity(model, *tok, read_file(path), window);
       std::string name = std::filesystem::path(path).stem().string();
-      json j = {{"task", name}, {"kind", "perplexity"}, {"n", p.tokens},
-                {"metrics", {{"loglik", p.loglik}, {"tokens", p.tokens}, {"bytes", p.bytes}, {"words", p.words},
-                             {"token_perplexity", p.token_perplexity()}, {"word_perplexity", p.word_perplexity()},
-                             {"byte_perplexity", p.byte_perplexity()}, {"bits_per_byte", p.bits_per_byte()}}},
-                {"model", a->model}, {"settings", {{"file", path}, {"window", window}}}};
+      json j = perplexity_to_json(name, p);
+      j["model"] = a->model;
+      j["settings"] = {{"file", path}, {"window", window}};
+      make_dirs(dir);
       write_file_atomic(join_path(dir, name + ".json"), j.dump(2) + "\n");
       std::printf("%-24s tokens=%lld  token ppl %.4f  bits/byte %.4f\n", name.c_str(), static_cast<long long>(p.tokens),
                   p.token_perplexity(), p.bits_per_byte());

@@ -251,6 +251,53 @@ TEST(Train, TwoProcessResumeIsBitIdentical) {
   EXPECT_EQ(losses(dir / "resumed").size(), losses(dir / "straight").size() / 2);
 }
 
+// Evaluation under `flatune launch --nproc 2`: each process scores every other item and the
+// gathered result is the one process's, item for item (few-shot prefixes included).
+TEST(Train, TwoProcessEvaluationEqualsOneProcess) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string mc, gen;
+  for (int i = 0; i < 9; ++i) {
+    json choices = json::array();
+    for (int c = 0; c < 2 + i % 3; ++c) choices.push_back("choice " + std::to_string(c * 7 + i));
+    mc += json({{"id", "m" + std::to_string(i)}, {"context", "question " + std::to_string(i) + ": which one?"},
+                {"choices", choices}, {"gold", i % 2}, {"category", i < 5 ? "a" : "b"}}).dump() + "\n";
+  }
+  for (int i = 0; i < 3; ++i)
+    gen += json({{"id", "g" + std::to_string(i)}, {"prompt", "add " + std::to_string(i) + " and 1"}, {"answer", std::to_string(i + 1)}})
+               .dump() + "\n";
+  write_file_atomic(dir / "mc.jsonl", mc);
+  write_file_atomic(dir / "gen.jsonl", gen);
+  const std::string args = "eval --model '" + testdata("models/llama-gqa") + "' --tasks '" + (dir / "mc.jsonl") + "' '" +
+                           (dir / "gen.jsonl") + "' --shots 1 --batch-size 2 --max-new-tokens 4 --threads 1 --out ";
+  auto one = run_flatune(args + "'" + (dir / "one") + "'");
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto two = run_flatune("launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' " + args + "'" + (dir / "two") + "'");
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  for (const char* task : {"mc", "gen"}) {
+    json a = read_json_file(dir / "one/eval/" + task + ".json"), b = read_json_file(dir / "two/eval/" + task + ".json");
+    EXPECT_EQ(a.at("n"), b.at("n")) << task;
+    EXPECT_EQ(a.at("metrics"), b.at("metrics")) << task;
+    EXPECT_EQ(b.at("settings").at("processes"), 2);
+    std::vector<json> ia, ib;
+    for_each_jsonl(dir / "one/eval/" + task + ".items.jsonl", [&](const json& j, size_t) { ia.push_back(j); });
+    for_each_jsonl(dir / "two/eval/" + task + ".items.jsonl", [&](const json& j, size_t) { ib.push_back(j); });
+    ASSERT_EQ(ia.size(), ib.size()) << task;
+    for (size_t i = 0; i < ia.size(); ++i) {
+      EXPECT_EQ(ia[i].at("id"), ib[i].at("id"));
+      if (ia[i].contains("loglik")) {
+        auto la = ia[i]["loglik"].get<std::vector<double>>(), lb = ib[i]["loglik"].get<std::vector<double>>();
+        ASSERT_EQ(la.size(), lb.size());
+        // Batches differ between one and two processes (other neighbours, other padding).
+        for (size_t c = 0; c < la.size(); ++c) EXPECT_NEAR(la[c], lb[c], 1e-5) << task << " item " << i;
+        EXPECT_EQ(ia[i].at("pred_acc"), ib[i].at("pred_acc"));
+      } else {
+        EXPECT_EQ(ia[i].at("output"), ib[i].at("output"));
+      }
+    }
+  }
+}
+
 TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;

@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "flatune/core/error.h"
+#include "flatune/core/fs.h"
 #include "flatune/core/progress.h"
 #include "flatune/data/dataset.h"
 #include "flatune/eval/loglik.h"
@@ -109,6 +110,28 @@ std::string extract_answer(const std::string& text) {
   return last;
 }
 
+namespace {
+
+bool mine(size_t item, const EvalOptions& o) { return o.shards <= 1 || static_cast<int>(item % o.shards) == o.shard; }
+
+// Every process's per-item records (JSON objects with "i", the item index) merged into one list
+// indexed by item.
+std::vector<json> gather_items(const std::vector<json>& own, size_t n, const EvalOptions& o) {
+  std::vector<json> all(n);
+  if (o.shards <= 1) {
+    for (const auto& r : own) all[r.at("i").get<size_t>()] = r;
+    return all;
+  }
+  if (!o.gather) fail("evaluation", "sharded over " + std::to_string(o.shards) + " processes without a way to gather results");
+  for (const auto& part : o.gather(json(own).dump()))
+    for (const auto& r : json::parse(part)) all[r.at("i").get<size_t>()] = r;
+  for (size_t i = 0; i < n; ++i)
+    if (all[i].is_null()) fail("evaluation", "no process scored item " + std::to_string(i));
+  return all;
+}
+
+}  // namespace
+
 TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Task& task, const EvalOptions& o) {
   TaskResult r;
   r.task = task.name;
@@ -124,10 +147,12 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
     // All items' pairs first (few-shot draws consume the generator in item order, as lm-eval's
     // do), then scored together so the fast path can batch across items.
     std::vector<EncodedPair> pairs;
-    std::vector<size_t> first_pair;
+    std::vector<size_t> first_pair, own_items;
     for (size_t i = 0; i < n; ++i) {
       const McItem& item = task.mc[i];
       std::string prefix = item_prefix(task, i, o, rng);
+      if (!mine(i, o)) continue;
+      own_items.push_back(i);
       first_pair.push_back(pairs.size());
       for (int c = 0; c < item.num_choices(); ++c)
         pairs.push_back(encode_pair(tok, prefix + item.context(c), o.target_delimiter + item.choice(c)));
@@ -144,16 +169,20 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
       ll = score_batched(model, pairs, window, o.batch_size, report);
     }
     progress.finish();
+    std::vector<json> own;
+    for (size_t k = 0; k < own_items.size(); ++k) {
+      std::vector<double> values;
+      for (int c = 0; c < task.mc[own_items[k]].num_choices(); ++c) values.push_back(ll[first_pair[k] + c].value);
+      own.push_back({{"i", own_items[k]}, {"loglik", values}});
+    }
+    const std::vector<json> scored = gather_items(own, n, o);
     std::vector<double> acc, acc_norm;
     bool any_mc2 = false;
     for (size_t i = 0; i < n; ++i) {
       const McItem& item = task.mc[i];
-      std::vector<double> values;
+      const std::vector<double> values = scored[i].at("loglik").get<std::vector<double>>();
       std::vector<std::string> choices;
-      for (int c = 0; c < item.num_choices(); ++c) {
-        values.push_back(ll[first_pair[i] + c].value);
-        choices.push_back(item.choices.size() > 1 ? item.choices[c] : item.choices[0]);
-      }
+      for (int c = 0; c < item.num_choices(); ++c) choices.push_back(item.choices.size() > 1 ? item.choices[c] : item.choices[0]);
       int pred = 0, pred_norm = 0;
       score_choices(values, choices, &pred, &pred_norm);
       json log = {{"id", item.id}, {"loglik", values}, {"gold", item.gold}, {"pred_acc", pred}, {"pred_acc_norm", pred_norm},
@@ -186,7 +215,9 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
     for (auto id : model->config().eos_token_ids)
       if (std::find(g.eos_ids.begin(), g.eos_ids.end(), id) == g.eos_ids.end()) g.eos_ids.push_back(id);
     Progress progress("eval " + task.name, static_cast<int64_t>(n), "item");
+    std::vector<json> own;
     for (size_t i = 0; i < n; ++i) {
+      if (!mine(i, o)) continue;
       const GenItem& item = task.gen[i];
       std::string prompt = item.prompt;
       if (!o.template_name.empty()) {
@@ -223,13 +254,17 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
         got = norm(text);
         want = norm(item.answer);
       }
-      double hit = !got.empty() && got == want;
-      em.push_back(hit);
-      per_cat[item.category]["exact_match"].push_back(hit);
-      r.items.push_back({{"id", item.id}, {"output", text}, {"extracted", got}, {"answer", want}, {"correct", hit > 0}});
+      own.push_back({{"i", i}, {"id", item.id}, {"output", text}, {"extracted", got}, {"answer", want}, {"correct", !got.empty() && got == want}});
       progress.update(static_cast<int64_t>(i + 1));
     }
     progress.finish();
+    for (json& log : gather_items(own, n, o)) {
+      const double hit = log.at("correct").get<bool>();
+      em.push_back(hit);
+      per_cat[task.gen[log.at("i").get<size_t>()].category]["exact_match"].push_back(hit);
+      log.erase("i");
+      r.items.push_back(log);
+    }
     r.n = static_cast<int64_t>(n);
     r.metrics["exact_match"] = mean_with_stderr(em);
   }
@@ -253,6 +288,25 @@ json task_result_to_json(const TaskResult& r) {
     cats[cat.empty() ? "(none)" : cat] = c;
   }
   return {{"task", r.task}, {"kind", r.kind}, {"n", r.n}, {"metrics", metrics}, {"categories", cats}};
+}
+
+void write_task_result(const TaskResult& r, const std::string& dir, const json& extra) {
+  json j = task_result_to_json(r);
+  for (const auto& [k, v] : extra.items()) j[k] = v;
+  make_dirs(dir);
+  write_file_atomic(join_path(dir, r.task + ".json"), j.dump(2) + "\n");
+  std::string items;
+  for (const auto& it : r.items) items += it.dump() + "\n";
+  write_file_atomic(join_path(dir, r.task + ".items.jsonl"), items);
+}
+
+json perplexity_to_json(const std::string& name, const PerplexityResult& p) {
+  return {{"task", name},
+          {"kind", "perplexity"},
+          {"n", p.tokens},
+          {"metrics", {{"loglik", p.loglik}, {"tokens", p.tokens}, {"bytes", p.bytes}, {"words", p.words},
+                       {"token_perplexity", p.token_perplexity()}, {"word_perplexity", p.word_perplexity()},
+                       {"byte_perplexity", p.byte_perplexity()}, {"bits_per_byte", p.bits_per_byte()}}}};
 }
 
 double PerplexityResult::token_perplexity() const { return std::exp(-loglik / std::max<int64_t>(1, tokens)); }

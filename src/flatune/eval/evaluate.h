@@ -3,6 +3,7 @@
 // perplexity of text with rolling windows. Results are data; app/ prints them.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -28,6 +29,12 @@ struct EvalOptions {
   int64_t max_new_tokens = 64;
   std::vector<std::string> stop = {"\n\n"};
   std::string template_name;  // wrap generative prompts in this training template ("" = raw)
+  // Data parallel evaluation: this process scores the items i with i % shards == shard, and
+  // `gather` (every process's bytes, in rank order) brings in the others' scores, so every
+  // process ends with the result one process would compute. Few-shot prefixes are still drawn
+  // for every item in order, so they do not depend on the number of processes.
+  int shard = 0, shards = 1;
+  std::function<std::vector<std::string>(const std::string&)> gather;
 };
 
 struct MetricValue {
@@ -68,6 +75,10 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
 
 json task_result_to_json(const TaskResult& r);
 
+// <dir>/<task>.json (the result, plus the fields of `extra`: model, settings) and
+// <dir>/<task>.items.jsonl (one line per item), each written atomically.
+void write_task_result(const TaskResult& r, const std::string& dir, const json& extra);
+
 // GSM8K-style answer extraction: "#### N", else the last number in the text; normalised (no
 // commas, $, or trailing ".0"). Empty when there is no number.
 std::string extract_answer(const std::string& text);
@@ -83,6 +94,9 @@ struct PerplexityResult {
 
 // lm-eval's loglikelihood_rolling: the whole text scored once, in windows of max_length with
 // the prefix token before the first.
+// {"task", "kind": "perplexity", "n", "metrics": {loglik, tokens, bytes, words, and the perplexities}}.
+json perplexity_to_json(const std::string& name, const PerplexityResult& p);
+
 PerplexityResult rolling_perplexity(LlamaForCausalLM& model, const Tokenizer& tok, const std::string& text, int64_t max_length);
 
 }  // namespace flatune

@@ -166,18 +166,12 @@ void evaluate_into(const std::string& model_dir, const Grid& g, const std::strin
     Task task = read_task(path);
     EvalOptions o = eo;
     if (is_target) o.template_name = g.eval_template;
-    TaskResult r = evaluate_task(model, *tok, task, o);
-    json j = task_result_to_json(r);
-    j["model"] = model_dir;
-    write_file_atomic(join_path(dest, "eval/" + task.name + ".json"), j.dump(2) + "\n");
-    std::string items;
-    for (const auto& it : r.items) items += it.dump() + "\n";
-    write_file_atomic(join_path(dest, "eval/" + task.name + ".items.jsonl"), items);
+    write_task_result(evaluate_task(model, *tok, task, o), join_path(dest, "eval"), {{"model", model_dir}});
   }
   for (const auto& path : g.perplexity) {
     auto p = rolling_perplexity(model, *tok, read_file(path), model->config().max_position_embeddings);
-    json j = {{"task", fs::path(path).stem().string()}, {"kind", "perplexity"}, {"n", p.tokens},
-              {"metrics", {{"loglik", p.loglik}, {"token_perplexity", p.token_perplexity()}, {"bits_per_byte", p.bits_per_byte()}}}};
+    json j = perplexity_to_json(fs::path(path).stem().string(), p);
+    j["model"] = model_dir;
     write_file_atomic(join_path(dest, "eval/" + fs::path(path).stem().string() + ".json"), j.dump(2) + "\n");
   }
 }
