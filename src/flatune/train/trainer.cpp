@@ -339,7 +339,9 @@ TrainResult train(const TrainOptions& options) {
       if (penalty.active()) {
         auto p = penalty.value(model);
         p.backward();
-        loss += p.item<double>();
+        // Every process adds the whole penalty and the logged loss is summed over processes
+        // below: count it once. (Its gradient is counted once already: gradients are averaged.)
+        loss += p.item<double>() / dist.world_size;
       }
       return loss;
     };
