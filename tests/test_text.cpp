@@ -134,3 +134,64 @@ TEST(Tokenizer, BadInputIsACleanError) {
   EXPECT_EQ(load_tokenizer(dir / "tokenizer.json")->encode("abba", false), (std::vector<int32_t>{2, 1, 0}));
 }
 
+// `flatune tokenize` end to end: the binary's ids for the reference texts (given as JSON lines,
+// so texts with newlines survive), with and without special tokens, and --decode back to text.
+TEST(Cli, TokenizeMatchesReferenceVectors) {
+  FLATUNE_REQUIRE_TESTDATA("tokenizers/spm-bpe-32k/vectors.jsonl");
+  TempDir tmp;
+  // spm-bpe-32k goes through tokenizer.json; llama2-spm through the SentencePiece bridge, which
+  // must load inside the binary that also holds libtorch's protobuf.
+  for (const std::string name : {"spm-bpe-32k", "llama2-spm"}) {
+    const std::string dir = testdata("tokenizers/" + name);
+    std::vector<json> rows;
+    for_each_jsonl(dir + "/vectors.jsonl", [&](const json& row, size_t) { rows.push_back(row); });
+    std::string input, id_lines;
+    for (const auto& row : rows) {
+      input += json{{"text", row.at("text")}}.dump() + "\n";
+      id_lines += row.at("ids").dump() + "\n";
+    }
+    write_file_atomic(tmp / "in.jsonl", input);
+    write_file_atomic(tmp / "ids.jsonl", id_lines);
+    auto plain = flatune::testing::run_flatune("tokenize --tokenizer '" + dir + "' --input '" + tmp / "in.jsonl" + "'");
+    ASSERT_EQ(plain.exit_code, 0) << plain.output;
+    auto special = flatune::testing::run_flatune("tokenize --add-special --tokenizer '" + dir + "' --input '" + tmp / "in.jsonl" + "'");
+    ASSERT_EQ(special.exit_code, 0) << special.output;
+    auto decoded = flatune::testing::run_flatune("tokenize --decode --tokenizer '" + dir + "' --input '" + tmp / "ids.jsonl" + "'");
+    ASSERT_EQ(decoded.exit_code, 0) << decoded.output;
+    auto lines = [](const std::string& s) {
+      std::vector<json> out;
+      size_t pos = 0;
+      for (size_t end; (end = s.find('\n', pos)) != std::string::npos; pos = end + 1) out.push_back(json::parse(s.substr(pos, end - pos)));
+      return out;
+    };
+    auto p = lines(plain.output), s = lines(special.output), d = lines(decoded.output);
+    ASSERT_EQ(p.size(), rows.size()) << name;
+    ASSERT_EQ(s.size(), rows.size()) << name;
+    ASSERT_EQ(d.size(), rows.size()) << name;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      EXPECT_EQ(p[i], rows[i].at("ids")) << name << " line " << i + 1;
+      EXPECT_EQ(s[i], rows[i].at("ids_with_special")) << name << " line " << i + 1;
+      EXPECT_EQ(d[i], rows[i].at("decoded")) << name << " line " << i + 1;
+    }
+  }
+}
+
+// A missing folder, a truncated tokenizer.json and a tokenizer.model that is not one: each one
+// line `flatune: <file>: <problem>` and exit code 2.
+TEST(Cli, TokenizeBadTokenizerIsOneLineExit2) {
+  TempDir tmp;
+  write_file_atomic(tmp / "in.txt", "hello\n");
+  std::filesystem::create_directories(tmp / "truncated");
+  write_file_atomic(tmp / "truncated/tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0)");
+  std::filesystem::create_directories(tmp / "notspm");
+  write_file_atomic(tmp / "notspm/tokenizer.model", "this is not a protobuf");
+  struct Case { std::string tokenizer, named; };
+  for (const Case& c : std::vector<Case>{{tmp / "missing", tmp / "missing"},
+                                         {tmp / "truncated", tmp / "truncated/tokenizer.json"},
+                                         {tmp / "notspm", tmp / "notspm/tokenizer.model"}}) {
+    auto r = flatune::testing::run_flatune("tokenize --tokenizer '" + c.tokenizer + "' --input '" + tmp / "in.txt" + "'");
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_EQ(r.output.rfind("flatune: " + c.named + ": ", 0), 0u) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+}
