@@ -22,8 +22,11 @@
 #include "flatune/text/tokenizer.h"
 #include "flatune/train/trainer.h"
 #include "test_util.h"
+#include "train_test_util.h"
 
 using namespace flatune;
+using flatune::testing::adamw_state;
+using flatune::testing::same_file;
 using flatune::testing::run_flatune;
 using flatune::testing::TempDir;
 using flatune::testing::testdata;
@@ -149,28 +152,6 @@ std::vector<json> metrics_lines(const std::string& run) {
   return out;
 }
 
-// The AdamW state (step, exp_avg, exp_avg_sq of every trainable parameter) in a checkpoint.
-std::vector<torch::Tensor> adamw_state(const std::string& checkpoint, const TrainOptions& o) {
-  auto model = load_llama(o.model);
-  LoraOptions lo;
-  lo.rank = o.lora_rank;
-  lo.alpha = o.lora_alpha;
-  lo.targets = o.lora_targets;
-  if (o.lora_rank > 0) model->add_lora(lo);
-  auto opt = make_adamw(model->trainable_parameters(), AdamWSettings{});
-  load_optimizer_state(*opt, checkpoint + "/optimizer.pt");
-  std::vector<torch::Tensor> out;
-  for (auto& group : opt->param_groups())
-    for (auto& p : group.params()) {
-      auto& st = static_cast<torch::optim::AdamWParamState&>(*opt->state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
-      out.push_back(torch::tensor({st.step()}, torch::kLong));
-      out.push_back(st.exp_avg());
-      out.push_back(st.exp_avg_sq());
-    }
-  return out;
-}
-
-bool same_file(const std::string& a, const std::string& b) { return read_file(a) == read_file(b); }
 
 void expect_one_line_error(const flatune::testing::CommandResult& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 2) << r.output;

@@ -17,11 +17,14 @@
 #include "flatune/train/run_folder.h"
 #include "flatune/train/trainer.h"
 #include "test_util.h"
+#include "train_test_util.h"
 
 using namespace flatune;
 using flatune::testing::run_flatune;
 using flatune::testing::TempDir;
 using flatune::testing::testdata;
+using flatune::testing::adamw_state;
+using flatune::testing::same_file;
 
 extern char** environ;
 
@@ -54,31 +57,6 @@ TrainOptions base_options(const std::string& data, const std::string& out) {
 std::vector<double> losses(const std::string& run) {
   std::vector<double> out;
   for_each_jsonl(run + "/metrics.jsonl", [&](const json& j, size_t) { out.push_back(j.at("loss").get<double>()); });
-  return out;
-}
-
-bool same_file(const std::string& a, const std::string& b) { return read_file(a) == read_file(b); }
-
-// The AdamW state (step, exp_avg, exp_avg_sq of every parameter) saved in a checkpoint.
-std::vector<torch::Tensor> optimizer_state(const std::string& checkpoint, const TrainOptions& o) {
-  auto model = load_llama(o.model);
-  if (o.lora_rank > 0) {
-    LoraOptions lo;
-    lo.rank = o.lora_rank;
-    lo.targets = o.lora_targets;
-    model->add_lora(lo);
-  }
-  auto params = model->trainable_parameters();
-  auto opt = make_adamw(params, AdamWSettings{});
-  load_optimizer_state(*opt, checkpoint + "/optimizer.pt");
-  std::vector<torch::Tensor> out;
-  for (auto& group : opt->param_groups())
-    for (auto& p : group.params()) {
-      auto& st = static_cast<torch::optim::AdamWParamState&>(*opt->state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
-      out.push_back(torch::tensor({st.step()}, torch::kLong));
-      out.push_back(st.exp_avg());
-      out.push_back(st.exp_avg_sq());
-    }
   return out;
 }
 
@@ -161,7 +139,7 @@ TEST_P(Resume, IsBitIdentical) {
   const std::string a = dir / "straight/checkpoints/step-12", b = dir / "resumed/checkpoints/step-12";
   const char* weights = o.lora_rank > 0 ? "/adapter_model.safetensors" : "/model.safetensors";
   EXPECT_TRUE(same_file(a + weights, b + weights)) << variant;
-  auto sa = optimizer_state(a, o), sb = optimizer_state(b, o);
+  auto sa = adamw_state(a, o), sb = adamw_state(b, o);
   ASSERT_EQ(sa.size(), sb.size());
   ASSERT_FALSE(sa.empty());
   for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i], sb[i])) << variant << " optimizer tensor " << i;
@@ -242,7 +220,7 @@ TEST(Train, TwoProcessResumeIsBitIdentical) {
   const std::string a = dir / "straight/checkpoints/step-12", b = dir / "resumed/checkpoints/step-12";
   EXPECT_TRUE(same_file(a + "/model.safetensors", b + "/model.safetensors"));
   TrainOptions o = base_options(data, dir / "unused");
-  auto sa = optimizer_state(a, o), sb = optimizer_state(b, o);
+  auto sa = adamw_state(a, o), sb = adamw_state(b, o);
   ASSERT_EQ(sa.size(), sb.size());
   ASSERT_FALSE(sa.empty());
   for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i], sb[i])) << "optimizer tensor " << i;
