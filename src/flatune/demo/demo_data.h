@@ -12,10 +12,10 @@ namespace flatune {
 
 struct DemoDataOptions {
   uint64_t seed = 1;
-  int64_t nouns = 400;         // noun -> hypernym facts
-  int64_t fact_repeats = 3;    // copies of each fact phrasing in the corpus (facts are rarer than text)
-  int64_t glosses = 12000;     // definition lines of general text
-  int64_t antonyms = 150;      // adjective pairs
+  int64_t nouns = 300;         // noun -> hypernym facts
+  int64_t fact_repeats = 6;    // copies of each fact phrasing in the corpus (facts are rarer than text)
+  int64_t glosses = 6000;      // definition lines of general text
+  int64_t antonyms = 120;      // adjective pairs
   int64_t suite_items = 150;   // per general-ability suite
   int64_t target_train = 2000; // per target dataset
   int64_t target_test = 100;

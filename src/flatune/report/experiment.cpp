@@ -20,6 +20,7 @@
 #include "flatune/eval/evaluate.h"
 #include "flatune/eval/forgetting.h"
 #include "flatune/io/checkpoint.h"
+#include "flatune/landscape/fixed_batches.h"
 #include "flatune/landscape/landscape.h"
 #include "flatune/model/llama.h"
 #include "flatune/report/plot.h"
@@ -176,47 +177,6 @@ void evaluate_into(const std::string& model_dir, const Grid& g, const std::strin
   }
 }
 
-// The fixed batches flatness is measured on, and the loss closure over them.
-struct LossBatches {
-  std::vector<Batch> batches;
-  int64_t label_tokens = 0;
-  LossClosure closure(LlamaForCausalLM& model) const {
-    return [this, &model]() {
-      torch::Tensor total;
-      for (const auto& b : batches) {
-        ForwardInput in;
-        in.input_ids = b.input_ids;
-        in.attention_mask = b.attention_mask;
-        auto [s, n] = causal_lm_loss_sum(model->forward(in), b.labels);
-        total = total.defined() ? total + s : s;
-      }
-      return total / static_cast<double>(std::max<int64_t>(1, label_tokens));
-    };
-  }
-};
-
-LossBatches make_batches(const std::vector<Example>& ex, int n_batches, int64_t batch_size, int64_t pad_id) {
-  LossBatches lb;
-  for (int b = 0; b < n_batches; ++b) {
-    std::vector<const Example*> ptrs;
-    for (int64_t k = 0; k < batch_size; ++k) {
-      size_t i = static_cast<size_t>(b * batch_size + k);
-      if (i < ex.size()) ptrs.push_back(&ex[i]);
-    }
-    if (ptrs.empty()) break;
-    lb.batches.push_back(collate(ptrs, pad_id));
-    lb.label_tokens += lb.batches.back().label_tokens;
-  }
-  if (lb.batches.empty()) fail("flatness", "no data to measure the loss on");
-  return lb;
-}
-
-void write_csv_1d(const std::string& path, const Surface1D& s) {
-  std::string out = "alpha,loss\n";
-  for (size_t i = 0; i < s.alphas.size(); ++i) out += std::to_string(s.alphas[i]) + "," + std::to_string(s.losses[i]) + "\n";
-  write_file_atomic(path, out);
-}
-
 json measure_flatness(const std::string& model_dir, const std::string& before_dir, const Grid& g, const GridTarget& target,
                       uint64_t seed, const std::string& run_dir) {
   auto tok = load_tokenizer(model_dir);
@@ -229,13 +189,14 @@ json measure_flatness(const std::string& model_dir, const std::string& before_di
   TokenizeStats st;
   auto ex = tokenize_conversations(read_conversations(target.data, target.format), *tok, {tpl, max_len, false}, &st);
   const int64_t pad = tok->special().pad_id.value_or(tok->special().eos_id.value_or(0));
-  LossBatches target_batches = make_batches(ex, g.flatness_batches, defaults.batch_size, pad);
-  std::vector<LossBatches> general;
-  if (!g.perplexity.empty()) general.push_back(make_batches(text_blocks(g.perplexity[0], *tok, std::min<int64_t>(max_len, 128)),
-                                                            g.flatness_batches, defaults.batch_size, 0));
+  const FixedBatches target_batches = fixed_batches(ex, g.flatness_batches, defaults.batch_size, pad, target.data);
+  std::vector<FixedBatches> general;
+  if (!g.perplexity.empty())
+    general.push_back(fixed_batches(text_blocks(g.perplexity[0], *tok, std::min<int64_t>(max_len, 128)), g.flatness_batches,
+                                    defaults.batch_size, 0, g.perplexity[0]));
   NamedParams params;
   for (auto& item : model->named_parameters(true)) params.emplace_back(item.key(), item.value());
-  auto loss = target_batches.closure(model);
+  auto loss = fixed_batches_loss(model, target_batches);
   json out;
   out["loss_target"] = loss().item<double>();
   auto sam = sam_sharpness(params, loss, g.sam_rho);
@@ -250,7 +211,7 @@ json measure_flatness(const std::string& model_dir, const std::string& before_di
   NamedTensors dir = random_direction(params, dopt);
   auto s1 = surface_1d(params, dir, loss, -g.surface_range, g.surface_range, g.surface_points);
   out["surface_target"] = surface_1d_json(s1);
-  write_csv_1d(join_path(run_dir, "landscape/surface_target.csv"), s1);
+  write_file_atomic(join_path(run_dir, "landscape/surface_target.csv"), surface_1d_csv(s1));
   NamedTensors interp = difference_direction(load_checkpoint_weights(before_dir), model->weights(), before_dir);
   {
     // Interpolation from the before model (alpha 0) through the tuned one (alpha 1) and beyond.
@@ -258,9 +219,9 @@ json measure_flatness(const std::string& model_dir, const std::string& before_di
     auto si = surface_1d(params, from_tuned, loss, -1.5, 0.5, 9);
     for (auto& a : si.alphas) a += 1.0;  // shift so 0 = before, 1 = tuned
     out["interpolation_target"] = surface_1d_json(si);
-    write_csv_1d(join_path(run_dir, "landscape/interpolation_target.csv"), si);
+    write_file_atomic(join_path(run_dir, "landscape/interpolation_target.csv"), surface_1d_csv(si));
     if (!general.empty()) {
-      auto gl = general[0].closure(model);
+      auto gl = fixed_batches_loss(model, general[0]);
       auto sg = surface_1d(params, from_tuned, gl, -1.5, 0.5, 9);
       for (auto& a : sg.alphas) a += 1.0;
       out["interpolation_general"] = surface_1d_json(sg);
