@@ -354,6 +354,26 @@ def cmd_check(a):
         print(json.dumps(st), flush=True)
 
 
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def _reset_peak_rss():
+    """As flatune bench train: give freed memory back (malloc_trim), then reset VmHWM to VmRSS."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def cmd_bench(a):
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -365,9 +385,11 @@ def cmd_bench(a):
     nparams = sum(p.numel() for p in LlamaForCausalLM(c).parameters())
     print(f"model {nparams / 1e6:.1f}M parameters, batch {a.batch} x {a.seq} tokens, {torch.get_num_threads()} threads "
           f"(python reference, torch {torch.__version__})")
-    print(f"{'variant':<12} {'tokens/s':>12} {'vs adamw':>10}")
+    print(f"{'variant':<12} {'tokens/s':>12} {'vs adamw':>10} {'peak RSS MiB':>14} {'growth MiB':>14}")
     rows, adamw_tps = [], 0.0
     for v in a.variants:
+        peak_known = _reset_peak_rss()
+        rss_start = _status_kib("VmRSS")
         model = LlamaForCausalLM(c)
         model.init_weights(0)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -388,8 +410,14 @@ def cmd_bench(a):
             adamw_tps = tps
         ratio = adamw_tps / tps if adamw_tps > 0 else 0.0
         name = "adamw" if v == "none" else v
-        print(f"{name:<12} {tps:>12.0f} {ratio:>9.2f}x", flush=True)
-        rows.append({"variant": name, "tokens_per_s": tps, "step_time_vs_adamw": ratio})
+        peak = _status_kib("VmHWM") / 1024.0 if peak_known else -1
+        growth = (_status_kib("VmHWM") - rss_start) / 1024.0 if peak_known else -1
+        print(f"{name:<12} {tps:>12.0f} {ratio:>9.2f}x {peak:>14.0f} {growth:>14.0f}", flush=True)
+        row = {"variant": name, "tokens_per_s": tps, "step_time_vs_adamw": ratio}
+        if peak_known:
+            row["peak_rss_mib"], row["peak_growth_mib"] = peak, growth
+        rows.append(row)
+        del model, stepper, closure
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)
