@@ -29,6 +29,21 @@ with open(sys.argv[1], "w") as f:
         f.write(" ".join(r.choice(words) for _ in range(r.randint(12, 30))) + "\n")
 PYEOF
 status=0
+# The reference itself against the testdata's independent logits and loss (vectors.safetensors).
+for m in "${models[@]}"; do
+  m=${m%/}
+  [ -f "$m/vectors.safetensors" ] && [ -f "$m/expected.json" ] || continue
+  "$PY" bench/reference/train_step.py --check --model "$m" --batch "$m/vectors.safetensors" > "$work/vectors.jsonl"
+  "$PY" - "$work/vectors.jsonl" "$m/expected.json" "$(basename "$m")" "$TOL" <<'PYEOF' || status=1
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+d = lines[0]["logits_max_abs_diff"]; loss = lines[1]["loss"]; want = json.load(open(sys.argv[2]))["loss"]
+rel = abs(loss - want) / abs(want)
+ok = d <= 1e-4 and rel <= float(sys.argv[4])
+print(f"reference vs testdata {sys.argv[3]:<12} logits max|diff| {d:.2e}  loss {loss:.10g} vs {want:.10g} rel {rel:.2e}{'' if ok else '  MISMATCH'}")
+sys.exit(0 if ok else 1)
+PYEOF
+done
 printf '%-12s %-6s %-5s %-15s %18s %18s %10s\n' model sam step field flatune reference rel.diff
 for m in "${models[@]}"; do
   m=${m%/}

@@ -22,7 +22,9 @@ Modes
   --check  load a Hugging Face folder (config.json + model.safetensors [or index + shards]) and a
            fixed batch (JSON {"input_ids": [[...]], "labels": [[...]]} or vectors.safetensors),
            run --steps optimizer steps and print one JSON line per step: loss, grad_norm and,
-           for SAM, perturbed_loss and e_norm (the fields flatune's metrics.jsonl has).
+           for SAM, perturbed_loss and e_norm (the fields flatune's metrics.jsonl has). With a
+           testdata vectors.safetensors, first the max |logits - reference logits|.
+           bench/reference/check.sh runs it against `flatune train` on the same batch.
   --bench  time --steps steps (after one warm-up) of AdamW, SAM and ASAM on a fresh model of a
            given shape and print tokens/s as `flatune bench train` does (--json FILE too).
 Run it with Debian's /usr/bin/python3 (python3-torch, libtorch 1.13 underneath).
@@ -339,6 +341,12 @@ def cmd_check(a):
     torch.set_num_threads(a.threads)
     model = load_model(a.model)
     ids, labels = load_batch(a.batch)
+    if a.batch.endswith(".safetensors"):
+        ref = read_safetensors(a.batch)
+        if "logits" in ref:  # testdata vectors: logits an independent implementation computed
+            with torch.no_grad():
+                d = (model(ids).double() - ref["logits"].double()).abs().max().item()
+            print(json.dumps({"logits_max_abs_diff": d}), flush=True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_adamw(model, a.lr, a.weight_decay)
     stepper = Stepper(params, opt, a.sam, a.rho, a.eta, a.max_grad_norm)
