@@ -94,7 +94,8 @@ void add_bench_train_command(CLI::App& bench) {
       auto opt = make_adamw(params, AdamWSettings{});
       SamSettings s;
       s.kind = v;
-      s.subset = {".*layers\\.[0-9]*[13579]\\.mlp\\..*"};  // half the layers' MLPs
+      // Half the layers: their MLP weights, or with LoRA their adapters (the only trainable ones).
+      s.subset = {a->lora_rank > 0 ? ".*layers\\.[0-9]*[13579]\\..*" : ".*layers\\.[0-9]*[13579]\\.mlp\\..*"};
       SamStepper stepper(params, *opt, s, 1.0);
       auto closure = [&] {
         ForwardInput in;

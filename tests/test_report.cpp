@@ -1,7 +1,14 @@
 // Report statistics against closed forms and hand computation; figures; the study end to end.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <thread>
 
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
@@ -10,6 +17,8 @@
 #include "test_util.h"
 
 using namespace flatune;
+
+extern char** environ;
 using flatune::testing::run_flatune;
 using flatune::testing::TempDir;
 
@@ -94,4 +103,26 @@ TEST(Study, QuickDemoRunsEndToEndAndResumes) {
   auto resumed = run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(read_json_file(dir / "study/forgetting.json"), forgetting);
+
+  // Killed for real (SIGKILL) while the third run trains, then started again: the same numbers
+  // as the uninterrupted study (the before model comes from the shared cache).
+  const std::string killed = dir / "killed";
+  std::vector<std::string> args = {FLATUNE_BINARY, "demo", "--preset", "quick", "--threads", "1", "--out", killed, "--cache", dir / "cache"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  const std::string third = killed + "/runs/math__sam__s1/checkpoints";
+  for (int i = 0; i < 12000 && !(std::filesystem::exists(third) && !std::filesystem::is_empty(third)); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the study finished before it could be killed";
+  EXPECT_FALSE(file_exists(killed + "/runs/math__sam__s1/DONE"));
+  auto restarted = run_flatune("demo --preset quick --threads 1 --out '" + killed + "' --cache '" + (dir / "cache") + "'");
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.output;
+  auto after_kill = read_json_file(killed + "/forgetting.json");
+  for (const char* key : {"categories", "overall", "targets", "tasks"}) EXPECT_EQ(after_kill[key], forgetting[key]) << key;
 }
