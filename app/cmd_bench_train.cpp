@@ -11,6 +11,7 @@
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
 #include "flatune/model/llama.h"
+#include "flatune/model/loss.h"
 #include "flatune/optim/optimizer.h"
 #include "flatune/optim/sam.h"
 
@@ -45,6 +46,7 @@ void add_bench_train_command(CLI::App& bench) {
     int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 5, lora_rank = 0;
     std::vector<std::string> variants = {"none", "sam", "asam", "looksam", "sam-subset"};
     int threads = 0;
+    bool unfused_loss = false;
     std::string json_out, profile;
   };
   auto a = std::make_shared<Args>();
@@ -60,6 +62,7 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--lora-rank", a->lora_rank, "LoRA rank (0: full fine-tuning)");
   sub->add_option("--variants", a->variants, "none sam asam looksam sam-subset");
   sub->add_option("--threads", a->threads, "intra-op threads");
+  sub->add_flag("--unfused-loss", a->unfused_loss, "full logits then cross-entropy, as transformers does (default: the fused head + loss)");
   sub->add_option("--json", a->json_out, "also write the results as JSON");
   sub->add_option("--profile", a->profile, "write a Chrome trace (chrome://tracing) of the timed steps to this file");
   sub->callback([a] {
@@ -100,7 +103,13 @@ void add_bench_train_command(CLI::App& bench) {
       auto closure = [&] {
         ForwardInput in;
         in.input_ids = ids;
-        auto loss = causal_lm_loss(model->forward(in), ids);
+        torch::Tensor loss;
+        if (a->unfused_loss) {
+          loss = causal_lm_loss(model->forward(in), ids);
+        } else {
+          auto [sum, n] = fused_causal_lm_loss_sum(model, in, ids);
+          loss = sum / static_cast<double>(n);
+        }
         loss.backward();
         return loss.item<double>();
       };

@@ -8,6 +8,7 @@
 #include "flatune/io/safetensors.h"
 #include "flatune/model/generate.h"
 #include "flatune/model/llama.h"
+#include "flatune/model/loss.h"
 #include "test_util.h"
 
 using namespace flatune;
@@ -141,6 +142,96 @@ TEST(Model, GradientsMatchFiniteDifferences) {
     }
   }
   EXPECT_EQ(checked, 36);
+}
+
+// The fused head + loss: the gradient of Σ -log softmax(h Wᵀ)[y] in float64 against central
+// differences of the plain formula, with chunks of 2 rows over 5 rows (a ragged last chunk).
+TEST(FusedLoss, GradientMatchesFiniteDifferences) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  auto h = torch::randn({5, 6}, gen, torch::kDouble).requires_grad_(true);
+  auto w = torch::randn({11, 6}, gen, torch::kDouble).requires_grad_(true);
+  auto y = longs({0, 10, 3, 3, 7});
+  FusedLossOptions o;
+  o.chunk_rows = 2;
+  torch::Tensor rows;
+  auto loss = linear_cross_entropy_sum(h, w, y, &rows, o);
+  (loss * 0.5).backward();  // a non-unit upstream gradient must scale both results
+  auto plain = [&](const torch::Tensor& hh, const torch::Tensor& ww) {
+    auto z = torch::mm(hh, ww.t());
+    return (z.logsumexp(1) - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum().item<double>();
+  };
+  torch::NoGradGuard ng;
+  EXPECT_NEAR(loss.item<double>(), plain(h, w), 1e-12);
+  auto z = torch::mm(h, w.t());
+  EXPECT_LE((rows - (z.logsumexp(1) - z.gather(1, y.unsqueeze(1)).squeeze(1))).abs().max().item<double>(), 1e-12);
+  const double eps = 1e-6;
+  for (auto* t : {&h, &w}) {
+    auto flat = t->detach().view({-1});
+    auto grad = t->grad().view({-1});
+    for (int64_t i = 0; i < flat.numel(); i += 4) {
+      double orig = flat[i].item<double>();
+      flat[i] = orig + eps;
+      double up = plain(h, w);
+      flat[i] = orig - eps;
+      double down = plain(h, w);
+      flat[i] = orig;
+      EXPECT_NEAR(grad[i].item<double>(), 0.5 * (up - down) / (2 * eps), 1e-7) << (t == &h ? "h" : "w") << "[" << i << "]";
+    }
+  }
+}
+
+// On a whole model (tied and untied head, ignored labels, a fully ignored row) the fused loss
+// and every parameter's gradient equal forward() + causal_lm_loss_sum in float64; the
+// per-token losses equal the unreduced cross-entropy.
+TEST(FusedLoss, EqualsFullLogitsLossOnModel) {
+  for (bool tied : {false, true}) {
+    LlamaConfig c = tiny_config();
+    c.tie_word_embeddings = tied;
+    LlamaForCausalLM m(c);
+    m->init_weights(5);
+    m->to(torch::kDouble);
+    auto ids = torch::tensor({{1, 5, 9, 2, 30, 11, 4}, {3, 3, 8, 21, 7, 0, 36}, {2, 4, 6, 8, 10, 12, 14}}, torch::kLong);
+    auto labels = ids.clone();
+    labels[0][1] = -100;
+    labels[0][2] = -100;
+    labels[1][5] = -100;
+    labels[2].fill_(-100);
+    ForwardInput in;
+    in.input_ids = ids;
+    m->zero_grad();
+    auto [ref_sum, ref_n] = causal_lm_loss_sum(m->forward(in), labels);
+    ref_sum.backward();
+    std::map<std::string, torch::Tensor> ref_grads;
+    for (auto& p : m->named_parameters()) ref_grads[p.key()] = p.value().grad().clone();
+    m->zero_grad();
+    FusedLossOptions o;
+    o.chunk_rows = 4;
+    torch::Tensor per_token;
+    auto [sum, n] = fused_causal_lm_loss_sum(m, in, labels, &per_token, o);
+    sum.backward();
+    EXPECT_EQ(n, ref_n);
+    EXPECT_EQ(n, 4 + 5 + 0);
+    EXPECT_NEAR(sum.item<double>(), ref_sum.item<double>(), 1e-12) << "tied " << tied;
+    for (auto& p : m->named_parameters())
+      EXPECT_LE((p.value().grad() - ref_grads[p.key()]).abs().max().item<double>(), 1e-12) << p.key() << " tied " << tied;
+    torch::NoGradGuard ng;
+    auto logits = m->forward(in).narrow(1, 0, 6).reshape({-1, c.vocab_size});
+    auto expected = torch::nn::functional::cross_entropy(
+        logits, labels.narrow(1, 1, 6).reshape({-1}),
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
+    EXPECT_LE((per_token.reshape({-1}) - expected).abs().max().item<double>(), 1e-12);
+  }
+}
+
+// No counted label: zero, with a graph that backward accepts, as causal_lm_loss_sum.
+TEST(FusedLoss, NoCountedLabelIsZero) {
+  LlamaForCausalLM m(tiny_config());
+  ForwardInput in;
+  in.input_ids = torch::tensor({{1, 2, 3}}, torch::kLong);
+  auto [sum, n] = fused_causal_lm_loss_sum(m, in, torch::full({1, 3}, -100, torch::kLong));
+  EXPECT_EQ(n, 0);
+  EXPECT_EQ(sum.item<double>(), 0.0);
+  EXPECT_NO_THROW(sum.backward());
 }
 
 TEST(Model, KvCacheDecodingMatchesFullForward) {

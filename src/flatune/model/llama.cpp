@@ -134,7 +134,7 @@ struct AttentionImpl : torch::nn::Module {
     o_proj = register_module("o_proj", Projection(heads * head_dim, c.hidden_size, c.attention_bias));
   }
 
-  // x [B,T,H]; cos/sin [B,1,T,D]; mask additive [B,1,T,S] or undefined (pure causal, no cache).
+  // x [B,T,H]; cos/sin [B,1,T,D]; mask additive, [B·heads, T, S] or [1, T, S].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& mask, torch::Tensor* cache_k, torch::Tensor* cache_v) {
     const int64_t B = x.size(0), T = x.size(1);
@@ -151,12 +151,15 @@ struct AttentionImpl : torch::nn::Module {
       *cache_k = k;
       *cache_v = v;
     }
-    const int64_t groups = heads / kv_heads;
-    auto kr = repeat_kv(k, groups), vr = repeat_kv(v, groups);
-    auto scores = torch::matmul(q, kr.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim));
-    scores = scores + mask;
+    const int64_t groups = heads / kv_heads, S = k.size(2);
+    auto kr = repeat_kv(k, groups).reshape({B * heads, S, head_dim});
+    auto vr = repeat_kv(v, groups).reshape({B * heads, S, head_dim});
+    // One GEMM that also scales and adds the mask: the [B·H, T, S] scores are written once
+    // instead of three times (matmul, divide, add), and backward has two fewer passes over them.
+    auto scores = torch::baddbmm(mask, q.reshape({B * heads, T, head_dim}), kr.transpose(1, 2), 1.0,
+                                 1.0 / std::sqrt(static_cast<double>(head_dim)));
     auto probs = scores.softmax(-1, scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat).to(q.scalar_type());
-    auto out = torch::matmul(probs, vr).transpose(1, 2).reshape({B, T, heads * head_dim});
+    auto out = torch::bmm(probs, vr).view({B, heads, T, head_dim}).transpose(1, 2).reshape({B, T, heads * head_dim});
     return o_proj(out);
   }
 };
@@ -267,7 +270,12 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
   }
   // Additive mask with the dtype's lowest value, as transformers uses: fully masked rows (left
   // padding) stay finite instead of becoming NaN.
-  torch::Tensor mask = torch::zeros({}, x.options()).masked_fill(~allowed.unsqueeze(1), lowest_value(dtype));
+  torch::Tensor mask = torch::zeros({}, x.options()).masked_fill(~allowed, lowest_value(dtype));  // [1 or B, T, S]
+  // Attention runs on [B·heads, T, S]; a per-row mask is laid out that way once for all layers.
+  if (mask.size(0) > 1) {
+    const int64_t heads = config_.num_attention_heads;
+    mask = mask.unsqueeze(1).expand({B, heads, T, S}).reshape({B * heads, T, S});
+  }
 
   if (in.cache && in.cache->k.empty()) {
     in.cache->k.resize(layers_.size());

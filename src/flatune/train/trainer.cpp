@@ -16,6 +16,7 @@
 #include "flatune/data/dataset.h"
 #include "flatune/io/checkpoint.h"
 #include "flatune/model/llama.h"
+#include "flatune/model/loss.h"
 #include "flatune/model/lora.h"
 #include "flatune/optim/optimizer.h"
 #include "flatune/optim/sam.h"
@@ -75,7 +76,7 @@ double validation_loss(LlamaForCausalLM& model, const std::vector<Example>& val,
     ForwardInput in;
     in.input_ids = b.input_ids;
     in.attention_mask = b.attention_mask;
-    auto [s, n] = causal_lm_loss_sum(model->forward(in), b.labels);
+    auto [s, n] = fused_causal_lm_loss_sum(model, in, b.labels);
     sum += s.item<double>();
     count += n;
   }
@@ -320,16 +321,14 @@ TrainResult train(const TrainOptions& options) {
         in.position_ids = b.position_ids;
         if (o.pack) in.segment_ids = b.segment_ids;
         else in.attention_mask = b.attention_mask;
-        auto logits = model->forward(in);
-        auto [sum, n] = causal_lm_loss_sum(logits, b.labels);
-        if (first_pass && replay.per_batch > 0 && !o.pack) {
+        const bool log_replay = first_pass && replay.per_batch > 0 && !o.pack;
+        torch::Tensor per_token;
+        auto [sum, n] = fused_causal_lm_loss_sum(model, in, b.labels, log_replay ? &per_token : nullptr);
+        if (log_replay) {
           // The replayed rows are the last ones of each micro-batch: their loss, for the log.
-          torch::NoGradGuard ng;
-          const int64_t rows = logits.size(0);
-          auto [rs, rn] = causal_lm_loss_sum(logits.detach().narrow(0, rows - replay.per_batch, replay.per_batch),
-                                             b.labels.narrow(0, rows - replay.per_batch, replay.per_batch));
-          replay_sum += rs.item<double>();
-          replay_count += rn;
+          const int64_t rows = b.labels.size(0), first = rows - replay.per_batch;
+          replay_sum += per_token.narrow(0, first, replay.per_batch).sum().item<double>();
+          replay_count += (b.labels.narrow(0, first, replay.per_batch).narrow(1, 1, b.labels.size(1) - 1) != -100).sum().item<int64_t>();
         }
         (sum * scale).backward();
         loss_sum += sum.item<double>();

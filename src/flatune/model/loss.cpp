@@ -1,0 +1,113 @@
+#include "flatune/model/loss.h"
+
+#include <algorithm>
+
+namespace flatune {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The float type the softmax runs in: float64 for float64 weights, float32 otherwise (as
+// causal_lm_loss_sum upcasts bf16/fp16 logits).
+torch::ScalarType softmax_type(const torch::Tensor& h) { return h.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat; }
+
+int64_t rows_per_chunk(const FusedLossOptions& o, int64_t vocab) {
+  return std::max<int64_t>(1, std::min(o.chunk_rows, (int64_t{1} << 22) / std::max<int64_t>(1, vocab)));
+}
+
+// One pass over the rows in chunks. Fills rows_out [N] with the per-row losses; when grad_h /
+// grad_w are defined, adds the gradient of the summed loss into them.
+void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& labels, const FusedLossOptions& o,
+                  torch::Tensor& rows_out, torch::Tensor* grad_h, torch::Tensor* grad_w) {
+  const int64_t N = h.size(0), V = w.size(0), step = rows_per_chunk(o, V);
+  const auto st = softmax_type(h);
+  const torch::Tensor wt = w.t();
+  for (int64_t r0 = 0; r0 < N; r0 += step) {
+    const int64_t n = std::min(step, N - r0);
+    const torch::Tensor hc = h.narrow(0, r0, n);
+    const torch::Tensor yc = labels.narrow(0, r0, n).unsqueeze(1);
+    torch::Tensor logits = torch::mm(hc, wt).to(st);  // [n, V]
+    torch::Tensor picked = logits.gather(1, yc).squeeze(1);
+    torch::Tensor top = std::get<0>(logits.max(1, /*keepdim=*/true));
+    logits.sub_(top).exp_();                            // exp(z - max), in place
+    torch::Tensor total = logits.sum(1, /*keepdim=*/true);
+    rows_out.narrow(0, r0, n).copy_((total.log() + top).squeeze(1) - picked);
+    if (!grad_h && !grad_w) continue;
+    // d loss / d z = softmax(z) - onehot(y).
+    logits.div_(total);
+    logits.scatter_add_(1, yc, torch::full({n, 1}, -1.0, logits.options()));
+    const torch::Tensor g = logits.to(h.scalar_type());
+    if (grad_h) grad_h->narrow(0, r0, n).copy_(torch::mm(g, w));
+    if (grad_w) {
+      if (grad_w->scalar_type() == g.scalar_type()) grad_w->addmm_(g.t(), hc);
+      else grad_w->add_(torch::mm(g.t(), hc).to(grad_w->scalar_type()));  // bf16/fp16: sum chunks in fp32
+    }
+  }
+}
+
+struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor h, torch::Tensor w, torch::Tensor labels,
+                               FusedLossOptions o, torch::Tensor* rows) {
+    const bool need_h = h.requires_grad(), need_w = w.requires_grad();
+    torch::Tensor rows_out = torch::empty({h.size(0)}, h.options().dtype(softmax_type(h)));
+    torch::Tensor gh = need_h ? torch::empty_like(h) : torch::Tensor();
+    // Reduced precision weights: the chunks' sum is kept in fp32 and cast once at the end.
+    torch::Tensor gw = need_w ? torch::zeros(w.sizes(), w.options().dtype(softmax_type(w))) : torch::Tensor();
+    chunked_pass(h, w, labels, o, rows_out, need_h ? &gh : nullptr, need_w ? &gw : nullptr);
+    if (need_w) gw = gw.to(w.scalar_type());
+    ctx->saved_data["grad_h"] = gh;
+    ctx->saved_data["grad_w"] = gw;
+    if (rows) *rows = rows_out;
+    return rows_out.sum().to(h.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const torch::Tensor& go = grad_out[0];
+    torch::Tensor gh = ctx->saved_data["grad_h"].toTensor(), gw = ctx->saved_data["grad_w"].toTensor();
+    if (gh.defined()) gh = gh * go.to(gh.scalar_type());
+    if (gw.defined()) gw = gw * go.to(gw.scalar_type());
+    return {gh, gw, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor linear_cross_entropy_sum(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& labels,
+                                       torch::Tensor* rows, const FusedLossOptions& o) {
+  TORCH_CHECK(h.dim() == 2 && weight.dim() == 2 && h.size(1) == weight.size(1), "linear_cross_entropy_sum: h [N, H], weight [V, H]");
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == h.size(0), "linear_cross_entropy_sum: labels [N]");
+  const bool grad = torch::GradMode::is_enabled() && (h.requires_grad() || weight.requires_grad());
+  if (grad) return LinearCrossEntropy::apply(h, weight, labels, o, rows);
+  torch::Tensor rows_out = torch::empty({h.size(0)}, h.options().dtype(softmax_type(h)));
+  chunked_pass(h, weight, labels, o, rows_out, nullptr, nullptr);
+  if (rows) *rows = rows_out;
+  return rows_out.sum();
+}
+
+std::pair<torch::Tensor, int64_t> fused_causal_lm_loss_sum(LlamaForCausalLM& model, const ForwardInput& in,
+                                                           const torch::Tensor& labels, torch::Tensor* per_token,
+                                                           const FusedLossOptions& o) {
+  torch::Tensor hidden = model->hidden_states(in);
+  const int64_t B = hidden.size(0), T = hidden.size(1), H = hidden.size(2);
+  torch::Tensor shifted = labels.narrow(1, 1, T - 1).reshape({-1}).to(hidden.device());
+  torch::Tensor counted = (shifted != -100).nonzero().squeeze(1);
+  const int64_t count = counted.size(0);
+  torch::Tensor rows;
+  torch::Tensor sum;
+  if (count == 0) {
+    sum = (hidden.sum() * 0).to(softmax_type(hidden));  // 0 with a graph, as causal_lm_loss_sum
+    rows = torch::zeros({0}, hidden.options().dtype(softmax_type(hidden)));
+  } else {
+    torch::Tensor h = hidden.narrow(1, 0, T - 1).reshape({-1, H}).index_select(0, counted);
+    sum = linear_cross_entropy_sum(h, model->lm_head_weight(), shifted.index_select(0, counted), per_token ? &rows : nullptr, o);
+  }
+  if (per_token) {
+    torch::Tensor all = torch::zeros({B * (T - 1)}, hidden.options().dtype(softmax_type(hidden)));
+    if (count > 0) all.index_copy_(0, counted, rows.detach());
+    *per_token = all.view({B, T - 1});
+  }
+  return {sum, count};
+}
+
+}  // namespace flatune
