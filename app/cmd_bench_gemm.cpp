@@ -10,9 +10,7 @@
 #include "flatune/core/json.h"
 
 namespace flatune::cli {
-namespace {
 
-// GFLOP/s of (m x k) @ (k x n), repeated until at least min_seconds have passed.
 double gemm_rate(int64_t m, int64_t k, int64_t n, torch::ScalarType dtype, double min_seconds) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
   auto a = torch::randn({m, k}, gen).to(dtype), b = torch::randn({k, n}, gen).to(dtype);
@@ -27,8 +25,6 @@ double gemm_rate(int64_t m, int64_t k, int64_t n, torch::ScalarType dtype, doubl
   } while (secs < min_seconds);
   return 2.0 * m * k * n * reps / secs / 1e9;
 }
-
-}  // namespace
 
 void add_bench_gemm_command(CLI::App& bench) {
   struct Args {

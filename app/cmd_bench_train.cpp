@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "commands.h"
+#include "flatune/core/compat.h"
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
 #include "flatune/model/llama.h"
@@ -39,6 +40,35 @@ bool reset_peak_rss() {
   return static_cast<bool>(out);
 }
 
+// Model FLOPs of one forward-and-backward pass, per token: 2 per multiply-add of every matrix
+// product forward (projections, head, LoRA adapters, and attention's two products over the
+// whole window: the masked half is computed too), as much again for the gradients of the
+// activations, and 2 per trainable weight for the gradients of the weights (frozen weights under
+// LoRA get none; an untied embedding's gradient is a scatter, no FLOPs).
+double pass_flops_per_token(LlamaForCausalLM& model, int64_t seq) {
+  const LlamaConfig& c = model->config();
+  double all = 0, trainable = 0;
+  for (const auto& p : model->named_parameters(true)) {
+    const auto& t = p.value();
+    if (t.dim() != 2) continue;
+    if (p.key() == "model.embed_tokens.weight" && !c.tie_word_embeddings) continue;
+    all += static_cast<double>(t.numel());
+    if (t.requires_grad()) trainable += static_cast<double>(t.numel());
+  }
+  const double attention = 2.0 * 2.0 * seq * c.num_attention_heads * c.head_dim * c.num_hidden_layers;
+  const double forward = 2.0 * all + attention;
+  return 2.0 * forward + 2.0 * trainable;
+}
+
+// Forward-and-backward passes a step of each variant makes, on average.
+double passes_per_step(const SamSettings& s) {
+  if (s.kind == "none") return 1.0;
+  if (s.kind == "looksam") return 1.0 + 1.0 / static_cast<double>(s.k);
+  return 2.0;
+}
+
+double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
 }  // namespace
 
 void add_bench_train_command(CLI::App& bench) {
@@ -67,6 +97,11 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--profile", a->profile, "write a Chrome trace (chrome://tracing) of the timed steps to this file");
   sub->callback([a] {
     if (a->threads > 0) at::set_num_threads(a->threads);
+    // Counts tensor storage from here on; it must outlive every tensor, hence static.
+    static compat::CountingCpuAllocator counter(c10::GetCPUAllocator());
+    compat::install_cpu_allocator(&counter);
+    const double peak_fp32 = gemm_rate(1024, 1024, 1024, torch::kFloat, 1.0);
+    const double peak_bf16 = gemm_rate(1024, 1024, 1024, torch::kBFloat16, 1.0);
     LlamaConfig c;
     c.vocab_size = a->vocab;
     c.hidden_size = a->hidden;
@@ -82,10 +117,14 @@ void add_bench_train_command(CLI::App& bench) {
     double adamw_tps = 0;
     std::printf("model %.1fM parameters, batch %lld x %lld tokens, %d threads\n", c.num_parameters() / 1e6,
                 static_cast<long long>(a->batch), static_cast<long long>(a->seq), at::get_num_threads());
-    std::printf("%-12s %12s %10s %14s %14s\n", "variant", "tokens/s", "vs adamw", "peak RSS MiB", "growth MiB");
+    std::printf("GEMM peak (1024^3): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", peak_fp32, peak_bf16);
+    std::printf("%-10s %9s %8s %6s %9s %9s %9s %9s %9s %7s\n", "variant", "tokens/s", "vs adamw", "MFU", "state", "activ.",
+                "tensors", "RSS peak", "RSS grow", "grow/sum");
     for (const auto& v : a->variants) {
       const bool peak_known = reset_peak_rss();
       const int64_t rss_start = status_kib("VmRSS");
+      const int64_t live_start = counter.live();
+      int64_t activations = 0;
       LlamaForCausalLM model(c);
       model->init_weights(0);
       if (a->lora_rank > 0) {
@@ -103,6 +142,7 @@ void add_bench_train_command(CLI::App& bench) {
       auto closure = [&] {
         ForwardInput in;
         in.input_ids = ids;
+        const int64_t live_before = counter.live();
         torch::Tensor loss;
         if (a->unfused_loss) {
           loss = causal_lm_loss(model->forward(in), ids);
@@ -110,10 +150,15 @@ void add_bench_train_command(CLI::App& bench) {
           auto [sum, n] = fused_causal_lm_loss_sum(model, in, ids);
           loss = sum / static_cast<double>(n);
         }
+        activations = std::max(activations, counter.live() - live_before);  // what backward will read
         loss.backward();
         return loss.item<double>();
       };
       stepper.step(closure);  // warm-up
+      // Between steps what is alive is the state: weights, gradients, optimizer (and SAM) state.
+      const int64_t state = counter.live() - live_start;
+      counter.reset_peak();
+      const double flops_per_token = pass_flops_per_token(model, a->seq) * passes_per_step(s);
       // LookSAM does its full SAM step once every k steps: time whole cycles so its ratio is fair.
       const int64_t steps = v == "looksam" ? (a->steps + s.k - 1) / s.k * s.k : a->steps;
       std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
@@ -129,9 +174,21 @@ void add_bench_train_command(CLI::App& bench) {
       // Without a resettable high-water mark the peak would be the whole run's: not reported.
       const double peak_mib = peak_known ? status_kib("VmHWM") / 1024.0 : -1;
       const double growth_mib = peak_known ? (status_kib("VmHWM") - rss_start) / 1024.0 : -1;
-      std::printf("%-12s %12.0f %9.2fx %14.0f %14.0f\n", v == "none" ? "adamw" : v.c_str(), tps, ratio, peak_mib,
-                  growth_mib);
-      json row = {{"variant", v == "none" ? "adamw" : v}, {"tokens_per_s", tps}, {"step_time_vs_adamw", ratio}};
+      const double mfu = tps * flops_per_token / (peak_fp32 * 1e9);
+      const int64_t tensor_peak = counter.peak() - live_start;
+      const double sum_mib = mib(state + activations);
+      std::printf("%-10s %9.0f %7.2fx %5.0f%% %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n", v == "none" ? "adamw" : v.c_str(), tps, ratio,
+                  100 * mfu, mib(state), mib(activations), mib(tensor_peak), peak_mib, growth_mib, growth_mib / sum_mib);
+      json row = {{"variant", v == "none" ? "adamw" : v},
+                  {"tokens_per_s", tps},
+                  {"step_time_vs_adamw", ratio},
+                  {"model_flops_per_token", flops_per_token},
+                  {"mfu_fp32", mfu},
+                  {"gemm_peak_fp32_gflops", peak_fp32},
+                  {"gemm_peak_bf16_gflops", peak_bf16},
+                  {"state_mib", mib(state)},
+                  {"activations_mib", mib(activations)},
+                  {"tensor_peak_mib", mib(tensor_peak)}};
       if (peak_known) {
         row["peak_rss_mib"] = peak_mib;
         row["peak_growth_mib"] = growth_mib;

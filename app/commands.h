@@ -2,6 +2,7 @@
 // a thin call into src/. Flags parse into an options struct; the work happens in the callback.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <c10/core/ScalarType.h>
 
 namespace flatune::cli {
 
@@ -30,6 +31,10 @@ void add_bench_tokenize_command(CLI::App& bench);
 void add_bench_train_command(CLI::App& bench);
 void add_bench_gemm_command(CLI::App& bench);
 void add_bench_landscape_command(CLI::App& bench);
+
+// GFLOP/s of (m x k) @ (k x n) in dtype on the current threads, repeated for min_seconds (the
+// peak model-FLOPs utilisation is measured against).
+double gemm_rate(int64_t m, int64_t k, int64_t n, c10::ScalarType dtype, double min_seconds);
 
 
 }  // namespace flatune::cli

@@ -4,7 +4,10 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 #include <ATen/autocast_mode.h>
+#include <c10/core/CPUAllocator.h>
 
+#include <atomic>
+#include <cstring>
 #include <string>
 
 namespace flatune::compat {
@@ -63,5 +66,52 @@ inline void set_cpu_autocast(bool enabled, at::ScalarType dtype = at::kBFloat16)
   at::autocast::set_autocast_cpu_dtype(dtype);
 #endif
 }
+
+// A CPU allocator that counts the bytes of tensor storage alive and their high-water mark, for
+// the benchmarks' memory accounting (weights, gradients, optimizer state and activations,
+// measured rather than estimated). It forwards to the allocator it replaces. libtorch >= 2.3
+// made allocate() non-const and added copy_data().
+class CountingCpuAllocator final : public c10::Allocator {
+ public:
+  explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  c10::DataPtr allocate(size_t n) override { return wrap(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+#else
+  c10::DataPtr allocate(size_t n) const override { return wrap(n); }
+#endif
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+
+  int64_t live() const { return live_.load(); }
+  int64_t peak() const { return peak_.load(); }
+  void reset_peak() { peak_.store(live_.load()); }
+
+ private:
+  struct Block {
+    c10::DataPtr inner;
+    int64_t bytes;
+    const CountingCpuAllocator* owner;
+  };
+  c10::DataPtr wrap(size_t n) const {
+    auto* b = new Block{base_->allocate(n), static_cast<int64_t>(n), this};
+    const int64_t now = live_.fetch_add(b->bytes) + b->bytes;
+    int64_t seen = peak_.load();
+    while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
+    }
+    void* data = b->inner.get();
+    return c10::DataPtr(data, b, &release, c10::Device(c10::DeviceType::CPU));
+  }
+  static void release(void* ctx) {
+    auto* b = static_cast<Block*>(ctx);
+    b->owner->live_.fetch_sub(b->bytes);
+    delete b;  // frees the storage through the base allocator's own deleter
+  }
+  c10::Allocator* base_;
+  mutable std::atomic<int64_t> live_{0}, peak_{0};
+};
+
+// Puts `a` in front of the CPU allocator for the rest of the process (storage allocated before
+// keeps its own deleter, so it is never counted as freed).
+inline void install_cpu_allocator(c10::Allocator* a) { c10::SetCPUAllocator(a, /*priority=*/1); }
 
 }  // namespace flatune::compat
