@@ -24,6 +24,7 @@
 #include "flatune/model/lora.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/stats.h"
+#include "flatune/train/distributed.h"
 
 namespace fs = std::filesystem;
 
@@ -104,9 +105,11 @@ NamedParams all_parameters(LlamaForCausalLM& model) {
   return p;
 }
 
-double loss_now(const LossClosure& loss) {
-  torch::NoGradGuard ng;
-  return loss().item<double>();
+// Under `flatune launch` each process measures its share of the fixed batches and the shares
+// are summed: every process computes the same surface or metric, rank 0 writes it.
+LossClosure shared_loss(LlamaForCausalLM& model, const FixedBatches& fb, const Distributed& dist) {
+  return fixed_batches_loss(model, fb, dist.rank, dist.world_size,
+                            [&dist](std::vector<torch::Tensor>& ts) { dist.allreduce_sum(ts); });
 }
 
 // "a:b" with a < b.
@@ -154,17 +157,20 @@ void run_landscape(const LandscapeArgs& a) {
   auto [lo, hi] = parse_range(!a.range.empty() ? a.range : interpolation ? "-0.5:1.5" : "-1:1");
   const std::string model_dir = a.to.empty() ? a.data.model : a.to;
 
+  Distributed dist = init_distributed();
+  const bool writes = dist.is_main();
   Measurement m;
   prepare(m, a.data, model_dir);
   if (a.lora_only && !m.model->has_lora()) fail("--lora-only", "the model has no LoRA adapters (add them with --adapter DIR)");
   NamedParams params = all_parameters(m.model);
-  LossClosure loss = fixed_batches_loss(m.model, m.batches);
-  make_dirs(a.out);
+  LossClosure loss = shared_loss(m.model, m.batches, dist);
+  if (writes) make_dirs(a.out);
 
   json settings = data_settings(a.data, m, model_dir);
+  settings["processes"] = dist.world_size;
   settings["range"] = {lo, hi};
   settings["points"] = two_d ? a.grid : a.points;
-  const double loss_before = loss_now(loss);
+  const double loss_before = loss_value(loss);
   const auto t0 = Clock::now();
   json result;
   std::string title_data = "on " + fs::path(a.data.data).filename().string() + " (" + std::to_string(m.batches.examples) + " examples)";
@@ -179,8 +185,9 @@ void run_landscape(const LandscapeArgs& a) {
     Surface1D s = surface_1d(params, dir, loss, lo - 1.0, hi - 1.0, a.points);
     for (int i = 0; i < a.points; ++i) s.alphas[i] = lo + (hi - lo) * i / (a.points - 1);
     result = surface_1d_json(s);
-    write_file_atomic(join_path(a.out, "interpolation.csv"), surface_1d_csv(s));
-    write_figure_pair(a.out, "interpolation", [&](const std::string& path) {
+    if (writes) write_file_atomic(join_path(a.out, "interpolation.csv"), surface_1d_csv(s));
+    if (writes)
+      write_figure_pair(a.out, "interpolation", [&](const std::string& path) {
       plot_lines(path, "loss from base (0) to tuned (1) " + title_data, "interpolation alpha", "loss", {{"base -> tuned", s.alphas, s.losses}});
     });
   } else {
@@ -205,7 +212,7 @@ void run_landscape(const LandscapeArgs& a) {
       }
       set.settings["model"] = model_dir;
       const std::string saved = join_path(a.out, "directions.safetensors");
-      save_directions(saved, set);
+      if (writes) save_directions(saved, set);
       settings["directions_file"] = saved;
     }
     settings["directions"] = set.settings;
@@ -215,7 +222,8 @@ void run_landscape(const LandscapeArgs& a) {
       result = surface_2d_json(s);
       SurfaceStats st = surface_stats(s);
       result["stats"] = {{"curvature", st.curvature}, {"average_gradient", st.average_gradient}, {"mean_abs_gradient", st.mean_abs_gradient}};
-      write_file_atomic(join_path(a.out, "surface_2d.csv"), surface_2d_csv(s));
+      if (writes) write_file_atomic(join_path(a.out, "surface_2d.csv"), surface_2d_csv(s));
+      if (writes)
       write_figure_pair(a.out, "surface_2d", [&](const std::string& path) {
         plot_contour(path, "loss " + title_data, s.alphas, s.betas, s.losses);
       });
@@ -223,8 +231,9 @@ void run_landscape(const LandscapeArgs& a) {
       settings["mode"] = "1d";
       Surface1D s = surface_1d(params, set.directions[0], loss, lo, hi, a.points);
       result = surface_1d_json(s);
-      write_file_atomic(join_path(a.out, "surface_1d.csv"), surface_1d_csv(s));
+      if (writes) write_file_atomic(join_path(a.out, "surface_1d.csv"), surface_1d_csv(s));
       const std::string kind = set.settings.count("normalize") && set.settings.at("normalize") == "filter" ? "filter-normalised" : "Gaussian";
+      if (writes)
       write_figure_pair(a.out, "surface_1d", [&](const std::string& path) {
         plot_lines(path, "loss along a " + kind + " random direction " + title_data, "step along the direction", "loss",
                    {{"seed " + (set.settings.count("seed") ? set.settings.at("seed") : std::string("?")), s.alphas, s.losses}});
@@ -232,9 +241,10 @@ void run_landscape(const LandscapeArgs& a) {
     }
   }
   const double seconds = seconds_since(t0);
-  const double loss_after = loss_now(loss);
+  const double loss_after = loss_value(loss);
   json out = {{"settings", settings}, {"loss_at_model", loss_before}, {"loss_at_model_after", loss_after}, {"surface", result},
               {"seconds", seconds}};
+  if (!writes) return;
   write_file_atomic(join_path(a.out, "landscape.json"), out.dump(2) + "\n");
   std::printf("%s surface over [%g, %g], %d points%s, loss at the model %.6f, %.1f s -> %s\n",
               settings["mode"].get<std::string>().c_str(), lo, hi, two_d ? a.grid : a.points, two_d ? " per axis" : "", loss_before,
@@ -266,19 +276,23 @@ void run_sharpness(const SharpnessArgs& a) {
   if (a.eps_steps < 1) fail("--eps-steps", "must be at least 1");
   if (a.samples < 1) fail("--samples", "must be at least 1");
   if (a.iters < 1) fail("--iters", "must be at least 1");
+  Distributed dist = init_distributed();
   Measurement m;
   prepare(m, a.data, a.data.model);
   auto params = m.model->trainable_parameters();
-  LossClosure loss = fixed_batches_loss(m.model, m.batches);
+  LossClosure loss = shared_loss(m.model, m.batches, dist);
   json settings = data_settings(a.data, m, a.data.model);
+  settings["processes"] = dist.world_size;
   settings.update({{"metrics", metrics}, {"rho", a.rho}, {"eps", a.eps}, {"eps_steps", a.eps_steps}, {"sigma", a.sigma},
                    {"samples", a.samples}, {"iters", a.iters}, {"tol", a.tol}, {"seed", a.seed},
                    {"parameters", m.model->has_lora() ? "lora adapters" : "all"}});
-  const double base = loss_now(loss);
+  const double base = loss_value(loss);
   json out = {{"settings", settings}, {"loss", base}};
-  std::printf("loss on %lld examples (%lld tokens): %.6f\n", static_cast<long long>(m.batches.examples),
+  if (dist.is_main())
+    std::printf("loss on %lld examples (%lld tokens): %.6f\n", static_cast<long long>(m.batches.examples),
               static_cast<long long>(m.batches.label_tokens), base);
-  std::printf("%-12s %14s %10s %10s %14s %9s  %s\n", "metric", "value", "iters", "converged", "detail", "seconds", "what");
+  if (dist.is_main())
+    std::printf("%-12s %14s %10s %10s %14s %9s  %s\n", "metric", "value", "iters", "converged", "detail", "seconds", "what");
   for (const auto& name : metrics) {
     const auto t0 = Clock::now();
     SharpnessValue v;
@@ -305,11 +319,12 @@ void run_sharpness(const SharpnessArgs& a) {
     if (!detail_name.empty()) entry[detail_name] = v.detail;
     out["metrics"][name] = entry;
     out[key] = v.value;  // flat keys, as the experiment runner's flatness.json has them
-    std::printf("%-12s %14.6g %10lld %10s %14s %9.1f  %s\n", name.c_str(), v.value, static_cast<long long>(v.iterations),
+    if (dist.is_main())
+      std::printf("%-12s %14.6g %10lld %10s %14s %9.1f  %s\n", name.c_str(), v.value, static_cast<long long>(v.iterations),
                 v.converged ? "yes" : "no", detail_name.empty() ? "" : (detail_name + " " + std::to_string(v.detail)).c_str(), secs,
                 what.c_str());
   }
-  if (!a.out.empty()) {
+  if (!a.out.empty() && dist.is_main()) {
     make_dirs(a.out);
     write_file_atomic(join_path(a.out, "sharpness.json"), out.dump(2) + "\n");
   }
@@ -584,7 +599,7 @@ void add_bench_landscape_command(CLI::App& bench) {
     o.seed = 1;
     auto d2 = random_direction(params, o);
     auto t0 = Clock::now();
-    loss_now(loss);
+    loss_value(loss);
     const double one_forward = seconds_since(t0);
     t0 = Clock::now();
     surface_2d(params, d1, d2, loss, -1.0, 1.0, a->grid);

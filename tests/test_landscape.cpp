@@ -87,6 +87,12 @@ TEST(Landscape, PowerIterationFindsTheTopEigenvalue) {
   EXPECT_LT(v.iterations, 200);
   EXPECT_NEAR(v.value, 4.0, 1e-8);
   expect_bitwise(q.params, before);
+  // Eigenvalues -5, 1, 2: the dominant one is -5, the top one 2.
+  Quadratic s(torch::diag(torch::tensor({-5.0, 1.0, 2.0}, kF64)), torch::ones({3}, kF64));
+  auto t = hessian_top_eigenvalue(s.params, s.loss, 400, 1e-12, 3);
+  EXPECT_TRUE(t.converged);
+  EXPECT_NEAR(t.value, 2.0, 1e-8);
+  EXPECT_NEAR(t.detail, -5.0, 1e-8);
 }
 
 TEST(Landscape, HutchinsonTraceWithinItsStatedError) {
@@ -145,6 +151,7 @@ TEST(Landscape, FilterNormalisationMatchesWeightRowNorms) {
   NamedParams p = {{"layer.weight", weight}, {"layer.bias", bias}};
   DirectionOptions o;
   o.seed = 7;
+  o.keep_1d = false;
   auto d = random_direction(p, o);
   auto rows_d = d[0].second.norm(2, 1), rows_w = weight.detach().norm(2, 1);
   EXPECT_TRUE(torch::allclose(rows_d, rows_w, 1e-5, 1e-7));
@@ -199,7 +206,7 @@ TEST(Landscape, HessianVectorProductOnTinyLlamaMatchesFiniteDifferences) {
     torch::Tensor l;
     {
       torch::AutoGradMode on(true);
-      l = loss();
+      l = loss.share();
     }
     torch::AutoGradMode on(true);
     return torch::autograd::grad({l}, ps, {}, false, false, true);
@@ -336,7 +343,7 @@ TEST(LandscapeFixedBatches, LossIsTheTokenWeightedMeanOverExamples) {
   }
   EXPECT_EQ(fb.label_tokens, count);
   EXPECT_EQ(count, 4 + 2 + 4);
-  EXPECT_NEAR(fixed_batches_loss(model, fb)().item<double>(), sum / count, 1e-5);
+  EXPECT_NEAR(loss_value(fixed_batches_loss(model, fb)), sum / count, 1e-5);
   EXPECT_THROW(fixed_batches({}, 2, 2, 0, "empty.json"), Error);
   std::vector<Example> no_labels = {{{1, 2, 3}, {-100, -100, -100}}};
   EXPECT_THROW(fixed_batches(no_labels, 1, 1, 0, "prompts-only.json"), Error);

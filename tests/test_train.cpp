@@ -276,6 +276,46 @@ TEST(Train, TwoProcessEvaluationEqualsOneProcess) {
   }
 }
 
+// Loss surfaces and sharpness under `flatune launch --nproc 2`: each process measures one of the
+// two fixed batches and the shares (losses, gradients, Hessian-vector products) are summed, so the
+// numbers are the one process's up to summation order.
+TEST(Train, TwoProcessLandscapeAndSharpnessEqualOneProcess) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string data = write_alpaca(dir);
+  const std::string on = " --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --batches 2 --batch-size 2 --threads 1";
+  const std::string launch = "launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' ";
+  const std::string surface = "landscape" + on + " --grid 3 --range -0.5:0.5 --seed 4 --out ";
+  const std::string sharpness = "sharpness" + on + " --metrics sam,eps,avg,lambda_max,trace --eps-steps 2 --samples 2 --iters 6 --out ";
+  for (const auto& [args, name] : std::vector<std::pair<std::string, std::string>>{{surface, "surface"}, {sharpness, "sharpness"}}) {
+    auto one = run_flatune(args + "'" + (dir / "one-") + name + "'");
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    auto two = run_flatune(launch + args + "'" + (dir / "two-") + name + "'");
+    ASSERT_EQ(two.exit_code, 0) << two.output;
+  }
+  json a = read_json_file(dir / "one-surface/landscape.json"), b = read_json_file(dir / "two-surface/landscape.json");
+  EXPECT_EQ(b.at("settings").at("processes"), 2);
+  auto la = a.at("surface").at("losses").get<std::vector<std::vector<double>>>();
+  auto lb = b.at("surface").at("losses").get<std::vector<std::vector<double>>>();
+  ASSERT_EQ(la.size(), 3u);
+  ASSERT_EQ(lb.size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    for (size_t j = 0; j < 3; ++j) EXPECT_NEAR(la[i][j], lb[i][j], 1e-5 * std::abs(la[i][j])) << i << "," << j;
+  EXPECT_NE(la[0][0], la[1][1]);  // the surface is not flat: the comparison means something
+  a = read_json_file(dir / "one-sharpness/sharpness.json"), b = read_json_file(dir / "two-sharpness/sharpness.json");
+  EXPECT_NEAR(a.at("loss").get<double>(), b.at("loss").get<double>(), 1e-6);
+  for (const char* k : {"sam_sharpness", "epsilon_sharpness", "average_sharpness", "lambda_max", "hessian_trace"}) {
+    const double x = a.at(k).get<double>(), y = b.at(k).get<double>();
+    EXPECT_NE(x, 0) << k;
+    EXPECT_NEAR(x, y, 1e-3 * std::abs(x) + 1e-5) << k;  // differences of losses: absolute rounding too
+  }
+  // Two processes cannot share one batch: a clear error, not a hang.
+  auto bad = run_flatune(launch + "sharpness --model '" + testdata("models/llama-gqa") + "' --data '" + data +
+                         "' --batches 1 --threads 1 --metrics sam");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("1 fixed batches cannot be shared by 2 processes"), std::string::npos) << bad.output;
+}
+
 TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;

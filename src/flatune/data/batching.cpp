@@ -135,4 +135,10 @@ void DataOrder::restore(int64_t epoch, int64_t position) {
   build();
 }
 
+std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world) {
+  int64_t base = n / world, extra = n % world;
+  int64_t begin = rank * base + std::min<int64_t>(rank, extra);
+  return {begin, begin + base + (rank < extra ? 1 : 0)};
+}
+
 }  // namespace flatune

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "flatune/data/dataset.h"
@@ -51,5 +52,9 @@ class DataOrder {
   std::vector<int64_t> lengths_;  // empty: no grouping
   size_t group_ = 0;
 };
+
+// The contiguous share [begin, end) of n items that process `rank` of `world` handles (the
+// first n % world processes take one more).
+std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world);
 
 }  // namespace flatune

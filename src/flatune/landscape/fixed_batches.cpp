@@ -1,6 +1,7 @@
 #include "flatune/landscape/fixed_batches.h"
 
 #include "flatune/core/error.h"
+#include "flatune/data/batching.h"
 
 namespace flatune {
 
@@ -25,18 +26,26 @@ FixedBatches fixed_batches(const std::vector<Example>& examples, int n_batches, 
   return fb;
 }
 
-LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb) {
-  return [&model, &fb]() {
+LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb) { return fixed_batches_loss(model, fb, 0, 1, {}); }
+
+LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb, int rank, int world, CrossProcessSum sum) {
+  const int64_t n = static_cast<int64_t>(fb.batches.size());
+  if (n < world)
+    fail("--batches", std::to_string(n) + " fixed batches cannot be shared by " + std::to_string(world) + " processes; use at least as many");
+  const auto [begin, end] = shard_range(n, rank, world);
+  auto share = [&model, &fb, begin = begin, end = end]() {
     torch::Tensor total;
-    for (const auto& b : fb.batches) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Batch& b = fb.batches[static_cast<size_t>(i)];
       ForwardInput in;
       in.input_ids = b.input_ids;
       in.attention_mask = b.attention_mask;
-      auto [sum, n] = causal_lm_loss_sum(model->forward(in), b.labels);
-      total = total.defined() ? total + sum : sum;
+      auto [s, count] = causal_lm_loss_sum(model->forward(in), b.labels);
+      total = total.defined() ? total + s : s;
     }
     return total / static_cast<double>(fb.label_tokens);
   };
+  return LossClosure(share, world > 1 ? std::move(sum) : CrossProcessSum{});
 }
 
 }  // namespace flatune

@@ -25,4 +25,9 @@ FixedBatches fixed_batches(const std::vector<Example>& examples, int n_batches, 
 // Holds references: the model and the batches must outlive the closure.
 LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& batches);
 
+// The same loss measured by `world` processes: this one (`rank`) sums its contiguous share of
+// the batches, still over all label_tokens, and `sum` adds the shares. Errors when there are
+// fewer batches than processes (a process with nothing to do would have no graph to give).
+LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& batches, int rank, int world, CrossProcessSum sum);
+
 }  // namespace flatune

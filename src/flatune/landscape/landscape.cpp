@@ -36,17 +36,27 @@ void set_weights(WeightGuard& g, const std::vector<const NamedTensors*>& dirs, c
   }
 }
 
-double eval_no_grad(const LossClosure& loss) {
-  torch::NoGradGuard ng;
-  return loss().item<double>();
+void sum_across(const LossClosure& loss, std::vector<torch::Tensor>& ts) {
+  if (loss.sum_across) loss.sum_across(ts);
 }
 
 std::vector<torch::Tensor> grads_of(const NamedParams& params, const LossClosure& loss, double* value) {
   std::vector<torch::Tensor> ps;
   for (auto& [n, t] : params) ps.push_back(t);
-  torch::Tensor l = loss();
-  *value = l.item<double>();
-  return torch::autograd::grad({l}, ps, {}, false, false, true);
+  torch::Tensor l = loss.share();
+  auto g = torch::autograd::grad({l}, ps, {}, false, false, true);
+  if (loss.sum_across) {
+    // Every process needs every tensor in the sum, so unused ones become zeros.
+    for (size_t i = 0; i < g.size(); ++i)
+      if (!g[i].defined()) g[i] = torch::zeros_like(ps[i]);
+    g.push_back(l.detach().to(torch::kDouble).reshape({1}));
+    sum_across(loss, g);
+    *value = g.back().item<double>();
+    g.pop_back();
+  } else {
+    *value = l.item<double>();
+  }
+  return g;
 }
 
 double dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
@@ -57,6 +67,13 @@ double dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>
 }
 
 }  // namespace
+
+double loss_value(const LossClosure& loss) {
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> v = {loss.share().detach().to(torch::kDouble).reshape({1})};
+  sum_across(loss, v);
+  return v[0].item<double>();
+}
 
 NamedTensors random_direction(const NamedParams& params, const DirectionOptions& o) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
@@ -111,7 +128,7 @@ Surface1D surface_1d(const NamedParams& params, const NamedTensors& dir, const L
     double a = from + (to - from) * i / (points - 1);
     set_weights(g, {&dir}, {a});
     s.alphas.push_back(a);
-    s.losses.push_back(eval_no_grad(loss));
+    s.losses.push_back(loss_value(loss));
     progress.update(i + 1);
   }
   progress.finish();
@@ -137,7 +154,7 @@ Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const Na
     s.losses.emplace_back();
     for (int j = 0; j < points; ++j) {
       set_weights(g, {&d1, &d2}, {s.alphas[i], s.betas[j]});
-      s.losses.back().push_back(eval_no_grad(loss));
+      s.losses.back().push_back(loss_value(loss));
       progress.update(static_cast<int64_t>(i) * points + j + 1);
     }
   }
@@ -177,14 +194,14 @@ SharpnessValue sam_sharpness(const NamedParams& params, const LossClosure& loss,
     e.emplace_back(params[i].first, g[i].defined() && n > 0 ? g[i] * (rho / n) : torch::zeros_like(params[i].second));
   set_weights(guard, {&e}, {1.0});
   SharpnessValue v;
-  v.value = eval_no_grad(loss) - base;
+  v.value = loss_value(loss) - base;
   v.iterations = 1;
   return v;
 }
 
 SharpnessValue epsilon_sharpness(const NamedParams& params, const LossClosure& loss, double eps, int steps) {
   WeightGuard guard(params);
-  const double base = eval_no_grad(loss);
+  const double base = loss_value(loss);
   // Box |delta_i| <= eps (|w_i| + 1); ascent by sign steps of a fifth of the box per step (a
   // few steps reach the corners that maximise a locally linear loss), projected back.
   std::vector<torch::Tensor> bound, delta;
@@ -207,7 +224,7 @@ SharpnessValue epsilon_sharpness(const NamedParams& params, const LossClosure& l
     set_weights(guard, {&d}, {1.0});
     v.iterations = s + 1;
   }
-  best = std::max(best, eval_no_grad(loss));
+  best = std::max(best, loss_value(loss));
   v.detail = best - base;                     // absolute increase
   v.value = 100.0 * (best - base) / (1.0 + base);  // Keskar et al.'s relative measure
   return v;
@@ -215,7 +232,7 @@ SharpnessValue epsilon_sharpness(const NamedParams& params, const LossClosure& l
 
 SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& loss, double sigma, int samples, uint64_t seed) {
   WeightGuard guard(params);
-  const double base = eval_no_grad(loss);
+  const double base = loss_value(loss);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<double> incs;
   for (int s = 0; s < samples; ++s) {
@@ -224,7 +241,7 @@ SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& l
       d.emplace_back(params[i].first, torch::randn(guard.saved[i].sizes(), gen, torch::TensorOptions().dtype(torch::kFloat))
                                           .to(guard.saved[i].dtype()) * guard.saved[i].abs() * sigma);
     set_weights(guard, {&d}, {1.0});
-    incs.push_back(eval_no_grad(loss) - base);
+    incs.push_back(loss_value(loss) - base);
   }
   SharpnessValue v;
   double m = 0;
@@ -241,7 +258,7 @@ SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& l
 std::vector<torch::Tensor> hessian_vector_product(const NamedParams& params, const LossClosure& loss, const std::vector<torch::Tensor>& v) {
   std::vector<torch::Tensor> ps;
   for (auto& [n, t] : params) ps.push_back(t);
-  torch::Tensor l = loss();
+  torch::Tensor l = loss.share();
   auto g = torch::autograd::grad({l}, ps, {}, true, true, true);
   torch::Tensor gv = torch::zeros({}, l.options());
   for (size_t i = 0; i < g.size(); ++i)
@@ -249,10 +266,15 @@ std::vector<torch::Tensor> hessian_vector_product(const NamedParams& params, con
   auto hv = torch::autograd::grad({gv}, ps, {}, false, false, true);
   for (size_t i = 0; i < hv.size(); ++i)
     if (!hv[i].defined()) hv[i] = torch::zeros_like(ps[i]);
+  sum_across(loss, hv);  // H v is linear in the loss: the parts' products add up to the whole's
   return hv;
 }
 
-SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosure& loss, int max_iters, double tol, uint64_t seed) {
+namespace {
+
+// Power iteration on (H - shift I): converges to its eigenvalue of largest magnitude.
+SharpnessValue power_iteration(const NamedParams& params, const LossClosure& loss, int max_iters, double tol, uint64_t seed,
+                               double shift) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<torch::Tensor> v;
   for (auto& [n, t] : params) v.push_back(torch::randn(t.sizes(), gen, torch::TensorOptions().dtype(torch::kDouble)));
@@ -263,11 +285,12 @@ SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosu
   double lambda = 0;
   for (int it = 0; it < max_iters; ++it) {
     auto hv = hessian_vector_product(params, loss, v);
+    for (size_t i = 0; i < hv.size(); ++i) hv[i] = hv[i].to(torch::kDouble) - shift * v[i];
     double next = dot(hv, v);  // Rayleigh quotient with the unit v
     double hn = std::sqrt(dot(hv, hv));
     out.iterations = it + 1;
     if (hn == 0) { lambda = 0; out.converged = true; break; }
-    for (size_t i = 0; i < v.size(); ++i) v[i] = hv[i].to(torch::kDouble) / hn;
+    for (size_t i = 0; i < v.size(); ++i) v[i] = hv[i] / hn;
     if (it > 0 && std::abs(next - lambda) <= tol * std::abs(next)) {
       lambda = next;
       out.converged = true;
@@ -277,6 +300,23 @@ SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosu
   }
   out.value = lambda;
   return out;
+}
+
+}  // namespace
+
+SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosure& loss, int max_iters, double tol, uint64_t seed) {
+  // Plain power iteration finds the eigenvalue of largest magnitude. Away from a minimum that
+  // can be a negative one; then the top eigenvalue is the largest of H - lambda I (all of whose
+  // eigenvalues are >= 0) plus lambda: a second run, shifted.
+  SharpnessValue dominant = power_iteration(params, loss, max_iters, tol, seed, 0.0);
+  dominant.detail = dominant.value;
+  if (dominant.value >= 0) return dominant;
+  SharpnessValue top = power_iteration(params, loss, max_iters, tol, seed + 1, dominant.value);
+  top.value += dominant.value;
+  top.iterations += dominant.iterations;
+  top.converged = top.converged && dominant.converged;
+  top.detail = dominant.value;
+  return top;
 }
 
 SharpnessValue hessian_trace(const NamedParams& params, const LossClosure& loss, int samples, uint64_t seed) {

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "flatune/core/json.h"
@@ -15,14 +16,34 @@
 namespace flatune {
 
 using NamedParams = std::vector<std::pair<std::string, torch::Tensor>>;
-using LossClosure = std::function<torch::Tensor()>;  // scalar loss at the current weights
+
+// Adds tensors across processes, in place (an all-reduce sum).
+using CrossProcessSum = std::function<void(std::vector<torch::Tensor>&)>;
+
+// The scalar loss at the current weights. Data parallel, `share` is this process's part of it
+// (its batches' summed loss over the tokens of every process's batches) and `sum_across` adds
+// parts across processes: every loss value, gradient and Hessian-vector product below is summed
+// before it is used, so all processes see the whole loss and walk the same path. One process:
+// `sum_across` is empty and `share` is the loss.
+struct LossClosure {
+  std::function<torch::Tensor()> share;
+  CrossProcessSum sum_across;
+
+  LossClosure() = default;
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, LossClosure> &&
+                                                    std::is_invocable_r_v<torch::Tensor, F&>>>
+  LossClosure(F f, CrossProcessSum sum = {}) : share(std::move(f)), sum_across(std::move(sum)) {}
+};
+
+// The whole loss at the current weights, without a graph.
+double loss_value(const LossClosure& loss);
 
 // ---- directions
 
 struct DirectionOptions {
   uint64_t seed = 0;
   bool filter_normalize = true;  // Li et al. 2018: each output row scaled to the weight row's norm
-  bool keep_1d = false;          // 1-D parameters (norms, biases): zeroed unless kept
+  bool keep_1d = true;           // 1-D parameters (norms, biases): zeroed unless kept
   bool lora_only = false;        // only parameters whose name has lora_A/lora_B
 };
 
@@ -77,8 +98,10 @@ SharpnessValue sam_sharpness(const NamedParams& params, const LossClosure& loss,
 SharpnessValue epsilon_sharpness(const NamedParams& params, const LossClosure& loss, double eps, int steps);
 // E[L(w + sigma |w| * z)] - L(w), z ~ N(0, I), estimated from `samples` draws (detail: stderr).
 SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& loss, double sigma, int samples, uint64_t seed);
-// Top Hessian eigenvalue by power iteration on Hessian-vector products (double backward);
-// stops when the relative change is below tol (converged) or after max_iters.
+// Top (largest, not largest in magnitude) Hessian eigenvalue by power iteration on
+// Hessian-vector products (double backward); stops when the relative change is below tol
+// (converged) or after max_iters. When the dominant eigenvalue is negative a second, shifted
+// run finds the top one (detail: the dominant eigenvalue).
 SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosure& loss, int max_iters, double tol, uint64_t seed);
 // Hutchinson: E[v^T H v] with Rademacher v (detail: stderr of the mean).
 SharpnessValue hessian_trace(const NamedParams& params, const LossClosure& loss, int samples, uint64_t seed);

@@ -198,7 +198,7 @@ json measure_flatness(const std::string& model_dir, const std::string& before_di
   for (auto& item : model->named_parameters(true)) params.emplace_back(item.key(), item.value());
   auto loss = fixed_batches_loss(model, target_batches);
   json out;
-  out["loss_target"] = loss().item<double>();
+  out["loss_target"] = loss_value(loss);
   auto sam = sam_sharpness(params, loss, g.sam_rho);
   out["sam_sharpness"] = sam.value;
   auto lam = hessian_top_eigenvalue(params, loss, g.lambda_iters, 1e-3, seed);

@@ -43,12 +43,6 @@ void collective(const Distributed& d, const char* what, Fn&& fn) {
 
 }  // namespace
 
-std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world) {
-  int64_t base = n / world, extra = n % world;
-  int64_t begin = rank * base + std::min<int64_t>(rank, extra);
-  return {begin, begin + base + (rank < extra ? 1 : 0)};
-}
-
 Distributed init_distributed(std::chrono::milliseconds timeout) {
   Distributed d;
   d.world_size = env_int("WORLD_SIZE", 1);
@@ -80,6 +74,13 @@ Distributed init_distributed(std::chrono::milliseconds timeout) {
 }
 
 void Distributed::allreduce_mean(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes) const {
+  allreduce_sum(tensors, bucket_bytes);
+  if (!active()) return;
+  torch::NoGradGuard ng;
+  for (const auto& t : tensors) t.div_(world_size);
+}
+
+void Distributed::allreduce_sum(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes) const {
   if (!active() || tensors.empty()) return;
   torch::NoGradGuard ng;
   // Flatten into buckets so a model with hundreds of tensors makes a few collectives.
@@ -96,7 +97,6 @@ void Distributed::allreduce_mean(const std::vector<torch::Tensor>& tensors, int6
     for (auto& t : bucket) flat_views.push_back(t.reshape({-1}));
     std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
     collective(*this, "all-reduce", [&] { group(*this).allreduce(flat)->wait(); });
-    flat[0].div_(world_size);
     int64_t off = 0;
     for (auto& t : bucket) {
       t.copy_(flat[0].narrow(0, off, t.numel()).view(t.sizes()));

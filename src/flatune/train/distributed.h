@@ -5,6 +5,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "flatune/data/batching.h"  // shard_range
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -23,6 +25,8 @@ struct Distributed {
 
   // Sums then divides by world_size, in place, in buckets of at most `bucket_bytes`.
   void allreduce_mean(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes = 32 << 20) const;
+  // Sums, in place, in the same buckets.
+  void allreduce_sum(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes = 32 << 20) const;
   // Copies rank 0's values into every rank's tensors, in place.
   void broadcast(const std::vector<torch::Tensor>& tensors) const;
   double mean(double value) const;
@@ -37,8 +41,5 @@ struct Distributed {
 // `timeout` bounds the rendezvous and every collective: a dead or stuck peer makes the call
 // throw an Error naming the rank that noticed, never hang.
 Distributed init_distributed(std::chrono::milliseconds timeout = std::chrono::minutes(5));
-
-// The contiguous share [begin, end) of n items that `rank` of `world` handles.
-std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world);
 
 }  // namespace flatune
