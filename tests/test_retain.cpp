@@ -584,6 +584,13 @@ TEST(BadInput, FisherFromAnotherArchitectureNamesTheFile) {
   auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + write_sums_alpaca(dir / "d.json", 8) +
                        "' --ewc '" + fisher + "' --ewc-lambda 1 --max-steps 1 --out '" + (dir / "run") + "'");
   expect_one_line_error(r, "flatune: " + fisher + ": ");
+  // A Fisher file without a strength would silently train without EWC.
+  try {
+    make_retain_penalty(gqa, fisher, 0.0, 0, false);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.where(), "--ewc-lambda") << e.what();
+  }
 }
 
 TEST(BadInput, AlphaOutsideTheUnitIntervalNeedsExtrapolate) {

@@ -13,6 +13,7 @@ RetainPenalty make_retain_penalty(LlamaForCausalLM& model, const std::string& fi
   p.on_adapters = on_adapters;
   if (ewc_lambda < 0 || l2_lambda < 0) fail("--ewc-lambda", "penalty strengths must not be negative");
   if (ewc_lambda > 0 && fisher_path.empty()) fail("--ewc", "--ewc-lambda needs a Fisher file (flatune fisher)");
+  if (ewc_lambda == 0 && !fisher_path.empty()) fail("--ewc-lambda", "a Fisher file without a positive --ewc-lambda would do nothing");
   if (ewc_lambda == 0 && l2_lambda == 0) return p;
   std::map<std::string, torch::Tensor> fisher;
   if (ewc_lambda > 0)
