@@ -76,7 +76,7 @@ void add_bench_train_command(CLI::App& bench) {
     int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 5, lora_rank = 0;
     std::vector<std::string> variants = {"none", "sam", "asam", "looksam", "sam-subset"};
     int threads = 0;
-    bool unfused_loss = false;
+    bool unfused_loss = false, bf16 = false;
     std::string json_out, profile;
   };
   auto a = std::make_shared<Args>();
@@ -92,6 +92,7 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--lora-rank", a->lora_rank, "LoRA rank (0: full fine-tuning)");
   sub->add_option("--variants", a->variants, "none sam asam looksam sam-subset");
   sub->add_option("--threads", a->threads, "intra-op threads");
+  sub->add_flag("--bf16", a->bf16, "bf16 autocast for the forward passes, as flatune train --bf16");
   sub->add_flag("--unfused-loss", a->unfused_loss, "full logits then cross-entropy, as transformers does (default: the fused head + loss)");
   sub->add_option("--json", a->json_out, "also write the results as JSON");
   sub->add_option("--profile", a->profile, "write a Chrome trace (chrome://tracing) of the timed steps to this file");
@@ -115,8 +116,9 @@ void add_bench_train_command(CLI::App& bench) {
     auto ids = torch::randint(0, a->vocab, {a->batch, a->seq}, gen, torch::kLong);
     json results = json::array();
     double adamw_tps = 0;
-    std::printf("model %.1fM parameters, batch %lld x %lld tokens, %d threads\n", c.num_parameters() / 1e6,
-                static_cast<long long>(a->batch), static_cast<long long>(a->seq), at::get_num_threads());
+    std::printf("model %.1fM parameters, batch %lld x %lld tokens, %d threads, %s (MFU against that peak)\n", c.num_parameters() / 1e6,
+                static_cast<long long>(a->batch), static_cast<long long>(a->seq), at::get_num_threads(),
+                a->bf16 ? "bf16 autocast" : "fp32");
     std::printf("GEMM peak (1024^3): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", peak_fp32, peak_bf16);
     std::printf("%-10s %9s %8s %6s %9s %9s %9s %9s %9s %7s\n", "variant", "tokens/s", "vs adamw", "MFU", "state", "activ.",
                 "tensors", "RSS peak", "RSS grow", "grow/sum");
@@ -144,11 +146,14 @@ void add_bench_train_command(CLI::App& bench) {
         in.input_ids = ids;
         const int64_t live_before = counter.live();
         torch::Tensor loss;
-        if (a->unfused_loss) {
-          loss = causal_lm_loss(model->forward(in), ids);
-        } else {
-          auto [sum, n] = fused_causal_lm_loss_sum(model, in, ids);
-          loss = sum / static_cast<double>(n);
+        {
+          compat::CpuBf16Autocast autocast(a->bf16);
+          if (a->unfused_loss) {
+            loss = causal_lm_loss(model->forward(in), ids);
+          } else {
+            auto [sum, n] = fused_causal_lm_loss_sum(model, in, ids);
+            loss = sum / static_cast<double>(n);
+          }
         }
         activations = std::max(activations, counter.live() - live_before);  // what backward will read
         loss.backward();
@@ -174,7 +179,8 @@ void add_bench_train_command(CLI::App& bench) {
       // Without a resettable high-water mark the peak would be the whole run's: not reported.
       const double peak_mib = peak_known ? status_kib("VmHWM") / 1024.0 : -1;
       const double growth_mib = peak_known ? (status_kib("VmHWM") - rss_start) / 1024.0 : -1;
-      const double mfu = tps * flops_per_token / (peak_fp32 * 1e9);
+      const double mfu_fp32 = tps * flops_per_token / (peak_fp32 * 1e9), mfu_bf16 = tps * flops_per_token / (peak_bf16 * 1e9);
+      const double mfu = a->bf16 ? mfu_bf16 : mfu_fp32;  // against the peak of the precision the GEMMs run in
       const int64_t tensor_peak = counter.peak() - live_start;
       const double sum_mib = mib(state + activations);
       std::printf("%-10s %9.0f %7.2fx %5.0f%% %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n", v == "none" ? "adamw" : v.c_str(), tps, ratio,
@@ -183,7 +189,9 @@ void add_bench_train_command(CLI::App& bench) {
                   {"tokens_per_s", tps},
                   {"step_time_vs_adamw", ratio},
                   {"model_flops_per_token", flops_per_token},
-                  {"mfu_fp32", mfu},
+                  {"bf16", a->bf16},
+                  {"mfu_fp32", mfu_fp32},
+                  {"mfu_bf16", mfu_bf16},
                   {"gemm_peak_fp32_gflops", peak_fp32},
                   {"gemm_peak_bf16_gflops", peak_bf16},
                   {"state_mib", mib(state)},

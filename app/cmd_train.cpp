@@ -60,6 +60,9 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
   sub->add_flag("--resume", o.resume, "continue from the newest complete checkpoint");
   sub->add_option("--threads", o.threads, "intra-op threads (default: all cores)");
   sub->add_option("--save-dtype", o.save_dtype, "float32 | bfloat16 for the final weights");
+  sub->add_flag("--bf16", o.bf16,
+                "bf16 autocast for the forward passes (matmuls in bf16 on CPUs with AVX512-BF16/AMX); weights, gradients, "
+                "optimizer state and validation stay fp32");
 }
 
 void add_train_command(CLI::App& app) {

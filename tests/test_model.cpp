@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/core/json.h"
 #include "flatune/io/safetensors.h"
@@ -360,4 +361,49 @@ TEST(Model, LoraStartsAsNoOpAndMergesExactly) {
   LoraOptions bad = o;
   bad.targets = {"qkv"};
   EXPECT_THROW(other->add_lora(bad), Error);
+}
+
+// bf16 autocast (flatune train --bf16): the loss and gradients stay close to fp32's, gradients
+// land in fp32, and a weight changed in place between two autocast regions is seen by the second
+// (autocast caches bf16 copies of the weights; a stale copy would repeat the first loss).
+TEST(Bf16Autocast, CloseToFp32AndSeesInPlaceWeightChanges) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  auto model = load_llama(testdata("models/llama-gqa"));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(2);
+  auto ids = torch::randint(0, model->config().vocab_size, {3, 24}, gen, torch::kLong);
+  auto params = model->trainable_parameters();
+  auto loss_and_grads = [&](bool bf16) {
+    model->zero_grad();
+    ForwardInput in;
+    in.input_ids = ids;
+    torch::Tensor loss;
+    {
+      compat::CpuBf16Autocast autocast(bf16);
+      auto [sum, n] = fused_causal_lm_loss_sum(model, in, ids);
+      loss = sum / static_cast<double>(n);
+    }
+    loss.backward();
+    std::vector<torch::Tensor> g;
+    for (auto& [name, p] : params) {
+      EXPECT_EQ(p.grad().scalar_type(), torch::kFloat) << name;
+      g.push_back(p.grad().detach().reshape({-1}).to(torch::kDouble));
+    }
+    return std::make_pair(loss.item<double>(), torch::cat(g));
+  };
+  auto [loss32, g32] = loss_and_grads(false);
+  auto [loss16, g16] = loss_and_grads(true);
+  EXPECT_NE(loss16, loss32);  // bf16 really ran
+  EXPECT_LT(std::abs(loss16 - loss32), 1e-2 * loss32);
+  const double cosine = (g16 * g32).sum().item<double>() / (g16.norm().item<double>() * g32.norm().item<double>());
+  EXPECT_GT(cosine, 0.99);
+  EXPECT_LT((g16 - g32).norm().item<double>(), 0.1 * g32.norm().item<double>());
+  {
+    torch::NoGradGuard ng;
+    for (auto& [name, p] : params)
+      if (name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos) p.mul_(3.0);
+  }
+  auto [loss32b, g32b] = loss_and_grads(false);
+  auto [loss16b, g16b] = loss_and_grads(true);
+  EXPECT_GT(std::abs(loss32b - loss32), 20 * std::abs(loss16 - loss32));  // the change matters more than bf16's rounding
+  EXPECT_LT(std::abs(loss16b - loss32b), 1e-2 * loss32b);
 }

@@ -69,6 +69,32 @@ double max_weight_diff(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+// --bf16 trains as fp32 does, step by step, to bf16's rounding: the losses of a 12-step SAM run
+// stay within 2% of the fp32 run's, and the setting is recorded with the run.
+TEST(Train, Bf16AutocastFollowsTheFp32Run) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  const std::string data = write_alpaca(dir);
+  TrainOptions fp32 = base_options(data, dir / "fp32");
+  fp32.sam = "sam";
+  TrainOptions bf16 = fp32;
+  bf16.out = dir / "bf16";
+  bf16.bf16 = true;
+  train(fp32);
+  train(bf16);
+  auto a = losses(dir / "fp32"), b = losses(dir / "bf16");
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_GE(a.size(), 12u);
+  bool differ = false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(b[i], a[i], 0.02 * a[i]) << "step " << i + 1;
+    differ = differ || a[i] != b[i];
+  }
+  EXPECT_TRUE(differ);  // bf16 really ran
+  EXPECT_LT(a.back(), a.front());
+  EXPECT_NE(read_file(dir / "bf16/config.yaml").find("bf16: true"), std::string::npos);
+}
+
 TEST(Train, SamFineTuningLowersTheLoss) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;

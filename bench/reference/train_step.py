@@ -392,7 +392,7 @@ def cmd_bench(a):
     ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=g)
     nparams = sum(p.numel() for p in LlamaForCausalLM(c).parameters())
     print(f"model {nparams / 1e6:.1f}M parameters, batch {a.batch} x {a.seq} tokens, {torch.get_num_threads()} threads "
-          f"(python reference, torch {torch.__version__})")
+          f"(python reference, torch {torch.__version__}{', bf16 autocast' if a.bf16 else ''})")
     print(f"{'variant':<12} {'tokens/s':>12} {'vs adamw':>10} {'peak RSS MiB':>14} {'growth MiB':>14}")
     rows, adamw_tps = [], 0.0
     for v in a.variants:
@@ -404,7 +404,9 @@ def cmd_bench(a):
         stepper = Stepper(params, make_adamw(model, 1e-4, 0.0), v, 0.05, 0.01, 1.0)
 
         def closure():
-            loss = causal_lm_loss(model(ids), ids)
+            # bf16 autocast as users write it; backward outside, as autocast's docs advise.
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+                loss = causal_lm_loss(model(ids), ids)
             loss.backward()
             return loss.item()
 
@@ -458,6 +460,7 @@ def main():
     p.add_argument("--batch-size", dest="batch_rows", type=int, default=8)
     p.add_argument("--variants", nargs="+", default=["none", "sam", "asam"], choices=["none", "sam", "asam"])
     p.add_argument("--json", help="bench: also write the results as JSON")
+    p.add_argument("--bf16", action="store_true", help="bench: bf16 autocast for the forward passes")
     a = p.parse_args()
     if a.check:
         if not a.model or not a.batch:

@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 namespace flatune::compat {
 
@@ -67,6 +69,29 @@ inline void set_cpu_autocast(bool enabled, at::ScalarType dtype = at::kBFloat16)
 #endif
 }
 
+// bf16 autocast on the CPU for the forward passes made while it lives (matmuls in bf16, the rest
+// as autocast decides); backward follows what the forward recorded. On leaving it drops the
+// bf16 copies autocast caches of the weights: the optimizer (and SAM's perturbation) changes the
+// fp32 weights in place, so a cached copy would be stale at the next forward.
+class CpuBf16Autocast {
+ public:
+  explicit CpuBf16Autocast(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    set_cpu_autocast(true, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~CpuBf16Autocast() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    set_cpu_autocast(false);
+  }
+  CpuBf16Autocast(const CpuBf16Autocast&) = delete;
+  CpuBf16Autocast& operator=(const CpuBf16Autocast&) = delete;
+
+ private:
+  bool enabled_;
+};
+
 // A CPU allocator that counts the bytes of tensor storage alive and their high-water mark, for
 // the benchmarks' memory accounting (weights, gradients, optimizer state and activations,
 // measured rather than estimated). It forwards to the allocator it replaces. libtorch >= 2.3
@@ -80,32 +105,54 @@ class CountingCpuAllocator final : public c10::Allocator {
 #else
   c10::DataPtr allocate(size_t n) const override { return wrap(n); }
 #endif
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
   int64_t live() const { return live_.load(); }
   int64_t peak() const { return peak_.load(); }
   void reset_peak() { peak_.store(live_.load()); }
 
  private:
+  // The base allocator's own DataPtr for each block, by data address: libtorch's raw_allocate
+  // requires a DataPtr whose context is its data, so the bookkeeping cannot ride in the context.
   struct Block {
     c10::DataPtr inner;
-    int64_t bytes;
-    const CountingCpuAllocator* owner;
+    int64_t bytes = 0;
+    const CountingCpuAllocator* owner = nullptr;
   };
+  static std::mutex& registry_mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::unordered_map<void*, Block>& registry() {
+    static auto* blocks = new std::unordered_map<void*, Block>();  // never destroyed: frees may come after exit
+    return *blocks;
+  }
   c10::DataPtr wrap(size_t n) const {
-    auto* b = new Block{base_->allocate(n), static_cast<int64_t>(n), this};
-    const int64_t now = live_.fetch_add(b->bytes) + b->bytes;
+    c10::DataPtr inner = base_->allocate(n);
+    void* data = inner.get();
+    if (!data) return inner;
+    const int64_t bytes = static_cast<int64_t>(n);
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex());
+      registry()[data] = Block{std::move(inner), bytes, this};
+    }
+    const int64_t now = live_.fetch_add(bytes) + bytes;
     int64_t seen = peak_.load();
     while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
     }
-    void* data = b->inner.get();
-    return c10::DataPtr(data, b, &release, c10::Device(c10::DeviceType::CPU));
+    return c10::DataPtr(data, data, &release, c10::Device(c10::DeviceType::CPU));
   }
-  static void release(void* ctx) {
-    auto* b = static_cast<Block*>(ctx);
-    b->owner->live_.fetch_sub(b->bytes);
-    delete b;  // frees the storage through the base allocator's own deleter
-  }
+  static void release(void* data) {
+    Block b;
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex());
+      auto it = registry().find(data);
+      if (it == registry().end()) return;
+      b = std::move(it->second);
+      registry().erase(it);
+    }
+    b.owner->live_.fetch_sub(b.bytes);
+  }  // b.inner frees the storage through the base allocator's own deleter
   c10::Allocator* base_;
   mutable std::atomic<int64_t> live_{0}, peak_{0};
 };

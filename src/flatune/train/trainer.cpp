@@ -163,7 +163,7 @@ json train_options_to_json(const TrainOptions& o) {
           {"looksam-alpha", o.looksam_alpha}, {"sam-subset", o.sam_subset}, {"replay", o.replay}, {"replay-ratio", o.replay_ratio},
           {"ewc", o.ewc}, {"ewc-lambda", o.ewc_lambda}, {"l2-base", o.l2_base}, {"penalty-on-adapters", o.penalty_on_adapters},
           {"out", o.out}, {"log-every", o.log_every}, {"eval-every", o.eval_every}, {"save-every", o.save_every},
-          {"keep-last", o.keep_last}, {"seed", o.seed}, {"threads", o.threads}, {"save-dtype", o.save_dtype}};
+          {"keep-last", o.keep_last}, {"seed", o.seed}, {"threads", o.threads}, {"bf16", o.bf16}, {"save-dtype", o.save_dtype}};
 }
 
 TrainResult train(const TrainOptions& options) {
@@ -171,6 +171,8 @@ TrainResult train(const TrainOptions& options) {
   validate(o);
   Distributed dist = init_distributed();
   if (o.threads > 0) at::set_num_threads(o.threads);
+  if (o.bf16 && !compat::cpu_has_bf16() && !compat::cuda_available())
+    spdlog::warn("--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will be lower than fp32");
   RunFolder run{o.out};
   if (dist.is_main()) make_dirs(o.out);
   torch::manual_seed(o.seed);
@@ -322,8 +324,11 @@ TrainResult train(const TrainOptions& options) {
         if (o.pack) in.segment_ids = b.segment_ids;
         else in.attention_mask = b.attention_mask;
         const bool log_replay = first_pass && replay.per_batch > 0 && !o.pack;
-        torch::Tensor per_token;
-        auto [sum, n] = fused_causal_lm_loss_sum(model, in, b.labels, log_replay ? &per_token : nullptr);
+        torch::Tensor per_token, sum;
+        {
+          compat::CpuBf16Autocast autocast(o.bf16);
+          sum = fused_causal_lm_loss_sum(model, in, b.labels, log_replay ? &per_token : nullptr).first;
+        }
         if (log_replay) {
           // The replayed rows are the last ones of each micro-batch: their loss, for the log.
           const int64_t rows = b.labels.size(0), first = rows - replay.per_batch;
@@ -487,6 +492,7 @@ void set_train_option(TrainOptions& o, const std::string& key, const std::string
   else if (key == "seed") { integer(&i64); o.seed = static_cast<uint64_t>(i64); }
   else if (key == "threads") { integer(&i64); o.threads = static_cast<int>(i64); }
   else if (key == "save-dtype") o.save_dtype = value;
+  else if (key == "bf16") flag(&o.bf16);
   else fail(key, "unknown training option");
   (void)d;
 }

@@ -73,6 +73,7 @@ struct TrainOptions {
   uint64_t seed = 1;
   bool resume = false;
   int threads = 0;
+  bool bf16 = false;  // bf16 autocast for the forward passes; weights, gradients and optimizer in fp32
   std::string save_dtype = "float32";
 };
 
