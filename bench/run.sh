@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # flatune's training step against the plain PyTorch reference (bench/reference/train_step.py),
-# same shape, threads and steps, one program after the other on this machine.
-#   bash bench/run.sh [--shape 1m|10m|50m] [--seq N] [--batch N] [--steps N] [--threads N]
-#                     [--hidden N --layers N --heads N --ffn N --vocab N] [--no-check]
+# same shape, threads and steps, on this machine.
+#   bash bench/run.sh [--shape 1m|10m|50m] [--seq N] [--batch N] [--steps N] [--rounds R]
+#                     [--variants "none sam asam looksam sam-subset"] [--lora-rank N] [--threads N]
+#                     [--hidden N --layers N --heads N --ffn N --vocab N] [--bf16] [--no-check] [--json FILE]
 # Installs Debian's python3-torch if /usr/bin/python3 cannot import torch (never needed by the
 # tests), builds flatune if build/flatune is missing, first checks that both programs compute the
-# same step on the testdata models (bench/reference/check.sh), then prints one table and writes
-# bench/results/<UTC time>.json.
+# same step on the testdata models (bench/reference/check.sh), then runs R rounds, each flatune
+# then the reference (then flatune with LoRA, which the reference does not have), the order
+# alternating between rounds; a 2-core machine shared with other work is noisy (+-20% between
+# runs), so each figure is the best of its rounds and every round is kept in the JSON. Prints one
+# table (also as Markdown) and writes bench/results/<UTC time>.json (or --json FILE). --bf16: both
+# programs under bf16 autocast, MFU against the bf16 GEMM peak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3  # Debian's python: a pyenv python3 may shadow it on PATH without torch
 
-shape=10m steps=5 threads=$(nproc) seq=256 batch=8 check=1
+shape=10m steps=5 threads=$(nproc) seq=256 batch=8 check=1 rounds=3 lora_rank=0 json_out= bf16=()
+variants="none sam asam looksam sam-subset"
 hidden= layers= heads= ffn= vocab=
 while [ $# -gt 0 ]; do
   case "$1" in
     --shape) shape=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --variants) variants=$2; shift 2 ;;
+    --lora-rank) lora_rank=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --seq) seq=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
@@ -25,8 +34,10 @@ while [ $# -gt 0 ]; do
     --heads) heads=$2; shift 2 ;;
     --ffn) ffn=$2; shift 2 ;;
     --vocab) vocab=$2; shift 2 ;;
+    --json) json_out=$2; shift 2 ;;
     --no-check) check=0; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --bf16) bf16=(--bf16); shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -38,6 +49,9 @@ case "$shape" in
   *) echo "bench/run.sh: --shape is 1m, 10m or 50m" >&2; exit 2 ;;
 esac
 hidden=${hidden:-$1} layers=${layers:-$2} heads=${heads:-$3} ffn=${ffn:-$4} vocab=${vocab:-$5}
+# The reference has AdamW, SAM and ASAM.
+py_variants=()
+for v in $variants; do case "$v" in none|sam|asam) py_variants+=("$v") ;; esac; done
 
 if ! "$PY" -c 'import torch' 2>/dev/null; then
   echo "== installing python3-torch (Debian; libtorch 1.13 underneath, as flatune's)"
@@ -61,39 +75,89 @@ fi
 
 mkdir -p bench/results
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+json_out=${json_out:-bench/results/$stamp.json}
 work=$(mktemp -d /tmp/flatune-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 shape_args=(--hidden "$hidden" --layers "$layers" --heads "$heads" --ffn "$ffn" --vocab "$vocab" --seq "$seq")
-echo "== flatune bench train"
-build/flatune bench train "${shape_args[@]}" --batch "$batch" --steps "$steps" --threads "$threads" \
-  --variants none sam asam --json "$work/flatune.json"
-echo "== python reference"
-"$PY" bench/reference/train_step.py --bench "${shape_args[@]}" --batch-size "$batch" --steps "$steps" \
-  --threads "$threads" --json "$work/python.json"
+run_flatune() {  # round
+  echo "== round $1: flatune bench train"
+  build/flatune bench train "${shape_args[@]}" --batch "$batch" --steps "$steps" --threads "$threads" \
+    --variants $variants "${bf16[@]}" --json "$work/flatune.$1.json"
+  if [ "$lora_rank" -gt 0 ]; then
+    echo "== round $1: flatune bench train, LoRA rank $lora_rank"
+    build/flatune bench train "${shape_args[@]}" --batch "$batch" --steps "$steps" --threads "$threads" \
+      --variants $variants "${bf16[@]}" --lora-rank "$lora_rank" --json "$work/lora.$1.json"
+  fi
+}
+run_python() {  # round
+  echo "== round $1: python reference"
+  "$PY" bench/reference/train_step.py --bench "${shape_args[@]}" --batch-size "$batch" --steps "$steps" \
+    --threads "$threads" --variants "${py_variants[@]}" "${bf16[@]}" --json "$work/python.$1.json"
+}
+for r in $(seq 1 "$rounds"); do
+  if [ $((r % 2)) -eq 1 ]; then run_flatune "$r"; run_python "$r"; else run_python "$r"; run_flatune "$r"; fi
+done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-"$PY" - "$work/flatune.json" "$work/python.json" "bench/results/$stamp.json" <<PYEOF
-import json, platform, subprocess, sys
-fl = {r["variant"]: r for r in json.load(open(sys.argv[1]))}
-py = {r["variant"]: r for r in json.load(open(sys.argv[2]))}
+"$PY" - "$work" "$rounds" "$json_out" <<PYEOF
+import glob, json, platform, subprocess, sys
+work, rounds, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def load(kind):
+    runs = [json.load(open(f"{work}/{kind}.{r}.json")) for r in range(1, rounds + 1) if glob.glob(f"{work}/{kind}.{r}.json")]
+    best = {}
+    for run in runs:
+        for row in run:
+            v = row["variant"]
+            if v not in best or row["tokens_per_s"] > best[v]["tokens_per_s"]:
+                best[v] = dict(row)
+    for v in best:
+        best[v]["rounds_tokens_per_s"] = [row["tokens_per_s"] for run in runs for row in run if row["variant"] == v]
+    return best
+fl, py, lora = load("flatune"), load("python"), load("lora")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+shape = "hidden $hidden, layers $layers, heads $heads, ffn $ffn, vocab $vocab, seq $seq, batch $batch" + (", bf16 autocast" if "${bf16[*]}" else ", fp32")
 print()
-print(f"shape: hidden $hidden, layers $layers, heads $heads, ffn $ffn, vocab $vocab, seq $seq, batch $batch; "
-      f"$steps timed steps after 1 warm-up; $threads threads; {cpu}; load average before $load_before, after $load_after")
-print(f"{'variant':<8} {'flatune tok/s':>14} {'python tok/s':>13} {'ratio':>7} {'flatune MiB':>12} {'python MiB':>11}")
-rows = []
-for v in fl:
-    f, p = fl[v], py.get(v)
-    ratio = f["tokens_per_s"] / p["tokens_per_s"] if p else float("nan")
-    print(f"{v:<8} {f['tokens_per_s']:>14.0f} {p['tokens_per_s'] if p else float('nan'):>13.0f} {ratio:>6.2f}x "
-          f"{f.get('peak_rss_mib', -1):>12.0f} {p.get('peak_rss_mib', -1) if p else -1:>11.0f}")
-    rows.append({"variant": v, "flatune": f, "python": p, "ratio": ratio})
+print(f"shape: {shape}; best of {rounds} rounds of $steps timed steps after 1 warm-up; $threads threads; {cpu}; "
+      f"load average before $load_before, after $load_after")
+head = ["variant", "flatune tok/s", "python tok/s", "ratio", "step vs adamw", "MFU flatune", "MFU python",
+        "state MiB", "activ. MiB", "tensor peak MiB", "peak/sum", "RSS growth MiB", "python RSS growth MiB"]
+rows, table = [], []
+adamw_fl = fl.get("adamw", {}).get("tokens_per_s")
+def add(name, f, p):
+    ratio = f["tokens_per_s"] / p["tokens_per_s"] if p else None
+    peak = f["gemm_peak_bf16_gflops" if f.get("bf16") else "gemm_peak_fp32_gflops"] * 1e9
+    mfu_fl = f["tokens_per_s"] * f["model_flops_per_token"] / peak
+    mfu_py = p["tokens_per_s"] * f["model_flops_per_token"] / peak if p else None
+    ssum = f["state_mib"] + f["activations_mib"]
+    fmt = lambda x, spec: "-" if x is None or x < 0 else format(x, spec)
+    table.append([name, fmt(f["tokens_per_s"], ".0f"), fmt(p and p["tokens_per_s"], ".0f"), fmt(ratio, ".2f") + ("x" if ratio else ""),
+                  fmt(f["step_time_vs_adamw"], ".2f") + "x", fmt(100 * mfu_fl, ".0f") + "%", fmt(mfu_py and 100 * mfu_py, ".0f") + ("%" if p else ""),
+                  fmt(f["state_mib"], ".0f"), fmt(f["activations_mib"], ".0f"), fmt(f["tensor_peak_mib"], ".0f"),
+                  fmt(f["tensor_peak_mib"] / ssum, ".2f") + "x", fmt(f.get("peak_growth_mib", -1), ".0f"),
+                  fmt(p and p.get("peak_growth_mib", -1), ".0f")])
+    rows.append({"variant": name, "flatune": f, "python": p, "ratio": ratio, "mfu_flatune": mfu_fl, "mfu_python": mfu_py})
+for v, f in fl.items():
+    add(v, f, py.get(v))
+for v, f in lora.items():
+    add("lora+" + v, f, None)
+widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
+print("  ".join(h.rjust(w) for h, w in zip(head, widths)))
+for r in table:
+    print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+print()
+print(f"Markdown ({shape}):\n")
+print("| " + " | ".join(head) + " |")
+print("|" + "|".join("---" for _ in head) + "|")
+for r in table:
+    print("| " + " | ".join(r) + " |")
+any_row = next(iter(fl.values()))
 json.dump({"date": "$stamp", "cpu": cpu, "nproc": int(subprocess.check_output(["nproc"]).decode()),
-           "threads": $threads, "steps": $steps, "load_before": "$load_before", "load_after": "$load_after",
+           "threads": $threads, "steps": $steps, "rounds": rounds, "load_before": "$load_before", "load_after": "$load_after",
            "shape": {"hidden": $hidden, "layers": $layers, "heads": $heads, "ffn": $ffn, "vocab": $vocab,
-                     "seq": $seq, "batch": $batch},
+                     "seq": $seq, "batch": $batch, "lora_rank": $lora_rank, "bf16": bool("${bf16[*]}")},
+           "gemm_peak_fp32_gflops": any_row["gemm_peak_fp32_gflops"], "gemm_peak_bf16_gflops": any_row["gemm_peak_bf16_gflops"],
            "torch_python": subprocess.check_output(["$PY", "-c", "import torch; print(torch.__version__)"]).decode().strip(),
-           "checked": bool($check), "rows": rows}, open(sys.argv[3], "w"), indent=2)
-print(f"\nwritten: {sys.argv[3]}")
+           "checked": bool($check), "rows": rows}, open(out, "w"), indent=2)
+print(f"\nwritten: {out}")
 PYEOF
