@@ -105,7 +105,7 @@ void add_forgetting_command(CLI::App& app) {
 
 void add_bench_eval_command(CLI::App& bench) {
   struct Args {
-    int64_t items = 32, context = 256, choice_tokens = 8, batch_size = 16;
+    int64_t items = 32, context = 256, choice_tokens = 8, batch_size = 4;
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
