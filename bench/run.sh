@@ -123,9 +123,10 @@ print(f"shape: {shape}; best of {rounds} rounds of $steps timed steps after 1 wa
 head = ["variant", "flatune tok/s", "python tok/s", "ratio", "step vs adamw", "MFU flatune", "MFU python",
         "state MiB", "activ. MiB", "tensor peak MiB", "peak/sum", "RSS growth MiB", "python RSS growth MiB"]
 rows, table = [], []
-adamw_fl = fl.get("adamw", {}).get("tokens_per_s")
-def add(name, f, p):
+def add(name, f, p, adamw):
     ratio = f["tokens_per_s"] / p["tokens_per_s"] if p else None
+    # Best against best: each round's own AdamW row would mix rounds of different speed.
+    f["step_time_vs_adamw"] = adamw["tokens_per_s"] / f["tokens_per_s"]
     peak = f["gemm_peak_bf16_gflops" if f.get("bf16") else "gemm_peak_fp32_gflops"] * 1e9
     mfu_fl = f["tokens_per_s"] * f["model_flops_per_token"] / peak
     mfu_py = p["tokens_per_s"] * f["model_flops_per_token"] / peak if p else None
@@ -138,9 +139,9 @@ def add(name, f, p):
                   fmt(p and p.get("peak_growth_mib", -1), ".0f")])
     rows.append({"variant": name, "flatune": f, "python": p, "ratio": ratio, "mfu_flatune": mfu_fl, "mfu_python": mfu_py})
 for v, f in fl.items():
-    add(v, f, py.get(v))
+    add(v, f, py.get(v), fl.get("adamw", f))
 for v, f in lora.items():
-    add("lora+" + v, f, None)
+    add("lora+" + v, f, None, lora.get("adamw", f))
 widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
 print("  ".join(h.rjust(w) for h, w in zip(head, widths)))
 for r in table:
