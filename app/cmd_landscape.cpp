@@ -185,11 +185,12 @@ void run_landscape(const LandscapeArgs& a) {
     Surface1D s = surface_1d(params, dir, loss, lo - 1.0, hi - 1.0, a.points);
     for (int i = 0; i < a.points; ++i) s.alphas[i] = lo + (hi - lo) * i / (a.points - 1);
     result = surface_1d_json(s);
-    if (writes) write_file_atomic(join_path(a.out, "interpolation.csv"), surface_1d_csv(s));
-    if (writes)
+    if (writes) {
+      write_file_atomic(join_path(a.out, "interpolation.csv"), surface_1d_csv(s));
       write_figure_pair(a.out, "interpolation", [&](const std::string& path) {
-      plot_lines(path, "loss from base (0) to tuned (1) " + title_data, "interpolation alpha", "loss", {{"base -> tuned", s.alphas, s.losses}});
-    });
+        plot_lines(path, "loss from base (0) to tuned (1) " + title_data, "interpolation alpha", "loss", {{"base -> tuned", s.alphas, s.losses}});
+      });
+    }
   } else {
     DirectionOptions o;
     o.seed = a.seed;
@@ -222,22 +223,24 @@ void run_landscape(const LandscapeArgs& a) {
       result = surface_2d_json(s);
       SurfaceStats st = surface_stats(s);
       result["stats"] = {{"curvature", st.curvature}, {"average_gradient", st.average_gradient}, {"mean_abs_gradient", st.mean_abs_gradient}};
-      if (writes) write_file_atomic(join_path(a.out, "surface_2d.csv"), surface_2d_csv(s));
-      if (writes)
-      write_figure_pair(a.out, "surface_2d", [&](const std::string& path) {
-        plot_contour(path, "loss " + title_data, s.alphas, s.betas, s.losses);
-      });
+      if (writes) {
+        write_file_atomic(join_path(a.out, "surface_2d.csv"), surface_2d_csv(s));
+        write_figure_pair(a.out, "surface_2d", [&](const std::string& path) {
+          plot_contour(path, "loss " + title_data, s.alphas, s.betas, s.losses);
+        });
+      }
     } else {
       settings["mode"] = "1d";
       Surface1D s = surface_1d(params, set.directions[0], loss, lo, hi, a.points);
       result = surface_1d_json(s);
-      if (writes) write_file_atomic(join_path(a.out, "surface_1d.csv"), surface_1d_csv(s));
       const std::string kind = set.settings.count("normalize") && set.settings.at("normalize") == "filter" ? "filter-normalised" : "Gaussian";
-      if (writes)
-      write_figure_pair(a.out, "surface_1d", [&](const std::string& path) {
-        plot_lines(path, "loss along a " + kind + " random direction " + title_data, "step along the direction", "loss",
-                   {{"seed " + (set.settings.count("seed") ? set.settings.at("seed") : std::string("?")), s.alphas, s.losses}});
-      });
+      if (writes) {
+        write_file_atomic(join_path(a.out, "surface_1d.csv"), surface_1d_csv(s));
+        write_figure_pair(a.out, "surface_1d", [&](const std::string& path) {
+          plot_lines(path, "loss along a " + kind + " random direction " + title_data, "step along the direction", "loss",
+                     {{"seed " + (set.settings.count("seed") ? set.settings.at("seed") : std::string("?")), s.alphas, s.losses}});
+        });
+      }
     }
   }
   const double seconds = seconds_since(t0);
@@ -288,11 +291,11 @@ void run_sharpness(const SharpnessArgs& a) {
                    {"parameters", m.model->has_lora() ? "lora adapters" : "all"}});
   const double base = loss_value(loss);
   json out = {{"settings", settings}, {"loss", base}};
-  if (dist.is_main())
+  if (dist.is_main()) {
     std::printf("loss on %lld examples (%lld tokens): %.6f\n", static_cast<long long>(m.batches.examples),
-              static_cast<long long>(m.batches.label_tokens), base);
-  if (dist.is_main())
+                static_cast<long long>(m.batches.label_tokens), base);
     std::printf("%-12s %14s %10s %10s %14s %9s  %s\n", "metric", "value", "iters", "converged", "detail", "seconds", "what");
+  }
   for (const auto& name : metrics) {
     const auto t0 = Clock::now();
     SharpnessValue v;
@@ -321,8 +324,8 @@ void run_sharpness(const SharpnessArgs& a) {
     out[key] = v.value;  // flat keys, as the experiment runner's flatness.json has them
     if (dist.is_main())
       std::printf("%-12s %14.6g %10lld %10s %14s %9.1f  %s\n", name.c_str(), v.value, static_cast<long long>(v.iterations),
-                v.converged ? "yes" : "no", detail_name.empty() ? "" : (detail_name + " " + std::to_string(v.detail)).c_str(), secs,
-                what.c_str());
+                  v.converged ? "yes" : "no", detail_name.empty() ? "" : (detail_name + " " + std::to_string(v.detail)).c_str(), secs,
+                  what.c_str());
   }
   if (!a.out.empty() && dist.is_main()) {
     make_dirs(a.out);

@@ -73,17 +73,13 @@ Distributed init_distributed(std::chrono::milliseconds timeout) {
   return d;
 }
 
-void Distributed::allreduce_mean(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes) const {
-  allreduce_sum(tensors, bucket_bytes);
-  if (!active()) return;
-  torch::NoGradGuard ng;
-  for (const auto& t : tensors) t.div_(world_size);
-}
+namespace {
 
-void Distributed::allreduce_sum(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes) const {
-  if (!active() || tensors.empty()) return;
+// Sums across ranks in buckets of at most `bucket_bytes` (a model with hundreds of tensors makes
+// a few collectives), then divides each bucket by `divisor` before copying it back.
+void allreduce_buckets(const Distributed& d, const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes, double divisor) {
+  if (!d.active() || tensors.empty()) return;
   torch::NoGradGuard ng;
-  // Flatten into buckets so a model with hundreds of tensors makes a few collectives.
   size_t i = 0;
   while (i < tensors.size()) {
     std::vector<torch::Tensor> bucket;
@@ -96,13 +92,24 @@ void Distributed::allreduce_sum(const std::vector<torch::Tensor>& tensors, int64
     std::vector<torch::Tensor> flat_views;
     for (auto& t : bucket) flat_views.push_back(t.reshape({-1}));
     std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
-    collective(*this, "all-reduce", [&] { group(*this).allreduce(flat)->wait(); });
+    collective(d, "all-reduce", [&] { group(d).allreduce(flat)->wait(); });
+    if (divisor != 1.0) flat[0].div_(divisor);
     int64_t off = 0;
     for (auto& t : bucket) {
       t.copy_(flat[0].narrow(0, off, t.numel()).view(t.sizes()));
       off += t.numel();
     }
   }
+}
+
+}  // namespace
+
+void Distributed::allreduce_mean(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes) const {
+  allreduce_buckets(*this, tensors, bucket_bytes, world_size);
+}
+
+void Distributed::allreduce_sum(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes) const {
+  allreduce_buckets(*this, tensors, bucket_bytes, 1.0);
 }
 
 void Distributed::broadcast(const std::vector<torch::Tensor>& tensors) const {
