@@ -2,6 +2,9 @@
 // model of a given shape, measured in one process one after another, with the ratio to AdamW,
 // and the peak resident memory of each variant.
 #include <malloc.h>
+#ifdef FLATUNE_TCMALLOC
+#include <gperftools/malloc_extension_c.h>
+#endif
 
 #include <chrono>
 #include <cstdio>
@@ -21,8 +24,8 @@ namespace {
 
 // Linux keeps the process's resident high-water mark in /proc/self/status (VmHWM); writing 5 to
 // /proc/self/clear_refs resets it to the current resident size, so each variant gets its own
-// peak although all run in one process. Memory glibc keeps after the previous variant is given
-// back first (malloc_trim), or it would hide part of the next variant's growth.
+// peak although all run in one process. Memory the allocator keeps after the previous variant
+// is given back first, or it would hide part of the next variant's growth.
 int64_t status_kib(const char* field) {
   std::ifstream in("/proc/self/status");
   std::string line;
@@ -33,7 +36,11 @@ int64_t status_kib(const char* field) {
 }
 
 bool reset_peak_rss() {
+#ifdef FLATUNE_TCMALLOC
+  MallocExtension_ReleaseFreeMemory();
+#else
   malloc_trim(0);
+#endif
   std::ofstream out("/proc/self/clear_refs");
   out << "5";
   out.close();

@@ -8,6 +8,7 @@ packages=(
   libtorch-dev            # libtorch 1.13 (CPU)
   libopenblas0-pthread    # without it libtorch falls back to the reference BLAS (20x slower)
   libgloo-dev             # c10d ProcessGroupGloo headers
+  libgoogle-perftools-dev # tcmalloc: glibc's malloc gives large freed tensors back and page-faults them in again
   nlohmann-json3-dev libsentencepiece-dev sentencepiece libcli11-dev libyaml-cpp-dev
   libfmt-dev libspdlog-dev
   libplplot-dev plplot-driver-cairo   # plots; cairo gives the PNG device

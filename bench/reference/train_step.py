@@ -371,10 +371,15 @@ def _status_kib(field):
 
 
 def _reset_peak_rss():
-    """As flatune bench train: give freed memory back (malloc_trim), then reset VmHWM to VmRSS."""
+    """As flatune bench train: give freed memory back (malloc_trim, or tcmalloc's release when it
+    was preloaded), then reset VmHWM to VmRSS."""
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        process = ctypes.CDLL(None)
+        if hasattr(process, "MallocExtension_ReleaseFreeMemory"):
+            process.MallocExtension_ReleaseFreeMemory()
+        else:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         return True

@@ -23,8 +23,8 @@ struct Api {
   void* (*load)(const char*, size_t, char*, size_t) = nullptr;
   void (*free_model)(void*) = nullptr;
   int* (*encode)(void*, const char*, size_t, size_t*) = nullptr;
-  char* (*decode)(void*, const int*, size_t) = nullptr;
-  size_t (*decode_len)(void*, const int*, size_t) = nullptr;
+  char* (*decode)(void*, const int*, size_t, size_t*) = nullptr;
+  void (*release)(void*) = nullptr;
   int (*size)(void*) = nullptr;
   const char* (*id_to_piece)(void*, int, size_t*) = nullptr;
   int (*piece_to_id)(void*, const char*, size_t) = nullptr;
@@ -69,7 +69,7 @@ const Api& api() {
     a.free_model = reinterpret_cast<decltype(a.free_model)>(sym("fspm_free"));
     a.encode = reinterpret_cast<decltype(a.encode)>(sym("fspm_encode"));
     a.decode = reinterpret_cast<decltype(a.decode)>(sym("fspm_decode"));
-    a.decode_len = reinterpret_cast<decltype(a.decode_len)>(sym("fspm_decode_len"));
+    a.release = reinterpret_cast<decltype(a.release)>(sym("fspm_release"));
     a.size = reinterpret_cast<decltype(a.size)>(sym("fspm_size"));
     a.id_to_piece = reinterpret_cast<decltype(a.id_to_piece)>(sym("fspm_id_to_piece"));
     a.piece_to_id = reinterpret_cast<decltype(a.piece_to_id)>(sym("fspm_piece_to_id"));
@@ -97,16 +97,15 @@ std::vector<int> Model::encode(const std::string& text) const {
   size_t n = 0;
   int* ids = api().encode(handle_, text.data(), text.size(), &n);
   std::vector<int> out(ids, ids + n);
-  std::free(ids);
+  api().release(ids);
   return out;
 }
 
 std::string Model::decode(const std::vector<int>& ids) const {
-  // Decoded text may hold NUL bytes: take its length separately.
-  size_t len = api().decode_len(handle_, ids.data(), ids.size());
-  char* s = api().decode(handle_, ids.data(), ids.size());
+  size_t len = 0;
+  char* s = api().decode(handle_, ids.data(), ids.size(), &len);
   std::string out(s, len);
-  std::free(s);
+  api().release(s);
   return out;
 }
 

@@ -36,18 +36,19 @@ __attribute__((visibility("default"))) int* fspm_encode(void* h, const char* tex
   std::memcpy(out, ids.data(), sizeof(int) * ids.size());
   return out;
 }
-__attribute__((visibility("default"))) char* fspm_decode(void* h, const int* ids, size_t n) {
+// Decoded text may hold NUL bytes: its length comes back separately.
+__attribute__((visibility("default"))) char* fspm_decode(void* h, const int* ids, size_t n, size_t* len) {
   std::string s;
   sp(h)->Decode(std::vector<int>(ids, ids + n), &s);
+  *len = s.size();
   char* out = static_cast<char*>(std::malloc(s.size() + 1));
   std::memcpy(out, s.c_str(), s.size() + 1);
   return out;
 }
-__attribute__((visibility("default"))) size_t fspm_decode_len(void* h, const int* ids, size_t n) {
-  std::string s;
-  sp(h)->Decode(std::vector<int>(ids, ids + n), &s);
-  return s.size();
-}
+// Buffers from fspm_encode and fspm_decode go back through here: under RTLD_DEEPBIND this
+// library's malloc is libc's even when the program's is tcmalloc, so the caller's free() is the
+// wrong one.
+__attribute__((visibility("default"))) void fspm_release(void* buffer) { std::free(buffer); }
 __attribute__((visibility("default"))) int fspm_size(void* h) { return sp(h)->GetPieceSize(); }
 __attribute__((visibility("default"))) const char* fspm_id_to_piece(void* h, int id, size_t* len) {
   const std::string& s = sp(h)->IdToPiece(id);
