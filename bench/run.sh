@@ -11,7 +11,9 @@
 # alternating between rounds; a 2-core machine shared with other work is noisy (+-20% between
 # runs), so each figure is the best of its rounds and every round is kept in the JSON. Prints one
 # table (also as Markdown) and writes bench/results/<UTC time>.json (or --json FILE). --bf16: both
-# programs under bf16 autocast, MFU against the bf16 GEMM peak.
+# programs under bf16 autocast, MFU against the bf16 GEMM peak. The reference runs twice a round:
+# as users run it (glibc's malloc) and with the allocator flatune links (tcmalloc, LD_PRELOAD), so
+# the table separates what the allocator gives from what the rest of flatune does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3  # Debian's python: a pyenv python3 may shadow it on PATH without torch
@@ -90,10 +92,16 @@ run_flatune() {  # round
       --variants $variants "${bf16[@]}" --lora-rank "$lora_rank" --json "$work/lora.$1.json"
   fi
 }
+tcmalloc=$(ldd build/flatune | awk '/libtcmalloc/ { print $3 }')
 run_python() {  # round
   echo "== round $1: python reference"
   "$PY" bench/reference/train_step.py --bench "${shape_args[@]}" --batch-size "$batch" --steps "$steps" \
     --threads "$threads" --variants "${py_variants[@]}" "${bf16[@]}" --json "$work/python.$1.json"
+  if [ -n "$tcmalloc" ]; then
+    echo "== round $1: python reference, tcmalloc"
+    LD_PRELOAD=$tcmalloc "$PY" bench/reference/train_step.py --bench "${shape_args[@]}" --batch-size "$batch" --steps "$steps" \
+      --threads "$threads" --variants "${py_variants[@]}" "${bf16[@]}" --json "$work/pytc.$1.json"
+  fi
 }
 for r in $(seq 1 "$rounds"); do
   if [ $((r % 2)) -eq 1 ]; then run_flatune "$r"; run_python "$r"; else run_python "$r"; run_flatune "$r"; fi
@@ -114,17 +122,18 @@ def load(kind):
     for v in best:
         best[v]["rounds_tokens_per_s"] = [row["tokens_per_s"] for run in runs for row in run if row["variant"] == v]
     return best
-fl, py, lora = load("flatune"), load("python"), load("lora")
+fl, py, lora, pytc = load("flatune"), load("python"), load("lora"), load("pytc")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 shape = "hidden $hidden, layers $layers, heads $heads, ffn $ffn, vocab $vocab, seq $seq, batch $batch" + (", bf16 autocast" if "${bf16[*]}" else ", fp32")
 print()
 print(f"shape: {shape}; best of {rounds} rounds of $steps timed steps after 1 warm-up; $threads threads; {cpu}; "
       f"load average before $load_before, after $load_after")
-head = ["variant", "flatune tok/s", "python tok/s", "ratio", "step vs adamw", "MFU flatune", "MFU python",
+head = ["variant", "flatune tok/s", "python tok/s", "ratio", "python+tcmalloc tok/s", "ratio", "step vs adamw", "MFU flatune", "MFU python",
         "state MiB", "activ. MiB", "tensor peak MiB", "peak/sum", "RSS growth MiB", "python RSS growth MiB"]
 rows, table = [], []
-def add(name, f, p, adamw):
+def add(name, f, p, pt, adamw):
     ratio = f["tokens_per_s"] / p["tokens_per_s"] if p else None
+    ratio_tc = f["tokens_per_s"] / pt["tokens_per_s"] if pt else None
     # Best against best: each round's own AdamW row would mix rounds of different speed.
     f["step_time_vs_adamw"] = adamw["tokens_per_s"] / f["tokens_per_s"]
     peak = f["gemm_peak_bf16_gflops" if f.get("bf16") else "gemm_peak_fp32_gflops"] * 1e9
@@ -133,15 +142,17 @@ def add(name, f, p, adamw):
     ssum = f["state_mib"] + f["activations_mib"]
     fmt = lambda x, spec: "-" if x is None or x < 0 else format(x, spec)
     table.append([name, fmt(f["tokens_per_s"], ".0f"), fmt(p and p["tokens_per_s"], ".0f"), fmt(ratio, ".2f") + ("x" if ratio else ""),
+                  fmt(pt and pt["tokens_per_s"], ".0f"), fmt(ratio_tc, ".2f") + ("x" if ratio_tc else ""),
                   fmt(f["step_time_vs_adamw"], ".2f") + "x", fmt(100 * mfu_fl, ".0f") + "%", fmt(mfu_py and 100 * mfu_py, ".0f") + ("%" if p else ""),
                   fmt(f["state_mib"], ".0f"), fmt(f["activations_mib"], ".0f"), fmt(f["tensor_peak_mib"], ".0f"),
                   fmt(f["tensor_peak_mib"] / ssum, ".2f") + "x", fmt(f.get("peak_growth_mib", -1), ".0f"),
                   fmt(p and p.get("peak_growth_mib", -1), ".0f")])
-    rows.append({"variant": name, "flatune": f, "python": p, "ratio": ratio, "mfu_flatune": mfu_fl, "mfu_python": mfu_py})
+    rows.append({"variant": name, "flatune": f, "python": p, "ratio": ratio, "python_tcmalloc": pt, "ratio_tcmalloc": ratio_tc,
+                 "mfu_flatune": mfu_fl, "mfu_python": mfu_py})
 for v, f in fl.items():
-    add(v, f, py.get(v), fl.get("adamw", f))
+    add(v, f, py.get(v), pytc.get(v), fl.get("adamw", f))
 for v, f in lora.items():
-    add("lora+" + v, f, None, lora.get("adamw", f))
+    add("lora+" + v, f, None, None, lora.get("adamw", f))
 widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
 print("  ".join(h.rjust(w) for h, w in zip(head, widths)))
 for r in table:
