@@ -151,7 +151,7 @@ void add_bench_eval_command(CLI::App& bench) {
         [&] {
           std::vector<Loglik> all;
           for (int64_t i = 0; i < a->items; ++i) {
-            auto r = score_shared_context(model, std::vector<EncodedPair>(pairs.begin() + 4 * i, pairs.begin() + 4 * i + 4), window);
+            auto r = score_batched(model, std::vector<EncodedPair>(pairs.begin() + 4 * i, pairs.begin() + 4 * i + 4), window, 1);
             all.insert(all.end(), r.begin(), r.end());
           }
           return all;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything bench/RESULTS.md reports, in one go (about 40 minutes on a 2-core machine):
+# Everything bench/RESULTS.md reports, in one go (about 35 minutes on a 2-core machine):
 # training (bench/run.sh) at 1M, 10M and 50M parameters, sequence 256 and 1024, fp32 and bf16,
 # AdamW, SAM, ASAM, LookSAM and sam-subset, full and LoRA; multiple-choice evaluation (shared
 # context vs one forward per choice); tokenizer MB/s for each kind in ../shared/testdata.
@@ -18,7 +18,7 @@ train() {  # name, run.sh options...
   bash bench/run.sh "$@" --json "$out/train-$name.json" | tee "$out/train-$name.txt"
 }
 train 1m-256 --shape 1m --steps 10 --rounds 3 --lora-rank 8
-train 10m-256 --shape 10m --steps 5 --rounds 3 --lora-rank 8 --no-check
+train 10m-256 --shape 10m --steps 5 --rounds 2 --lora-rank 8 --no-check
 train 10m-1024 --shape 10m --seq 1024 --batch 2 --steps 5 --rounds 2 --variants "none sam" --no-check
 train 50m-256 --shape 50m --batch 4 --steps 3 --rounds 2 --variants "none sam" --no-check
 train 10m-256-bf16 --shape 10m --steps 5 --rounds 2 --variants "none sam" --bf16 --no-check

@@ -63,66 +63,6 @@ std::vector<Loglik> score_naive(LlamaForCausalLM& model, const std::vector<Encod
   return out;
 }
 
-std::vector<Loglik> score_shared_context(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, int64_t max_length) {
-  torch::NoGradGuard ng;
-  std::vector<Loglik> out(pairs.size());
-  if (pairs.empty()) return out;
-  const auto& ctx = pairs[0].context;
-  std::vector<size_t> fast;
-  std::vector<EncodedPair> slow_pairs;
-  std::vector<size_t> slow;
-  for (size_t i = 0; i < pairs.size(); ++i) {
-    if (pairs[i].continuation.empty()) fail("eval", "a continuation encodes to no tokens");
-    bool fits = static_cast<int64_t>(ctx.size() + pairs[i].continuation.size()) <= max_length + 1;
-    if (pairs[i].context == ctx && fits) fast.push_back(i);
-    else { slow.push_back(i); slow_pairs.push_back(pairs[i]); }
-  }
-  if (!fast.empty()) {
-    // The context once, with a cache; its last logits predict every continuation's first token.
-    KVCache cache;
-    ForwardInput in;
-    in.input_ids = torch::tensor(ctx, torch::kLong).unsqueeze(0);
-    in.cache = &cache;
-    auto ctx_logits = model->forward(in)[0];
-    auto last = ctx_logits.select(0, ctx_logits.size(0) - 1);
-    // Continuations without their last token, right-padded, as one batch over the shared cache.
-    const int64_t B = static_cast<int64_t>(fast.size());
-    int64_t L = 0;
-    for (size_t i : fast) L = std::max<int64_t>(L, static_cast<int64_t>(pairs[i].continuation.size()) - 1);
-    torch::Tensor cont_logits;
-    if (L > 0) {
-      auto ids = torch::zeros({B, L}, torch::kLong);
-      auto mask = torch::ones({B, static_cast<int64_t>(ctx.size()) + L}, torch::kLong);
-      for (int64_t b = 0; b < B; ++b) {
-        const auto& c = pairs[fast[b]].continuation;
-        for (size_t t = 0; t + 1 < c.size(); ++t) ids[b][t] = c[t];
-        // Padding sits after the real tokens, so causal attention never sees it; masking it
-        // keeps the padded rows finite.
-        mask[b].narrow(0, static_cast<int64_t>(ctx.size()) + static_cast<int64_t>(c.size()) - 1,
-                       L - (static_cast<int64_t>(c.size()) - 1)).fill_(0);
-      }
-      KVCache shared = cache.index_select(torch::zeros({B}, torch::kLong));
-      ForwardInput cin;
-      cin.input_ids = ids;
-      cin.attention_mask = mask;
-      cin.position_ids = (torch::arange(L, torch::kLong) + static_cast<int64_t>(ctx.size())).unsqueeze(0).expand({B, L});
-      cin.cache = &shared;
-      cont_logits = model->forward(cin);
-    }
-    for (int64_t b = 0; b < B; ++b) {
-      const auto& c = pairs[fast[b]].continuation;
-      const int64_t k = static_cast<int64_t>(c.size());
-      auto rows = k > 1 ? torch::cat({last.unsqueeze(0), cont_logits[b].narrow(0, 0, k - 1)}) : last.unsqueeze(0);
-      out[fast[b]] = sum_logprobs(rows, c);
-    }
-  }
-  if (!slow.empty()) {
-    auto r = score_naive(model, slow_pairs, max_length);
-    for (size_t i = 0; i < slow.size(); ++i) out[slow[i]] = r[i];
-  }
-  return out;
-}
-
 namespace {
 
 struct Group {

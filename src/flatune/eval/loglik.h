@@ -32,11 +32,8 @@ struct Loglik {
 // Each pair scored by its own forward pass (the reference).
 std::vector<Loglik> score_naive(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, int64_t max_length);
 
-// Pairs that share one context: the context runs once and its KV cache serves every
-// continuation, batched. Pairs whose input would be truncated are scored by the naive path.
-std::vector<Loglik> score_shared_context(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, int64_t max_length);
-
-// Pairs from many items at once. Consecutive pairs with the same context form a group (one
+// Pairs from many items at once; each context runs once and its KV cache serves all its
+// continuations. Consecutive pairs with the same context form a group (one
 // item's choices; each context of a WinoGrande item is a group of one). Groups are sorted by
 // length (longest first, so padding stays small and memory peaks early) and `batch_size` of them
 // go through one padded forward; their caches then serve all their continuations in a second
