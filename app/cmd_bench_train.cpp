@@ -1,9 +1,10 @@
 // `flatune bench train`: tokens/s of one optimizer step for AdamW and each SAM variant on a fresh
 // model of a given shape, measured in one process one after another, with the ratio to AdamW,
 // and the peak resident memory of each variant.
-#include <malloc.h>
 #ifdef FLATUNE_TCMALLOC
 #include <gperftools/malloc_extension_c.h>
+#else
+#include <malloc.h>
 #endif
 
 #include <chrono>

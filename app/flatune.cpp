@@ -23,8 +23,9 @@ int main(int argc, char** argv) {
   // libgomp's idle threads spin after every parallel region while OpenBLAS (pthreads) runs its own
   // threads for every matrix product, so on a small machine each pool burns the cores the other
   // needs: training a 1M-parameter model ran 5x slower on 2 cores than with passive waiting
-  // (bench train, 2 threads, 1.6k against 9.1k tokens/s). libgomp reads the policy when it is loaded, before main, so flatune
-  // sets it and executes itself again, once; a policy the user set is kept.
+  // (bench train, 2 threads, 1.6k against 9.1k tokens/s). libgomp reads the policy when it is
+  // loaded, before main, so flatune sets it and executes itself again, once; a policy the user
+  // set is kept.
   if (!std::getenv("OMP_WAIT_POLICY")) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     execv("/proc/self/exe", argv);  // on failure, run on with the spinning default
