@@ -28,7 +28,7 @@ inline std::vector<torch::Tensor> adamw_state(const std::string& checkpoint, con
   std::vector<torch::Tensor> out;
   for (auto& group : opt->param_groups())
     for (auto& p : group.params()) {
-      auto& st = static_cast<torch::optim::AdamWParamState&>(*opt->state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*opt->state().at(p.unsafeGetTensorImpl()));
       out.push_back(torch::tensor({st.step()}, torch::kLong));
       out.push_back(st.exp_avg());
       out.push_back(st.exp_avg_sq());

@@ -1,5 +1,5 @@
-// Everything that differs between libtorch 1.13 (Debian, CPU) and libtorch 2.x (CUDA) lives
-// here, so the rest of the code calls one spelling.
+// What differs between CPU and CUDA builds of libtorch (>= 2.6) and between CPUs, so the rest of
+// the code calls one spelling.
 #pragma once
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -12,28 +12,12 @@
 #include <string>
 #include <unordered_map>
 
+static_assert(TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6),
+              "flatune needs libtorch 2.6 or newer");
+
 namespace flatune::compat {
 
-#if TORCH_VERSION_MAJOR >= 2
-constexpr bool kTorch2 = true;
-#else
-constexpr bool kTorch2 = false;
-#endif
-
 inline std::string torch_version() { return TORCH_VERSION; }
-
-// Fused scaled-dot-product attention. 1.13 has only the private
-// at::_scaled_dot_product_attention (same maths, returns (output, weights)); 2.x has the public
-// op. q, k, v: [B, H, T, D]; mask: additive float or boolean (true = attend), broadcastable to
-// [B, H, Tq, Tk]. Scale is 1/sqrt(D) in both.
-inline torch::Tensor sdpa(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                          const c10::optional<torch::Tensor>& mask, bool is_causal) {
-#if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, k, v, mask, 0.0, is_causal);
-#else
-  return std::get<0>(at::_scaled_dot_product_attention(q, k, v, mask, 0.0, false, is_causal));
-#endif
-}
 
 // Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX-BF16); decided at run time because
 // machines of one kind differ.
@@ -60,13 +44,8 @@ inline bool cuda_available() {
 
 // CPU autocast on or off, with the dtype it casts to.
 inline void set_cpu_autocast(bool enabled, at::ScalarType dtype = at::kBFloat16) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
   at::autocast::set_autocast_enabled(at::kCPU, enabled);
   at::autocast::set_autocast_dtype(at::kCPU, dtype);
-#else
-  at::autocast::set_cpu_enabled(enabled);
-  at::autocast::set_autocast_cpu_dtype(dtype);
-#endif
 }
 
 // bf16 autocast on the CPU for the forward passes made while it lives (matmuls in bf16, the rest
@@ -94,17 +73,12 @@ class CpuBf16Autocast {
 
 // A CPU allocator that counts the bytes of tensor storage alive and their high-water mark, for
 // the benchmarks' memory accounting (weights, gradients, optimizer state and activations,
-// measured rather than estimated). It forwards to the allocator it replaces. libtorch >= 2.3
-// made allocate() non-const and added copy_data().
+// measured rather than estimated). It forwards to the allocator it replaces.
 class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
   c10::DataPtr allocate(size_t n) override { return wrap(n); }
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
-#else
-  c10::DataPtr allocate(size_t n) const override { return wrap(n); }
-#endif
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
   int64_t live() const { return live_.load(); }

@@ -1,6 +1,7 @@
 #include "flatune/core/log.h"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 namespace flatune {
 
@@ -13,5 +14,10 @@ void init_logging(const std::string& level) {
   }
   spdlog::set_level(spdlog::level::from_str(level));
 }
+
+void log_debug(const std::string& message) { spdlog::debug(message); }
+void log_info(const std::string& message) { spdlog::info(message); }
+void log_warn(const std::string& message) { spdlog::warn(message); }
+void log_error(const std::string& message) { spdlog::error(message); }
 
 }  // namespace flatune

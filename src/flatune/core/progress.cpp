@@ -3,7 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <spdlog/spdlog.h>
+#include "flatune/core/log.h"
 
 namespace flatune {
 
@@ -68,7 +68,7 @@ void Progress::draw(bool final) {
     if (final) std::fputc('\n', stderr);
     std::fflush(stderr);
   } else {
-    spdlog::info("{} {}/{} {}", label_, done_, total_, tail);
+    log_info(label_ + " " + std::to_string(done_) + "/" + std::to_string(total_) + " " + tail);
   }
 }
 

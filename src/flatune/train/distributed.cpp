@@ -15,7 +15,9 @@ namespace {
 
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  // The Gloo backend itself: in libtorch 2.x a ProcessGroup only dispatches to backends, and
+  // every collective flatune makes is one Gloo runs on CPU tensors.
+  c10::intrusive_ptr<c10d::Backend> pg;
 };
 
 int env_int(const char* name, int fallback) {
@@ -27,7 +29,7 @@ int env_int(const char* name, int fallback) {
   return static_cast<int>(x);
 }
 
-c10d::ProcessGroup& group(const Distributed& d) { return *static_cast<Group*>(d.impl.get())->pg; }
+c10d::Backend& group(const Distributed& d) { return *static_cast<Group*>(d.impl.get())->pg; }
 
 // Runs a collective; a peer that died or timed out becomes an Error naming this rank.
 template <typename Fn>
