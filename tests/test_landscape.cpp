@@ -188,6 +188,9 @@ TEST(Landscape, HessianVectorProductOnTinyLlamaMatchesFiniteDifferences) {
   auto model = load_llama(flatune::testing::testdata("models/llama-mha"), torch::kDouble);
   auto params = model->trainable_parameters();
   auto ids = torch::tensor({{1, 5, 9, 3, 7, 2}}, torch::TensorOptions().dtype(torch::kLong));
+  // A closure made by hand calls the model directly, so it asks for the twice-differentiable
+  // attention itself (fixed_batches_loss does this through share_twice_differentiable).
+  AttentionKernelScope eager(*model, AttentionKernel::eager);
   LossClosure loss = [&]() -> torch::Tensor {
     ForwardInput in;
     in.input_ids = ids;

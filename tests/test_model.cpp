@@ -327,6 +327,91 @@ TEST(Model, PackedSegmentsMatchSeparateForwards) {
   EXPECT_LE((packed.narrow(1, 4, 3) - lb).abs().max().item<double>(), 1e-5);
 }
 
+// The fused attention (at::scaled_dot_product_attention) against the explicit one, in float64
+// so that a difference is a bug rather than rounding: every mask flatune builds (none with
+// is_causal, left padding, packing, a KV cache with several new tokens and with one), values and
+// the gradients of every parameter.
+TEST(Attention, SdpaEqualsEagerValuesAndGradients) {
+  LlamaConfig c = tiny_config();  // GQA: 4 query heads, 2 key/value heads; biases
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 8;
+  LlamaForCausalLM m(c);
+  m->init_weights(21);
+  m->to(torch::kDouble);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  auto ids = torch::randint(0, c.vocab_size, {3, 11}, gen, torch::kLong);
+  auto padding = torch::ones({3, 11}, torch::kLong);
+  padding[1].narrow(0, 0, 4).zero_();  // left padding
+  padding[2].narrow(0, 0, 10).zero_(); // a row with one real token
+  auto segments = torch::tensor({0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2}, torch::kLong).unsqueeze(0).expand({3, 11});
+  struct Case {
+    std::string name;
+    std::function<ForwardInput()> input;
+  };
+  std::vector<Case> cases = {
+      {"causal", [&] { ForwardInput in; in.input_ids = ids; return in; }},
+      {"left padding", [&] { ForwardInput in; in.input_ids = ids; in.attention_mask = padding; return in; }},
+      {"packing", [&] { ForwardInput in; in.input_ids = ids; in.segment_ids = segments; return in; }},
+  };
+  for (const auto& cs : cases) {
+    std::vector<torch::Tensor> out, grads;
+    for (AttentionKernel k : {AttentionKernel::eager, AttentionKernel::sdpa}) {
+      AttentionKernelScope scope(*m, k);
+      m->zero_grad();
+      auto logits = m->forward(cs.input());
+      // A fixed random weighting of the logits as the loss, so every output matters to the gradients.
+      auto w = torch::randn(logits.sizes(), at::make_generator<at::CPUGeneratorImpl>(9), torch::kDouble);
+      if (cs.name == "left padding") w = w * padding.unsqueeze(-1).to(torch::kDouble);  // padded rows are arbitrary
+      (logits * w).sum().backward();
+      out.push_back((logits * (w != 0)).detach());
+      torch::Tensor flat;
+      for (auto& p : m->parameters()) flat = flat.defined() ? torch::cat({flat, p.grad().reshape({-1})}) : p.grad().reshape({-1});
+      grads.push_back(flat);
+    }
+    EXPECT_LE((out[0] - out[1]).abs().max().item<double>(), 1e-12) << cs.name;
+    EXPECT_LE((grads[0] - grads[1]).abs().max().item<double>(), 1e-10 * grads[0].abs().max().item<double>()) << cs.name;
+  }
+  // With a KV cache: a context, then 3 new tokens at once, then one at a time.
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> logits;
+  for (AttentionKernel k : {AttentionKernel::eager, AttentionKernel::sdpa}) {
+    AttentionKernelScope scope(*m, k);
+    KVCache cache;
+    std::vector<torch::Tensor> parts;
+    for (auto [from, len] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {5, 3}, {8, 1}, {9, 1}, {10, 1}}) {
+      ForwardInput in;
+      in.input_ids = ids.narrow(1, from, len);
+      in.cache = &cache;
+      parts.push_back(m->forward(in));
+    }
+    logits.push_back(torch::cat(parts, 1));
+  }
+  EXPECT_LE((logits[0] - logits[1]).abs().max().item<double>(), 1e-12) << "kv cache";
+  ForwardInput whole;
+  whole.input_ids = ids;
+  EXPECT_LE((logits[1] - m->forward(whole)).abs().max().item<double>(), 1e-12) << "kv cache vs one forward";
+}
+
+// The fused kernel in float32, the dtype training runs in, against the explicit path.
+TEST(Attention, SdpaEqualsEagerInFloat32) {
+  LlamaConfig c = tiny_config();
+  LlamaForCausalLM m(c);
+  m->init_weights(22);
+  auto ids = torch::randint(0, c.vocab_size, {2, 64}, at::make_generator<at::CPUGeneratorImpl>(5), torch::kLong);
+  std::vector<torch::Tensor> out, grads;
+  for (AttentionKernel k : {AttentionKernel::eager, AttentionKernel::sdpa}) {
+    AttentionKernelScope scope(*m, k);
+    m->zero_grad();
+    auto logits = forward_logits(m, ids);
+    logits.logsumexp(-1).sum().backward();
+    out.push_back(logits.detach());
+    grads.push_back(m->named_parameters()["model.layers.0.self_attn.q_proj.weight"].grad().clone());
+  }
+  EXPECT_LE((out[0] - out[1]).abs().max().item<double>(), 1e-4);
+  EXPECT_LE((grads[0] - grads[1]).abs().max().item<double>(), 1e-4 * (1 + grads[0].abs().max().item<double>()));
+}
+
 TEST(Model, LoraStartsAsNoOpAndMergesExactly) {
   LlamaConfig c = tiny_config();
   LlamaForCausalLM m(c);

@@ -33,7 +33,8 @@ LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb, 
   if (n < world)
     fail("--batches", std::to_string(n) + " fixed batches cannot be shared by " + std::to_string(world) + " processes; use at least as many");
   const auto [begin, end] = shard_range(n, rank, world);
-  auto share = [&model, &fb, begin = begin, end = end]() {
+  auto share = [&model, &fb, begin = begin, end = end](AttentionKernel kernel) {
+    AttentionKernelScope scope(*model, kernel);
     torch::Tensor total;
     for (int64_t i = begin; i < end; ++i) {
       const Batch& b = fb.batches[static_cast<size_t>(i)];
@@ -45,7 +46,10 @@ LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb, 
     }
     return total / static_cast<double>(fb.label_tokens);
   };
-  return LossClosure(share, world > 1 ? std::move(sum) : CrossProcessSum{});
+  LossClosure closure([share, &model] { return share(model->attention_kernel()); },
+                      world > 1 ? std::move(sum) : CrossProcessSum{});
+  closure.share_twice_differentiable = [share] { return share(AttentionKernel::eager); };
+  return closure;
 }
 
 }  // namespace flatune

@@ -258,7 +258,7 @@ SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& l
 std::vector<torch::Tensor> hessian_vector_product(const NamedParams& params, const LossClosure& loss, const std::vector<torch::Tensor>& v) {
   std::vector<torch::Tensor> ps;
   for (auto& [n, t] : params) ps.push_back(t);
-  torch::Tensor l = loss.share();
+  torch::Tensor l = loss.share_twice_differentiable ? loss.share_twice_differentiable() : loss.share();
   auto g = torch::autograd::grad({l}, ps, {}, true, true, true);
   torch::Tensor gv = torch::zeros({}, l.options());
   for (size_t i = 0; i < g.size(); ++i)

@@ -28,6 +28,9 @@ using CrossProcessSum = std::function<void(std::vector<torch::Tensor>&)>;
 struct LossClosure {
   std::function<torch::Tensor()> share;
   CrossProcessSum sum_across;
+  // `share` computed through twice-differentiable ops, for Hessian-vector products (a model's
+  // fused attention has a backward that is not itself differentiable); empty: `share` is.
+  std::function<torch::Tensor()> share_twice_differentiable;
 
   LossClosure() = default;
   template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, LossClosure> &&

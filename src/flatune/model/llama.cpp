@@ -134,9 +134,12 @@ struct AttentionImpl : torch::nn::Module {
     o_proj = register_module("o_proj", Projection(heads * head_dim, c.hidden_size, c.attention_bias));
   }
 
-  // x [B,T,H]; cos/sin [B,1,T,D]; mask additive, [B·heads, T, S] or [1, T, S].
+  // x [B,T,H]; cos/sin [B,1,T,D]. eager: mask additive, [B·heads, T, S] or [1, T, S]. sdpa: mask
+  // additive [B or 1, 1, T, S], or undefined when every query sees every cached key and the new
+  // keys up to itself (`causal`) or all of them.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, torch::Tensor* cache_k, torch::Tensor* cache_v) {
+                        const torch::Tensor& mask, bool causal, AttentionKernel kernel, torch::Tensor* cache_k,
+                        torch::Tensor* cache_v) {
     const int64_t B = x.size(0), T = x.size(1);
     auto q = q_proj(x).view({B, T, heads, head_dim}).transpose(1, 2);
     auto k = k_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
@@ -152,15 +155,26 @@ struct AttentionImpl : torch::nn::Module {
       *cache_v = v;
     }
     const int64_t groups = heads / kv_heads, S = k.size(2);
-    auto kr = repeat_kv(k, groups).reshape({B * heads, S, head_dim});
-    auto vr = repeat_kv(v, groups).reshape({B * heads, S, head_dim});
-    // One GEMM that also scales and adds the mask: the [B·H, T, S] scores are written once
-    // instead of three times (matmul, divide, add), and backward has two fewer passes over them.
-    auto scores = torch::baddbmm(mask, q.reshape({B * heads, T, head_dim}), kr.transpose(1, 2), 1.0,
-                                 1.0 / std::sqrt(static_cast<double>(head_dim)));
-    auto probs = scores.softmax(-1, scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat).to(q.scalar_type());
-    auto out = torch::bmm(probs, vr).view({B, heads, T, head_dim}).transpose(1, 2).reshape({B, T, heads * head_dim});
-    return o_proj(out);
+    torch::Tensor out;
+    if (kernel == AttentionKernel::sdpa) {
+      // The keys and values are expanded to every query head here rather than with enable_gqa,
+      // which libtorch's CPU flash kernel does not take (it falls back to the math path).
+      torch::Tensor m = mask;
+      if (m.defined() && m.scalar_type() != q.scalar_type())  // autocast made q bf16
+        m = torch::zeros({}, q.options()).masked_fill(m < 0, lowest_value(q.scalar_type()));
+      out = at::scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups),
+                                             m.defined() ? c10::optional<torch::Tensor>(m) : c10::nullopt, 0.0, causal);
+    } else {
+      auto kr = repeat_kv(k, groups).reshape({B * heads, S, head_dim});
+      auto vr = repeat_kv(v, groups).reshape({B * heads, S, head_dim});
+      // One GEMM that also scales and adds the mask: the [B·H, T, S] scores are written once
+      // instead of three times (matmul, divide, add), and backward has two fewer passes over them.
+      auto scores = torch::baddbmm(mask, q.reshape({B * heads, T, head_dim}), kr.transpose(1, 2), 1.0,
+                                   1.0 / std::sqrt(static_cast<double>(head_dim)));
+      auto probs = scores.softmax(-1, scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat).to(q.scalar_type());
+      out = torch::bmm(probs, vr).view({B, heads, T, head_dim});
+    }
+    return o_proj(out.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
 };
 TORCH_MODULE(Attention);
@@ -187,9 +201,9 @@ struct LlamaForCausalLMImpl::Layer : torch::nn::Module {
     weight_holder(*this, "input_layernorm", torch::ones({c.hidden_size}), &input_norm);
     weight_holder(*this, "post_attention_layernorm", torch::ones({c.hidden_size}), &post_norm);
   }
-  torch::Tensor forward(torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, torch::Tensor* ck, torch::Tensor* cv) {
-    h = h + self_attn->forward(rms_norm(h, input_norm, eps), cos, sin, mask, ck, cv);
+  torch::Tensor forward(torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask,
+                        bool causal, AttentionKernel kernel, torch::Tensor* ck, torch::Tensor* cv) {
+    h = h + self_attn->forward(rms_norm(h, input_norm, eps), cos, sin, mask, causal, kernel, ck, cv);
     return h + mlp->forward(rms_norm(h, post_norm, eps));
   }
 };
@@ -256,25 +270,35 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
   torch::Tensor emb = torch::cat({freqs, freqs}, -1);
   torch::Tensor cos = emb.cos().to(dtype).unsqueeze(1), sin = emb.sin().to(dtype).unsqueeze(1);
 
-  // allowed[b, i, j]: query i (absolute position past+i) may attend key j.
-  auto kpos = torch::arange(S, torch::TensorOptions().dtype(torch::kLong).device(dev));
-  auto qpos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kLong).device(dev));
-  torch::Tensor allowed = (kpos.view({1, S}) <= qpos.view({T, 1})).unsqueeze(0);  // [1, T, S]
-  if (in.attention_mask.defined()) {
-    TORCH_CHECK(in.attention_mask.size(1) == S, "attention_mask must cover cached and new tokens");
-    allowed = allowed & (in.attention_mask.to(dev) != 0).unsqueeze(1);
-  }
-  if (in.segment_ids.defined()) {
-    TORCH_CHECK(past == 0, "segment_ids (packing) cannot be combined with a KV cache");
-    allowed = allowed & (in.segment_ids.unsqueeze(2) == in.segment_ids.unsqueeze(1));
-  }
-  // Additive mask with the dtype's lowest value, as transformers uses: fully masked rows (left
-  // padding) stay finite instead of becoming NaN.
-  torch::Tensor mask = torch::zeros({}, x.options()).masked_fill(~allowed, lowest_value(dtype));  // [1 or B, T, S]
-  // Attention runs on [B·heads, T, S]; a per-row mask is laid out that way once for all layers.
-  if (mask.size(0) > 1) {
-    const int64_t heads = config_.num_attention_heads;
-    mask = mask.unsqueeze(1).expand({B, heads, T, S}).reshape({B * heads, T, S});
+  // With neither padding nor packing, the fused kernel needs no mask: a query sees every key up to
+  // itself (no cache: is_causal), or all keys (one new token after a cache).
+  const bool plain = !in.attention_mask.defined() && !in.segment_ids.defined();
+  const bool sdpa = attention_ == AttentionKernel::sdpa;
+  const bool causal = sdpa && plain && past == 0 && T > 1;
+  torch::Tensor mask;
+  if (!sdpa || !(plain && (past == 0 || T == 1))) {
+    // allowed[b, i, j]: query i (absolute position past+i) may attend key j.
+    auto kpos = torch::arange(S, torch::TensorOptions().dtype(torch::kLong).device(dev));
+    auto qpos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kLong).device(dev));
+    torch::Tensor allowed = (kpos.view({1, S}) <= qpos.view({T, 1})).unsqueeze(0);  // [1, T, S]
+    if (in.attention_mask.defined()) {
+      TORCH_CHECK(in.attention_mask.size(1) == S, "attention_mask must cover cached and new tokens");
+      allowed = allowed & (in.attention_mask.to(dev) != 0).unsqueeze(1);
+    }
+    if (in.segment_ids.defined()) {
+      TORCH_CHECK(past == 0, "segment_ids (packing) cannot be combined with a KV cache");
+      allowed = allowed & (in.segment_ids.unsqueeze(2) == in.segment_ids.unsqueeze(1));
+    }
+    // Additive mask with the dtype's lowest value, as transformers uses: fully masked rows (left
+    // padding) stay finite instead of becoming NaN.
+    mask = torch::zeros({}, x.options()).masked_fill(~allowed, lowest_value(dtype));  // [1 or B, T, S]
+    if (sdpa) {
+      mask = mask.unsqueeze(1);  // [1 or B, 1, T, S], broadcast over heads
+    } else if (mask.size(0) > 1) {
+      // Eager attention runs on [B·heads, T, S]; a per-row mask is laid out that way once for all layers.
+      const int64_t heads = config_.num_attention_heads;
+      mask = mask.unsqueeze(1).expand({B, heads, T, S}).reshape({B * heads, T, S});
+    }
   }
 
   if (in.cache && in.cache->k.empty()) {
@@ -283,7 +307,8 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
   }
   for (size_t i = 0; i < layers_.size(); ++i) {
     auto* layer = static_cast<Layer*>(layers_[i].get());
-    x = layer->forward(x, cos, sin, mask, in.cache ? &in.cache->k[i] : nullptr, in.cache ? &in.cache->v[i] : nullptr);
+    x = layer->forward(x, cos, sin, mask, causal, attention_, in.cache ? &in.cache->k[i] : nullptr,
+                       in.cache ? &in.cache->v[i] : nullptr);
   }
   return rms_norm(x, norm_weight_, config_.rms_norm_eps);
 }

@@ -33,6 +33,13 @@ struct ForwardInput {
   KVCache* cache = nullptr;      // when given, keys/values are appended to it
 };
 
+// How attention is computed; both give the same values and gradients (tests/test_model.cpp).
+// sdpa: at::scaled_dot_product_attention, libtorch's fused CPU flash-attention kernel (forward and
+// backward, with masks) where it applies, its math path elsewhere. eager: scores by one baddbmm
+// (scale and mask fused), softmax, bmm: ordinary ops all the way down, so twice differentiable,
+// which Hessian-vector products need and the fused kernel's backward is not.
+enum class AttentionKernel { sdpa, eager };
+
 struct LoraOptions {
   int64_t rank = 8;
   double alpha = 16.0;
@@ -68,6 +75,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   const LlamaConfig& config() const { return config_; }
 
+  AttentionKernel attention_kernel() const { return attention_; }
+  void set_attention_kernel(AttentionKernel k) { attention_ = k; }
+
   // Normal(0, initializer_range) for linear and embedding weights, ones for norms, zeros for
   // biases, as transformers' _init_weights does; seeded.
   void init_weights(uint64_t seed);
@@ -95,11 +105,27 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
  private:
   LlamaConfig config_;
   std::optional<LoraOptions> lora_;
+  AttentionKernel attention_ = AttentionKernel::sdpa;
   torch::Tensor inv_freq_;  // [head_dim/2] float64, RoPE frequencies after scaling
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
   torch::Tensor embed_, norm_weight_, lm_head_;
 };
 TORCH_MODULE(LlamaForCausalLM);
+
+// Sets a model's attention kernel for a scope and restores the one it had.
+class AttentionKernelScope {
+ public:
+  AttentionKernelScope(LlamaForCausalLMImpl& model, AttentionKernel k) : model_(model), before_(model.attention_kernel()) {
+    model_.set_attention_kernel(k);
+  }
+  ~AttentionKernelScope() { model_.set_attention_kernel(before_); }
+  AttentionKernelScope(const AttentionKernelScope&) = delete;
+  AttentionKernelScope& operator=(const AttentionKernelScope&) = delete;
+
+ private:
+  LlamaForCausalLMImpl& model_;
+  AttentionKernel before_;
+};
 
 // Loads a Hugging Face folder (config.json + weights) onto `device` as `dtype`.
 LlamaForCausalLM load_llama(const std::string& dir, torch::ScalarType dtype = torch::kFloat32,
