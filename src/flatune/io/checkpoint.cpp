@@ -76,7 +76,9 @@ void save_checkpoint(const std::string& dir, const json& config, const NamedTens
                      const std::string& tokenizer_dir) {
   write_folder_atomic(dir, [&](const std::string& tmp) {
     json cfg = config;
-    cfg["torch_dtype"] = dtype_name(opts.dtype);
+    // Both spellings: transformers 5 reads "dtype" (and prefers it), 4 read "torch_dtype"; with
+    // transformers 5's default dtype="auto" a stale one would load the weights in another dtype.
+    cfg["torch_dtype"] = cfg["dtype"] = dtype_name(opts.dtype);
     write_file_atomic(join_path(tmp, "config.json"), cfg.dump(2) + "\n");
     json gen = {{"_from_model_config", true}};
     for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id"})

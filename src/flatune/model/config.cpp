@@ -96,27 +96,52 @@ LlamaConfig parse_llama_config(const json& j, const std::string& where) {
   c.qkv_bias = c.model_type == "qwen2";
   c.initializer_range = get_number(j, "initializer_range", where, 0.02);
 
+  // RoPE: transformers 4 writes "rope_theta" and "rope_scaling" (null when unscaled); transformers 5
+  // writes only "rope_parameters" ({"rope_type", "rope_theta", scaling fields}). As transformers 5
+  // reads them: a non-null "rope_scaling" wins over "rope_parameters"; rope_theta from the chosen
+  // object, else the top-level field; llama3's original_max_position_embeddings from a top-level
+  // field, else the object, else max_position_embeddings.
+  const json* rs = nullptr;
+  std::string rs_name;
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const json& rs = j["rope_scaling"];
-    if (!rs.is_object()) fail(where, "field 'rope_scaling' must be an object or null");
-    const char* type_key = rs.contains("rope_type") ? "rope_type" : "type";
-    if (rs.contains(type_key) && !rs[type_key].is_string()) fail(where, std::string("field 'rope_scaling.") + type_key + "' must be a string");
-    std::string type = rs.contains(type_key) ? rs[type_key].get<std::string>() : std::string("default");
+    rs = &j["rope_scaling"];
+    rs_name = "rope_scaling";
+  } else if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    rs = &j["rope_parameters"];
+    rs_name = "rope_parameters";
+    // Nested per layer type ({"full_attention": {...}, ...}): one RoPE for all layers only.
+    if (rs->is_object() && !rs->empty() && rs->begin().value().is_object()) {
+      for (auto it = rs->begin(); it != rs->end(); ++it)
+        if (it.value() != rs->begin().value())
+          fail(where, "field 'rope_parameters' differs between layer types ('" + rs->begin().key() + "', '" + it.key() +
+                          "'), which is not supported");
+      rs_name += "." + rs->begin().key();
+      rs = &rs->begin().value();
+    }
+  }
+  if (rs) {
+    if (!rs->is_object()) fail(where, "field '" + rs_name + "' must be an object or null");
+    const char* type_key = rs->contains("rope_type") ? "rope_type" : "type";
+    if (rs->contains(type_key) && !(*rs)[type_key].is_string()) fail(where, "field '" + rs_name + "." + type_key + "' must be a string");
+    std::string type = rs->contains(type_key) ? (*rs)[type_key].get<std::string>() : std::string("default");
+    c.rope_theta = get_number(*rs, "rope_theta", where + " (" + rs_name + ")", c.rope_theta);
     if (type == "default") {
       c.rope_scaling.type = "none";
     } else if (type == "linear" || type == "llama3") {
       c.rope_scaling.type = type;
-      c.rope_scaling.factor = get_number(rs, "factor", where + " (rope_scaling)", 0.0);
-      if (!(c.rope_scaling.factor > 0)) fail(where, "field 'rope_scaling.factor' must be a positive number");
+      c.rope_scaling.factor = get_number(*rs, "factor", where + " (" + rs_name + ")", 0.0);
+      if (!(c.rope_scaling.factor > 0)) fail(where, "field '" + rs_name + ".factor' must be a positive number");
       if (type == "llama3") {
-        c.rope_scaling.low_freq_factor = get_number(rs, "low_freq_factor", where, 1.0);
-        c.rope_scaling.high_freq_factor = get_number(rs, "high_freq_factor", where, 4.0);
-        c.rope_scaling.original_max_position_embeddings = get_int(rs, "original_max_position_embeddings", where, 8192);
+        c.rope_scaling.low_freq_factor = get_number(*rs, "low_freq_factor", where, 1.0);
+        c.rope_scaling.high_freq_factor = get_number(*rs, "high_freq_factor", where, 4.0);
+        c.rope_scaling.original_max_position_embeddings =
+            get_int(j, "original_max_position_embeddings", where,
+                    get_int(*rs, "original_max_position_embeddings", where, c.max_position_embeddings));
         if (c.rope_scaling.high_freq_factor <= c.rope_scaling.low_freq_factor)
-          fail(where, "field 'rope_scaling.high_freq_factor' must exceed low_freq_factor");
+          fail(where, "field '" + rs_name + ".high_freq_factor' must exceed low_freq_factor");
       }
     } else {
-      fail(where, "rope_scaling type '" + type + "' is not supported (linear, llama3)");
+      fail(where, rs_name + " type '" + type + "' is not supported (linear, llama3)");
     }
   }
   if (j.contains("sliding_window") && j["sliding_window"].is_number_integer()) {
@@ -129,9 +154,12 @@ LlamaConfig parse_llama_config(const json& j, const std::string& where) {
   if (!pad.empty()) c.pad_token_id = pad[0];
   for (auto id : c.bos_token_ids) if (id < 0 || id >= c.vocab_size) fail(where, "field 'bos_token_id' is outside the vocabulary");
   for (auto id : c.eos_token_ids) if (id < 0 || id >= c.vocab_size) fail(where, "field 'eos_token_id' is outside the vocabulary");
-  if (j.contains("torch_dtype") && !j["torch_dtype"].is_null()) {
-    if (!j["torch_dtype"].is_string()) fail(where, "field 'torch_dtype' must be a string");
-    c.torch_dtype = j["torch_dtype"].get<std::string>();
+  // transformers 5 writes "dtype" and, given both, keeps "dtype"; transformers 4 wrote "torch_dtype".
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (j.contains(key) && !j[key].is_null()) {
+      if (!j[key].is_string()) fail(where, std::string("field '") + key + "' must be a string");
+      c.torch_dtype = j[key].get<std::string>();
+    }
   }
   return c;
 }
@@ -172,6 +200,11 @@ json llama_config_to_json(const LlamaConfig& c) {
     }
     j["rope_scaling"] = rs;
   }
+  // transformers 5's spelling of the same, so both versions read one RoPE (5 prefers a non-null
+  // rope_scaling, 4 ignores rope_parameters).
+  json rp = c.rope_scaling.type == "none" ? json{{"rope_type", "default"}} : j["rope_scaling"];
+  rp["rope_theta"] = c.rope_theta;
+  j["rope_parameters"] = rp;
   auto ids = [](const std::vector<int64_t>& v) -> json {
     if (v.empty()) return nullptr;
     if (v.size() == 1) return v[0];
@@ -181,6 +214,7 @@ json llama_config_to_json(const LlamaConfig& c) {
   j["eos_token_id"] = ids(c.eos_token_ids);
   if (c.pad_token_id) j["pad_token_id"] = *c.pad_token_id;
   j["torch_dtype"] = c.torch_dtype;
+  j["dtype"] = c.torch_dtype;  // transformers 5's name, which wins over torch_dtype there
   return j;
 }
 

@@ -25,8 +25,10 @@ NamedTensors interpolate_weights(const NamedTensors& base, const NamedTensors& t
     auto it = t.find(name);
     if (it == t.end()) fail(where, "tensor '" + name + "' is missing from the tuned model");
     if (!it->second.sizes().equals(b.sizes())) fail(where, "tensor '" + name + "' has different shapes in base and tuned");
-    auto tb = it->second.to(b.scalar_type());
-    out.emplace_back(name, alpha == 0 ? b.clone() : alpha == 1 ? tb.clone() : b * (1 - alpha) + tb * alpha);
+    // In the wider of the two dtypes: a bf16 base must not round an fp32 tuned model first.
+    const auto wide = torch::promote_types(b.scalar_type(), it->second.scalar_type());
+    auto bw = b.to(wide), tw = it->second.to(wide);
+    out.emplace_back(name, alpha == 0 ? bw.clone() : alpha == 1 ? tw.clone() : bw * (1 - alpha) + tw * alpha);
     t.erase(it);
   }
   if (!t.empty()) fail(where, "tensor '" + t.begin()->first + "' is only in the tuned model");

@@ -101,7 +101,9 @@ struct Checkpointer {
         save_lora_adapter(model, dir, o.model);
       } else {
         write_safetensors(join_path(dir, "model.safetensors"), model->weights(), {{"format", "pt"}});
-        write_file_atomic(join_path(dir, "config.json"), llama_config_to_json(model->config()).dump(2) + "\n");
+        json cfg = llama_config_to_json(model->config());
+        cfg["torch_dtype"] = cfg["dtype"] = "float32";  // the fp32 master weights, whatever the base was stored as
+        write_file_atomic(join_path(dir, "config.json"), cfg.dump(2) + "\n");
         copy_tokenizer_files(tokenizer_dir, dir);
       }
       save_optimizer_state(optimizer, join_path(dir, "optimizer.pt"));
@@ -172,7 +174,7 @@ TrainResult train(const TrainOptions& options) {
   Distributed dist = init_distributed();
   if (o.threads > 0) at::set_num_threads(o.threads);
   if (o.bf16 && !compat::cpu_has_bf16() && !compat::cuda_available())
-    spdlog::warn("--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will be lower than fp32");
+    log_warn("--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will be lower than fp32");
   RunFolder run{o.out};
   if (dist.is_main()) make_dirs(o.out);
   torch::manual_seed(o.seed);
@@ -208,8 +210,8 @@ TrainResult train(const TrainOptions& options) {
   std::vector<Example> train_set = load_examples(o.data, o.format, tpl, o, *tokenizer, &stats), val_set;
   split_validation(train_set, val_set, o.val_count, o.seed);
   if (stats.dropped > 0)
-    spdlog::warn("{}: {} of {} examples dropped: truncation to {} tokens would cut away the whole response", o.data,
-                 stats.dropped, stats.examples, o.max_length);
+    log_warn(o.data + ": " + std::to_string(stats.dropped) + " of " + std::to_string(stats.examples) +
+             " examples dropped: truncation to " + std::to_string(o.max_length) + " tokens would cut away the whole response");
   ReplayMix replay = make_replay(o.replay, o.replay_ratio, o.batch_size, [&](const std::string& path) {
     TokenizeStats rs;
     std::string fmt = path.size() > 4 && path.compare(path.size() - 4, 4, ".txt") == 0 ? "text" : "auto";
@@ -257,9 +259,9 @@ TrainResult train(const TrainOptions& options) {
   if (o.resume) {
     if (auto newest = newest_checkpoint(run)) {
       step = ckpt.restore(*newest);
-      spdlog::info("resumed {} from step {}", o.out, step);
+      log_info("resumed " + o.out + " from step " + std::to_string(step));
     } else {
-      spdlog::info("{}: no complete checkpoint to resume from; starting at step 0", o.out);
+      log_info(o.out + ": no complete checkpoint to resume from; starting at step 0");
     }
   } else if (dist.is_main() && newest_checkpoint(run)) {
     fail(o.out, "the run folder already has checkpoints; pass --resume to continue it or choose a new --out");
@@ -381,7 +383,7 @@ TrainResult train(const TrainOptions& options) {
       dist.barrier();
     }
     if (stopping) {
-      spdlog::warn("signal {}: saved {} and stopped at step {}", stop.signal(), run.checkpoint_dir(step), step);
+      log_warn("signal " + std::to_string(stop.signal()) + ": saved " + run.checkpoint_dir(step) + " and stopped at step " + std::to_string(step));
       result.steps = step;
       result.final_train_loss = last_loss;
       return result;
