@@ -17,8 +17,8 @@ using flatune::testing::TempDir;
 using flatune::testing::testdata;
 
 namespace {
-std::vector<int64_t> enc(const Tokenizer& t, const std::string& s) {
-  auto v = t.encode(s, false);
+std::vector<int64_t> enc(const Tokenizer& t, const std::string& s, bool special = false) {
+  auto v = t.encode(s, special);
   return std::vector<int64_t>(v.begin(), v.end());
 }
 }  // namespace
@@ -26,19 +26,25 @@ std::vector<int64_t> enc(const Tokenizer& t, const std::string& s) {
 TEST(EncodePair, TrailingSpacesMoveToTheContinuation) {
   FLATUNE_REQUIRE_TESTDATA("tokenizers/llama3");
   auto tok = load_tokenizer(testdata("tokenizers/llama3"));
-  // "The answer is " + "4" is scored as "The answer is" + " 4".
+  // "The answer is " + "4" is scored as "The answer is" + " 4"; the context carries what the
+  // tokenizer adds by default, as lm-eval 0.4.13 encodes it (add_bos_token None: the tokenizer
+  // decides; this early Llama 3 tokenizer.json adds nothing, the Llama 2 style one below BOS).
   auto p = encode_pair(*tok, "The answer is ", "4");
-  EXPECT_EQ(p.context, enc(*tok, "The answer is"));
+  EXPECT_EQ(p.context, enc(*tok, "The answer is", true));
   EXPECT_EQ(p.continuation, enc(*tok, " 4"));
   // Two trailing spaces: both move.
   auto q = encode_pair(*tok, "Answer:  ", "yes");
-  EXPECT_EQ(q.context, enc(*tok, "Answer:"));
+  EXPECT_EQ(q.context, enc(*tok, "Answer:", true));
   std::vector<int32_t> cont(q.continuation.begin(), q.continuation.end());
   EXPECT_EQ(tok->decode(cont), "  yes");
   // Empty context: the prefix token (BOS) stands for it; the continuation is encoded alone.
   auto e = encode_pair(*tok, "", " hello");
   EXPECT_EQ(e.context, (std::vector<int64_t>{128000}));
   EXPECT_EQ(e.continuation, enc(*tok, " hello"));
+  // ... unless the continuation starts with the BOS token itself: then that is the context.
+  auto b = encode_pair(*tok, "", "<|begin_of_text|>hello");
+  EXPECT_EQ(b.context, (std::vector<int64_t>{128000}));
+  EXPECT_EQ(b.continuation, enc(*tok, "hello"));
 }
 
 TEST(EncodePair, ContinuationIsTheWholeMinusTheContext) {
@@ -47,12 +53,20 @@ TEST(EncodePair, ContinuationIsTheWholeMinusTheContext) {
   // SentencePiece-style: " world" alone would start with a lone "▁"; inside "Hello world" it
   // is one "▁world" piece, and that is what the continuation must be.
   auto p = encode_pair(*tok, "Hello", " world");
-  auto whole = enc(*tok, "Hello world");
-  EXPECT_EQ(p.context, enc(*tok, "Hello"));
+  auto whole = enc(*tok, "Hello world", true);
+  EXPECT_EQ(p.context, enc(*tok, "Hello", true));
   ASSERT_EQ(whole.size(), p.context.size() + 1);
   EXPECT_EQ(p.continuation, std::vector<int64_t>(whole.begin() + p.context.size(), whole.end()));
   EXPECT_NE(p.continuation, enc(*tok, " world"));
   EXPECT_EQ(tok->id_to_token(static_cast<int32_t>(p.continuation[0])), "\xE2\x96\x81world");
+  // The context starts with the tokenizer's BOS (add_bos_token), as lm-eval 0.4.13 encodes it...
+  EXPECT_EQ(p.context.front(), 1);
+  EXPECT_NE(enc(*tok, "Hello").front(), 1);
+  // ... but a context that starts with BOS written out gets no second one (has_bos_prefix).
+  auto w = encode_pair(*tok, "<s>Q:", " A");
+  EXPECT_EQ(w.context, enc(*tok, "<s>Q:"));
+  EXPECT_EQ(w.context.front(), 1);
+  EXPECT_EQ(w.context.size(), enc(*tok, "Q:", true).size());
 }
 
 TEST(Metrics, AccAccNormAndStderrByHand) {

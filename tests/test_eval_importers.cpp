@@ -147,7 +147,7 @@ TEST(Importers, ArcBothLayouts) {
 // The remaining suites: each file in the layout its dataset ships, the prompts and choices
 // lm-evaluation-harness (0.4 line) builds from it, written out by hand from its task YAMLs and
 // utils (piqa.yaml, siqa.yaml, super_glue/{boolq,copa}, glue/rte, winogrande, openbookqa,
-// race v2.0, truthfulqa_mc1/mc2, gsm8k).
+// race v3.0 (lm-eval 0.4.13), truthfulqa_mc1/mc2, gsm8k).
 namespace {
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -304,11 +304,12 @@ TEST(Importers, RaceDocumentsAndEleutherJsonl) {
                     R"({"answers": ["B", "A", "C"], "options": [["red", "blue", "green", "pink"], ["a dog", "a cat", "a cow", "a hen"], ["Mon", "Tue", "Wed", "Thu"]], "questions": ["What colour is the sky?", "Tom has  _  .", "Which day was it?"], "article": "Tom looked up.", "id": "high1.txt"})");
   auto items = import_race(dir / "RACE/test/high");
   ASSERT_EQ(items.size(), 1u);
-  // Version 2.0 (the 0.4 line) writes a cloze question as its last five characters + answer.
+  // Version 3.0 (lm-eval 0.4.13) writes a cloze question less its last five characters, then
+  // the answer (version 2.0, up to 0.4.9.2, wrote " _  .a dog": the last five characters).
   EXPECT_EQ(items[0]["context"],
             "Article: Tom looked up.\n\n"
             "Question: What colour is the sky?\nAnswer: blue\n"
-            " _  .a dog\n"
+            "Tom has a dog\n"
             "Which day was it?");
   EXPECT_EQ(items[0]["choices"], json({"Mon", "Tue", "Wed", "Thu"}));
   EXPECT_EQ(items[0]["gold"], 2);

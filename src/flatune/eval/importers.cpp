@@ -429,10 +429,11 @@ class PyLiteral {
   }
 };
 
-// One RACE document as lm-eval's preprocess_race builds it (0.4 line, task version 2.0): the
+// One RACE document as lm-eval's preprocess_race builds it (0.4.13, task version 3.0): the
 // article, every problem but the last with its answer (a cloze question ending "  _  ." is
-// written as its last five characters followed by the answer, as that version does), then the
-// last problem's question; choices = the last problem's four options.
+// written as itself less its last five characters, then the answer; task version 2.0, up to
+// lm-eval 0.4.9.2, kept only those five characters), then the last problem's question;
+// choices = the last problem's four options.
 json race_item(const std::string& article, const json& problems, const std::string& where) {
   if (!problems.is_array() || problems.empty()) fail(where, "a RACE document needs at least one problem");
   auto answer_of = [&](const json& p, int64_t* index) {
@@ -449,7 +450,7 @@ json race_item(const std::string& article, const json& problems, const std::stri
     const std::string q = require_string(problems[k], "question", where);
     int64_t idx = 0;
     const std::string answer = answer_of(problems[k], &idx);
-    if (q.size() >= 6 && q.compare(q.size() - 6, 6, "  _  .") == 0) text += q.substr(q.size() - 5) + answer + "\n";
+    if (q.size() >= 6 && q.compare(q.size() - 6, 6, "  _  .") == 0) text += q.substr(0, q.size() - 5) + answer + "\n";
     else text += "Question: " + q + "\n" + "Answer: " + answer + "\n";
   }
   const json& last = problems.back();

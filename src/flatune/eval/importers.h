@@ -53,9 +53,9 @@ std::vector<json> import_winogrande(const std::string& path);
 // OpenBookQA: AI2 JSONL (Main/test.jsonl, question.stem) or Hugging Face (question_stem,
 // choices {text,label}); the stem alone is the prompt.
 std::vector<json> import_openbookqa(const std::string& path);
-// RACE, one item per document (lm-eval's race, 0.4 line): a folder of the distribution's
-// documents (RACE/test/high/*.txt, JSON each), one such file, or EleutherAI/race JSONL
-// ({"article","problems": Python-literal list}).
+// RACE, one item per document (lm-eval 0.4.13's race, task version 3.0): a folder of the
+// distribution's documents (RACE/test/high/*.txt, JSON each), one such file, or EleutherAI/race
+// JSONL ({"article","problems": Python-literal list}).
 std::vector<json> import_race(const std::string& path);
 // TruthfulQA multiple choice, mc = 1 or 2: data/mc_task.json (a JSON list, targets as
 // {answer: label} in order) or Hugging Face truthful_qa/multiple_choice JSONL (targets as

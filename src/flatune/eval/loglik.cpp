@@ -16,16 +16,29 @@ EncodedPair encode_pair(const Tokenizer& tok, std::string context, std::string c
   }
   EncodedPair p;
   auto widen = [](const std::vector<int32_t>& v) { return std::vector<int64_t>(v.begin(), v.end()); };
+  const auto& sp = tok.special();
+  const auto prefix = sp.bos_id ? sp.bos_id : sp.eos_id;
   if (context.empty()) {
-    const auto& sp = tok.special();
-    auto prefix = sp.bos_id ? sp.bos_id : sp.eos_id;
     if (!prefix) fail("tokenizer", "has neither BOS nor EOS to stand for an empty context");
-    p.context = {*prefix};
     p.continuation = widen(tok.encode(continuation, false));
+    // A continuation that itself starts with the prefix token gives it to the context.
+    if (!p.continuation.empty() && p.continuation[0] == *prefix) {
+      p.context = {p.continuation[0]};
+      p.continuation.erase(p.continuation.begin());
+    } else {
+      p.context = {*prefix};
+    }
     return p;
   }
-  auto whole = widen(tok.encode(context + continuation, false));
-  p.context = widen(tok.encode(context, false));
+  // The tokenizer's own special tokens (its post-processor: BOS for Llama), except for text
+  // that already starts with the prefix token written out (lm-eval's has_bos_prefix).
+  const std::string prefix_text = prefix ? tok.id_to_token(*prefix) : std::string();
+  auto encode = [&](const std::string& s) {
+    const bool written = !prefix_text.empty() && s.compare(0, prefix_text.size(), prefix_text) == 0;
+    return widen(tok.encode(s, !written));
+  };
+  auto whole = encode(context + continuation);
+  p.context = encode(context);
   size_t n = std::min(p.context.size(), whole.size());
   p.continuation.assign(whole.begin() + n, whole.end());
   return p;

@@ -1,9 +1,13 @@
-// Log-likelihood of continuations as lm-evaluation-harness (0.4) computes it for Hugging Face
+// Log-likelihood of continuations as lm-evaluation-harness (0.4.13) computes it for Hugging Face
 // causal models:
 //  - trailing spaces of the context move to the continuation; the continuation's tokens are the
 //    encoding of context+continuation minus the context's token count (HFLM._encode_pair);
-//  - no special tokens are added (add_bos_token false); an empty context becomes the prefix token
-//    (BOS, else EOS) and the continuation is encoded on its own;
+//  - both encodings add the special tokens the tokenizer adds by default (BOS for Llama), as
+//    lm-eval does since its add_bos_token defaults to None (EleutherAI/lm-evaluation-harness#3347;
+//    0.4.9.2 added none but for Gemma), except for text that starts with the prefix token
+//    written out; an empty context becomes the prefix token (BOS, else EOS) and the
+//    continuation is encoded on its own, without special tokens (if it starts with the prefix
+//    token, that token becomes the context);
 //  - input = (context + continuation)[-(max_length+1):][:-1]: truncated from the left;
 //  - the log-likelihood is the sum over the continuation's tokens; is_greedy says whether every
 //    one of them is the argmax.
