@@ -4,7 +4,9 @@
 # AdamW, SAM, ASAM, LookSAM and sam-subset, full and LoRA; multiple-choice evaluation (shared
 # context vs one forward per choice); tokenizer MB/s for each kind in ../shared/testdata.
 #   bash bench/matrix.sh [OUT_DIR]      (default bench/results/matrix-<UTC time>)
-# Writes one JSON per part into OUT_DIR and OUT_DIR/summary.json, which gathers them.
+# Writes one JSON per part into OUT_DIR and OUT_DIR/summary.json, which gathers them. The training
+# reference runs with the project venv's python (.venv/bin/python, torch 2.13 and transformers;
+# scripts/setup.sh), transformers' default sdpa attention.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench/results/matrix-$(date -u +%Y-%m-%dT%H%M%SZ)}
@@ -38,7 +40,7 @@ for tok in tokenizers/llama2-spm tokenizers/llama3 tokenizers/qwen3 tokenizers/s
   build/flatune bench tokenize --tokenizer "$testdata/$tok" --input "$text" --repeats 3 | tee -a "$out/tokenize.txt"
 done
 
-/usr/bin/python3 - "$out" <<'PYEOF'
+.venv/bin/python - "$out" <<'PYEOF'
 import glob, json, os, sys
 out = sys.argv[1]
 summary = {"train": {}, "eval": open(f"{out}/eval.txt").read(), "tokenize": open(f"{out}/tokenize.txt").read()}

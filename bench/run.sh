@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# flatune's training step against the plain PyTorch reference (bench/reference/train_step.py),
-# same shape, threads and steps, on this machine.
+# flatune's training step against the PyTorch + transformers reference
+# (bench/reference/train_step.py: transformers' own LlamaForCausalLM, torch.optim.AdamW, SAM/ASAM as
+# flatune's), same shape, threads and steps, on this machine.
 #   bash bench/run.sh [--shape 1m|10m|50m] [--seq N] [--batch N] [--steps N] [--rounds R]
 #                     [--variants "none sam asam looksam sam-subset"] [--lora-rank N] [--threads N]
-#                     [--hidden N --layers N --heads N --ffn N --vocab N] [--bf16] [--no-check] [--json FILE]
-# Installs Debian's python3-torch if /usr/bin/python3 cannot import torch (never needed by the
-# tests), builds flatune if build/flatune is missing, first checks that both programs compute the
-# same step on the testdata models (bench/reference/check.sh), then runs R rounds, each flatune
-# then the reference (then flatune with LoRA, which the reference does not have), the order
-# alternating between rounds; a 2-core machine shared with other work is noisy (+-20% between
-# runs), so each figure is the best of its rounds and every round is kept in the JSON. Prints one
-# table (also as Markdown) and writes bench/results/<UTC time>.json (or --json FILE). --bf16: both
-# programs under bf16 autocast, MFU against the bf16 GEMM peak. The reference runs twice a round:
-# as users run it (glibc's malloc) and with the allocator flatune links (tcmalloc, LD_PRELOAD), so
-# the table separates what the allocator gives from what the rest of flatune does.
+#                     [--hidden N --layers N --heads N --ffn N --vocab N] [--bf16] [--attn sdpa|eager]
+#                     [--no-check] [--json FILE]
+# The reference runs with the project venv's python (.venv/bin/python: the torch 2.13 wheel, whose
+# libtorch flatune builds against, and transformers; scripts/setup.sh makes it); --attn: its
+# attention implementation (transformers' default sdpa). Builds flatune if build/flatune is missing,
+# first checks that both programs compute the same step on the testdata models
+# (bench/reference/check.sh, eager and sdpa), then runs R rounds, each flatune then the reference
+# (then flatune with LoRA, which the reference does not have), the order alternating between
+# rounds; a 2-core machine shared with other work is noisy (+-20% between runs), so each figure is
+# the best of its rounds and every round is kept in the JSON. Prints one table (also as Markdown)
+# and writes bench/results/<UTC time>.json (or --json FILE). --bf16: both programs under bf16
+# autocast, MFU against the bf16 GEMM peak. The reference runs twice a round: as users run it
+# (glibc's malloc) and with the allocator flatune links (tcmalloc, LD_PRELOAD), so the table
+# separates what the allocator gives from what the rest of flatune does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3  # Debian's python: a pyenv python3 may shadow it on PATH without torch
+PY=.venv/bin/python  # the project venv: torch 2.13 and transformers (scripts/setup.sh)
 
-shape=10m steps=5 threads=$(nproc) seq=256 batch=8 check=1 rounds=3 lora_rank=0 json_out= bf16=()
+shape=10m steps=5 threads=$(nproc) seq=256 batch=8 check=1 rounds=3 lora_rank=0 json_out= bf16=() attn=sdpa
 variants="none sam asam looksam sam-subset"
 hidden= layers= heads= ffn= vocab=
 while [ $# -gt 0 ]; do
@@ -39,7 +43,8 @@ while [ $# -gt 0 ]; do
     --json) json_out=$2; shift 2 ;;
     --no-check) check=0; shift ;;
     --bf16) bf16=(--bf16); shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --attn) attn=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -55,10 +60,9 @@ hidden=${hidden:-$1} layers=${layers:-$2} heads=${heads:-$3} ffn=${ffn:-$4} voca
 py_variants=()
 for v in $variants; do case "$v" in none|sam|asam) py_variants+=("$v") ;; esac; done
 
-if ! "$PY" -c 'import torch' 2>/dev/null; then
-  echo "== installing python3-torch (Debian; libtorch 1.13 underneath, as flatune's)"
-  if [ "$(id -u)" -ne 0 ]; then echo "run as root or: sudo apt-get install -y python3-torch" >&2; exit 1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y python3-torch
+case "$attn" in sdpa|eager) ;; *) echo "bench/run.sh: --attn is sdpa or eager" >&2; exit 2 ;; esac
+if ! "$PY" -c 'import torch, transformers' 2>/dev/null; then
+  echo "bench/run.sh: $PY cannot import torch and transformers: run scripts/setup.sh (makes .venv)" >&2; exit 1
 fi
 [ -x build/flatune ] || bash scripts/build.sh
 
@@ -70,8 +74,8 @@ if [ "$check" = 1 ]; then
   echo "== same step, same numbers (bench/reference/check.sh)"
   bash bench/reference/check.sh > /tmp/flatune-bench-check.txt || { cat /tmp/flatune-bench-check.txt; echo "check failed" >&2; exit 1; }
   grep '^reference vs testdata' /tmp/flatune-bench-check.txt || true
-  awk '$1 != "reference" && $1 != "model" { if ($7 + 0 > m) m = $7 + 0; n++ }
-       END { printf "flatune vs reference: %d values (loss, grad norm, SAM/ASAM perturbed loss and |e|, 2 steps) agree, max relative difference %.2g\n", n, m }' \
+  awk '$3 ~ /^(none|sam|asam)$/ && $5 ~ /^(loss|grad_norm|perturbed_loss|e_norm)$/ { if ($8 + 0 > m) m = $8 + 0; n++ }
+       END { printf "flatune vs reference: %d values (loss, grad norm, SAM/ASAM perturbed loss and |e|, 2 steps, eager and sdpa) agree, max relative difference %.2g\n", n, m }' \
     /tmp/flatune-bench-check.txt
 fi
 
@@ -94,12 +98,12 @@ run_flatune() {  # round
 }
 tcmalloc=$(ldd build/flatune | awk '/libtcmalloc/ { print $3 }')
 run_python() {  # round
-  echo "== round $1: python reference"
-  "$PY" bench/reference/train_step.py --bench "${shape_args[@]}" --batch-size "$batch" --steps "$steps" \
+  echo "== round $1: python reference ($attn attention)"
+  "$PY" bench/reference/train_step.py --bench --attn "$attn" "${shape_args[@]}" --batch-size "$batch" --steps "$steps" \
     --threads "$threads" --variants "${py_variants[@]}" "${bf16[@]}" --json "$work/python.$1.json"
   if [ -n "$tcmalloc" ]; then
     echo "== round $1: python reference, tcmalloc"
-    LD_PRELOAD=$tcmalloc "$PY" bench/reference/train_step.py --bench "${shape_args[@]}" --batch-size "$batch" --steps "$steps" \
+    LD_PRELOAD=$tcmalloc "$PY" bench/reference/train_step.py --bench --attn "$attn" "${shape_args[@]}" --batch-size "$batch" --steps "$steps" \
       --threads "$threads" --variants "${py_variants[@]}" "${bf16[@]}" --json "$work/pytc.$1.json"
   fi
 }
@@ -124,7 +128,7 @@ def load(kind):
     return best
 fl, py, lora, pytc = load("flatune"), load("python"), load("lora"), load("pytc")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-shape = "hidden $hidden, layers $layers, heads $heads, ffn $ffn, vocab $vocab, seq $seq, batch $batch" + (", bf16 autocast" if "${bf16[*]}" else ", fp32")
+shape = "hidden $hidden, layers $layers, heads $heads, ffn $ffn, vocab $vocab, seq $seq, batch $batch" + (", bf16 autocast" if "${bf16[*]}" else ", fp32") + ", reference $attn attention"
 print()
 print(f"shape: {shape}; best of {rounds} rounds of $steps timed steps after 1 warm-up; $threads threads; {cpu}; "
       f"load average before $load_before, after $load_after")
@@ -167,9 +171,10 @@ any_row = next(iter(fl.values()))
 json.dump({"date": "$stamp", "cpu": cpu, "nproc": int(subprocess.check_output(["nproc"]).decode()),
            "threads": $threads, "steps": $steps, "rounds": rounds, "load_before": "$load_before", "load_after": "$load_after",
            "shape": {"hidden": $hidden, "layers": $layers, "heads": $heads, "ffn": $ffn, "vocab": $vocab,
-                     "seq": $seq, "batch": $batch, "lora_rank": $lora_rank, "bf16": bool("${bf16[*]}")},
+                     "seq": $seq, "batch": $batch, "lora_rank": $lora_rank, "bf16": bool("${bf16[*]}"), "reference_attn": "$attn"},
            "gemm_peak_fp32_gflops": any_row["gemm_peak_fp32_gflops"], "gemm_peak_bf16_gflops": any_row["gemm_peak_bf16_gflops"],
            "torch_python": subprocess.check_output(["$PY", "-c", "import torch; print(torch.__version__)"]).decode().strip(),
+           "transformers": subprocess.check_output(["$PY", "-c", "import transformers; print(transformers.__version__)"]).decode().strip(),
            "checked": bool($check), "rows": rows}, open(out, "w"), indent=2)
 print(f"\nwritten: {out}")
 PYEOF

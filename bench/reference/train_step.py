@@ -1,320 +1,180 @@
-#!/usr/bin/python3
-"""Plain PyTorch reference of flatune's training step (issue 11, item 1).
+#!/usr/bin/env python3
+"""PyTorch + transformers reference of flatune's training step (issue 11, item 1).
 
-A Llama-family causal LM written in eager PyTorch the way Hugging Face transformers'
-LlamaForCausalLM computes it (written for this bench, not copied):
-  - RMSNorm: statistics in float32, the weight applied after casting back to the input dtype;
-  - rotary embedding with rope_theta (inverse frequencies and angles in float32), the
-    rotate-half convention (q * cos + rotate_half(q) * sin), optional linear / llama3 scaling;
-  - grouped-query attention by repeating each k/v head num_heads / num_kv_heads times, scores
-    q k^T / sqrt(head_dim) plus an additive causal mask of the dtype's lowest value, softmax in
-    float32, then @ v;
-  - SiLU-gated MLP down(silu(gate(x)) * up(x));
-  - lm_head tied to the embedding when tie_word_embeddings;
-  - loss: logits in float32, logits[:, :-1] against labels[:, 1:], -100 ignored, mean over the
-    label tokens.
-Optimizer: torch.optim.AdamW (two groups as flatune: no weight decay on norms, biases and
-embeddings), global gradient-norm clipping, and SAM as the usual two-pass recipe:
-  sam:  e = rho * g / ||g||;             asam: e = rho * T^2 g / ||T g||, T = |w| + eta;
-  second forward/backward at w + e, restore w, base step with the second gradient.
+The model is transformers' own: AutoModelForCausalLM.from_pretrained(folder, attn_implementation=
+--attn, dtype=float32) for --check (LlamaForCausalLM, or Qwen2ForCausalLM for a qwen2 config), and
+AutoModelForCausalLM.from_config(LlamaConfig(shape)) for --bench; --attn eager or sdpa
+(transformers' default). The loss is the model's own, model(input_ids, labels=labels).loss:
+logits upcast to float32, logits[:, :-1] against labels[:, 1:], -100 ignored, the mean over the
+counted label tokens, as flatune's (its sum over the step's label tokens divided by their count).
+
+The step is flatune's (src/flatune/optim/), written here in Python:
+  - AdamW: torch.optim.AdamW, betas (0.9, 0.999), eps 1e-8, weight decay --weight-decay (flatune's
+    default 0) in two groups: none on norms, biases, embeddings and any tensor of dim <= 1 (a tied
+    lm_head is the embedding, listed once); the learning rate of each step from --schedule
+    (constant, linear or cosine, --warmup-steps, --min-lr-ratio, over --steps steps) as
+    flatune's learning_rate_at;
+  - gradient clipping as flatune's clip_grad_norm: the global L2 norm of the gradients in float64
+    (grad_norm, reported before clipping), and only when it exceeds --max-grad-norm every gradient
+    times max_norm / (norm + 1e-6), as torch.nn.utils.clip_grad_norm_ scales;
+  - SAM as flatune's SamStepper (sam.cpp), two passes:
+      sam:  e = rho * g / ||g||;               asam: e = rho * T^2 g / ||T g||, T = |w| + eta;
+    norms summed in float64, scale 0 when the norm is 0; second forward/backward at w + e, w
+    restored from an exact copy, the base step with the second gradient (clipped).
 
 Modes
-  --check  load a Hugging Face folder (config.json + model.safetensors [or index + shards]) and a
-           fixed batch (JSON {"input_ids": [[...]], "labels": [[...]]} or vectors.safetensors),
-           run --steps optimizer steps and print one JSON line per step: loss, grad_norm and,
-           for SAM, perturbed_loss and e_norm (the fields flatune's metrics.jsonl has). With a
-           testdata vectors.safetensors, first the max |logits - reference logits|.
-           bench/reference/check.sh runs it against `flatune train` on the same batch.
+  --check  load a Hugging Face folder and a fixed batch (JSON {"input_ids": [[...]], "labels":
+           [[...]]} or a testdata vectors.safetensors), run --steps optimizer steps and print one
+           JSON line per step: loss, grad_norm and, for SAM, perturbed_loss and e_norm (the fields
+           flatune's metrics.jsonl has). With a testdata vectors.safetensors, first the max
+           |logits - reference logits|. bench/reference/check.sh runs it against `flatune train`
+           on the same batch, for eager and sdpa attention.
   --bench  time --steps steps (after one warm-up) of AdamW, SAM and ASAM on a fresh model of a
-           given shape and print tokens/s as `flatune bench train` does (--json FILE too).
-Run it with Debian's /usr/bin/python3 (python3-torch, libtorch 1.13 underneath).
+           given shape and print tokens/s as `flatune bench train` does (--json FILE too); --bf16:
+           the forward passes under torch.autocast("cpu", bfloat16), backward outside it.
+Allocator: run as users run it, the process has glibc's malloc; bench/run.sh also runs it with
+LD_PRELOAD of the tcmalloc flatune links, and the peak-RSS reset below then uses tcmalloc's
+MallocExtension_ReleaseFreeMemory instead of malloc_trim.
+Run it with the project venv's python: .venv/bin/python (torch 2.13, transformers 5.24; made by
+scripts/setup.sh). Offline: it never downloads anything.
 """
 import argparse
 import json
 import math
 import os
-import struct
 import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+for _k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_k, "1")
 
-# ---------------------------------------------------------------- safetensors (no package needed)
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
-_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def read_safetensors(path):
-    """name -> tensor. Layout: u64 little-endian header size, JSON header, raw little-endian data."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _DTYPES[info["dtype"]]
-        start, end = info["data_offsets"]
-        shape = info["shape"]
-        if end == start:
-            out[name] = torch.empty(shape, dtype=dtype)
-            continue
-        buf = bytearray(blob[base + start:base + end])  # a private, writable copy
-        out[name] = torch.frombuffer(buf, dtype=dtype).reshape(shape)
-    return out
-
-
-def read_checkpoint(folder):
-    single = os.path.join(folder, "model.safetensors")
-    if os.path.exists(single):
-        return read_safetensors(single)
-    with open(os.path.join(folder, "model.safetensors.index.json")) as f:
-        index = json.load(f)
-    out = {}
-    for shard in sorted(set(index["weight_map"].values())):
-        out.update(read_safetensors(os.path.join(folder, shard)))
-    return out
-
+ATTN = ("eager", "sdpa")
 
 # ---------------------------------------------------------------- the model
 
 
-class Config:
-    def __init__(self, d):
-        self.model_type = d.get("model_type", "llama")
-        self.vocab_size = d["vocab_size"]
-        self.hidden_size = d["hidden_size"]
-        self.intermediate_size = d["intermediate_size"]
-        self.num_hidden_layers = d["num_hidden_layers"]
-        self.num_attention_heads = d["num_attention_heads"]
-        self.num_key_value_heads = d.get("num_key_value_heads") or self.num_attention_heads
-        self.head_dim = d.get("head_dim") or self.hidden_size // self.num_attention_heads
-        self.rms_norm_eps = d.get("rms_norm_eps", 1e-6)
-        self.rope_theta = d.get("rope_theta", 10000.0)
-        self.rope_scaling = d.get("rope_scaling")
-        self.tie_word_embeddings = d.get("tie_word_embeddings", False)
-        self.attention_bias = d.get("attention_bias", False)
-        self.mlp_bias = d.get("mlp_bias", False)
-        # Qwen2: bias on q, k, v only.
-        self.qkv_bias = self.attention_bias or self.model_type == "qwen2"
-        self.o_bias = self.attention_bias and self.model_type != "qwen2"
-        self.initializer_range = d.get("initializer_range", 0.02)
+def load_model(folder, attn):
+    """transformers' own model class for the folder's config, fp32, every tensor from the file."""
+    model, info = AutoModelForCausalLM.from_pretrained(
+        folder, attn_implementation=attn, dtype=torch.float32, output_loading_info=True)
+    bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if bad:  # transformers would otherwise train a randomly initialised tensor and say so only in a warning
+        raise SystemExit(f"{folder}: the checkpoint does not fit {type(model).__name__}: {bad}")
+    assert model.config._attn_implementation == attn, model.config._attn_implementation
+    model.config.use_cache = False
+    return model.train()
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, n, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(n))
-        self.eps = eps
-
-    def forward(self, x):
-        dtype = x.dtype
-        h = x.to(torch.float32)
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(dtype)
+def fresh_model(a):
+    c = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.ffn, num_hidden_layers=a.layers,
+                    num_attention_heads=a.heads, num_key_value_heads=a.heads, max_position_embeddings=a.seq,
+                    use_cache=False, tie_word_embeddings=False)
+    torch.manual_seed(0)  # transformers' initialisation: normal(0, initializer_range), norms 1
+    model = AutoModelForCausalLM.from_config(c, attn_implementation=a.attn, dtype=torch.float32)
+    return model.train()
 
 
-def rope_inv_freq(c):
-    d = c.head_dim
-    inv = 1.0 / (c.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
-    s = c.rope_scaling
-    if s:
-        kind = s.get("rope_type", s.get("type"))
-        if kind == "linear":
-            inv = inv / s["factor"]
-        elif kind == "llama3":
-            factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
-            old = s["original_max_position_embeddings"]
-            low_wl, high_wl = old / low, old / high
-            wl = 2 * math.pi / inv
-            scaled = torch.where(wl > low_wl, inv / factor, inv)
-            smooth = (old / wl - low) / (high - low)
-            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-            medium = (wl >= high_wl) & (wl <= low_wl)
-            inv = torch.where(medium, smoothed, scaled)
-        elif kind not in (None, "default"):
-            raise SystemExit(f"rope_scaling type {kind!r} not supported by the reference")
-    return inv
+def causal_lm_loss(model, ids, labels):
+    """transformers' loss: mean cross-entropy over the label tokens (labels[:, 1:] != -100)."""
+    return model(input_ids=ids, labels=labels, use_cache=False).loss
 
 
-def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+# ---------------------------------------------------------------- the step (flatune's)
 
 
-def repeat_kv(x, n):
-    if n == 1:
-        return x
-    b, h, t, d = x.shape
-    return x[:, :, None].expand(b, h, n, t, d).reshape(b, h * n, t, d)
-
-
-class Attention(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.h, self.kv, self.d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        self.q_proj = nn.Linear(c.hidden_size, self.h * self.d, bias=c.qkv_bias)
-        self.k_proj = nn.Linear(c.hidden_size, self.kv * self.d, bias=c.qkv_bias)
-        self.v_proj = nn.Linear(c.hidden_size, self.kv * self.d, bias=c.qkv_bias)
-        self.o_proj = nn.Linear(self.h * self.d, c.hidden_size, bias=c.o_bias)
-
-    def forward(self, x, cos, sin, mask):
-        b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.h, self.d).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv, self.d).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv, self.d).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        k = repeat_kv(k, self.h // self.kv)
-        v = repeat_kv(v, self.h // self.kv)
-        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d)
-        w = w + mask
-        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
-        o = torch.matmul(w, v).transpose(1, 2).contiguous().reshape(b, t, self.h * self.d)
-        return self.o_proj(o)
-
-
-class Mlp(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
-        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
-        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias)
-
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-class Layer(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.self_attn = Attention(c)
-        self.mlp = Mlp(c)
-        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-
-    def forward(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
-
-
-class Body(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.layers = nn.ModuleList([Layer(c) for _ in range(c.num_hidden_layers)])
-        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-
-
-class LlamaForCausalLM(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.config = c
-        self.model = Body(c)
-        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
-        if c.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-        self.register_buffer("inv_freq", rope_inv_freq(c), persistent=False)
-
-    def init_weights(self, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if "norm" in name:
-                    p.fill_(1.0)
-                elif p.dim() == 1:
-                    p.zero_()
-                else:
-                    p.normal_(0.0, self.config.initializer_range, generator=g)
-
-    def forward(self, input_ids):
-        b, t = input_ids.shape
-        x = self.model.embed_tokens(input_ids)
-        pos = torch.arange(t).unsqueeze(0).expand(b, t).float()
-        freqs = pos[:, :, None] * self.inv_freq.float()[None, None, :]  # [B, T, D/2]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None]
-        mask = torch.full((t, t), torch.finfo(x.dtype).min, dtype=x.dtype).triu(1)[None, None]
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, mask)
-        return self.lm_head(self.model.norm(x))
-
-
-def causal_lm_loss(logits, labels):
-    v = logits.shape[-1]
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, v), labels[:, 1:].reshape(-1), ignore_index=-100)
-
-
-def load_model(folder):
-    with open(os.path.join(folder, "config.json")) as f:
-        c = Config(json.load(f))
-    m = LlamaForCausalLM(c)
-    w = {k: v for k, v in read_checkpoint(folder).items() if not k.endswith("rotary_emb.inv_freq")}
-    if c.tie_word_embeddings:
-        w.pop("lm_head.weight", None)
-        w["lm_head.weight"] = w["model.embed_tokens.weight"]
-    m.load_state_dict({k: v.float() for k, v in w.items()}, strict=True)
-    return m
-
-
-# ---------------------------------------------------------------- the step
+def exempt_from_decay(name, p):  # flatune's exempt_from_decay
+    return p.dim() <= 1 or "norm" in name or "embed_tokens" in name or name.endswith(".bias")
 
 
 def make_adamw(model, lr, wd, betas=(0.9, 0.999), eps=1e-8):
     decay, exempt = [], []
     for name, p in model.named_parameters():  # a tied lm_head appears once, as the embedding
-        if not p.requires_grad:
-            continue
-        (exempt if p.dim() < 2 or "norm" in name or "embed" in name or name.endswith("bias") else decay).append(p)
+        if p.requires_grad:
+            (exempt if exempt_from_decay(name, p) else decay).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": wd}, {"params": exempt, "weight_decay": 0.0}) if g["params"]]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
+def learning_rate_at(kind, base_lr, step, warmup, total, min_lr_ratio):
+    """flatune's learning_rate_at (0-based step) for constant, linear and cosine."""
+    if step < warmup:
+        return base_lr * step / max(1, warmup)
+    if kind == "constant":
+        return base_lr
+    floor = base_lr * min_lr_ratio
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    if kind == "linear":
+        return floor + (base_lr - floor) * (1.0 - progress)
+    return floor + (base_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def sq_norm(ts):
+    """Sum of squares in float64 over all tensors, one host synchronisation (flatune's sq_norm)."""
+    if not ts:
+        return 0.0
+    return torch.stack([t.double().pow(2).sum() for t in ts]).sum().item()
+
+
+def clip_grad_norm(params, max_norm):
+    """flatune's clip_grad_norm: the float64 global norm before clipping; scale only above max_norm."""
+    gs = [p.grad for p in params if p.grad is not None]
+    if not gs:
+        return 0.0
+    norm = torch.stack([g.detach().double().norm() for g in gs]).norm().item()
+    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        with torch.no_grad():
+            for g in gs:
+                g.mul_(scale)
+    return norm
+
+
 class Stepper:
-    """One optimizer step: AdamW alone or wrapped by SAM / ASAM (two passes)."""
+    """One optimizer step: AdamW alone or wrapped by SAM / ASAM (two passes), as flatune's SamStepper."""
 
     def __init__(self, params, opt, kind="none", rho=0.05, eta=0.01, max_grad_norm=1.0):
         self.params, self.opt, self.kind = list(params), opt, kind
         self.rho, self.eta, self.max_grad_norm = rho, eta, max_grad_norm
 
+    def zero_grads(self):
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+
     def step(self, closure):
         st = {}
-        self.opt.zero_grad(set_to_none=False)
+        self.zero_grads()
         st["loss"] = closure()
         if self.kind in ("sam", "asam"):
             with torch.no_grad():
-                ps = [p for p in self.params if p.grad is not None]
-                gs = [p.grad for p in ps]
+                ps = self.params
+                gs = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]
                 if self.kind == "asam":
-                    ts = [p.abs() + self.eta for p in ps]
-                    n = torch.norm(torch.stack([(t * g).norm(2) for t, g in zip(ts, gs)]), 2)
-                    scale = self.rho / (n + 1e-12)
+                    ts = [p.detach().abs() + self.eta for p in ps]
+                    n = math.sqrt(sq_norm([t * g for t, g in zip(ts, gs)]))
+                    scale = self.rho / n if n > 0 else 0.0
                     es = [t * t * g * scale for t, g in zip(ts, gs)]
                 else:
-                    n = torch.norm(torch.stack([g.norm(2) for g in gs]), 2)
-                    scale = self.rho / (n + 1e-12)
+                    n = math.sqrt(sq_norm(gs))
+                    scale = self.rho / n if n > 0 else 0.0
                     es = [g * scale for g in gs]
-                st["e_norm"] = torch.norm(torch.stack([e.norm(2) for e in es]), 2).item()
-                saved = [p.detach().clone() for p in ps]
-                for p, e in zip(ps, es):
-                    p.add_(e)
-            self.opt.zero_grad(set_to_none=False)
-            st["perturbed_loss"] = closure()
-            with torch.no_grad():
-                for p, w in zip(ps, saved):
-                    p.copy_(w)
-        if self.max_grad_norm > 0:
-            st["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm).item()
-        else:
-            st["grad_norm"] = torch.norm(torch.stack([p.grad.norm(2) for p in self.params if p.grad is not None]), 2).item()
+                st["e_norm"] = math.sqrt(sq_norm(es))
+                weights = [p.detach() for p in ps]
+                saved = [w.clone() for w in weights]  # exact copies: w + e - e is not w bit for bit
+                torch._foreach_add_(weights, es)
+            self.zero_grads()
+            try:
+                st["perturbed_loss"] = closure()
+            finally:
+                with torch.no_grad():
+                    for w, s in zip(weights, saved):
+                        w.copy_(s)
+        st["grad_norm"] = clip_grad_norm(self.params, self.max_grad_norm)
         self.opt.step()
         return st
 
@@ -324,7 +184,7 @@ class Stepper:
 
 def load_batch(path):
     if path.endswith(".safetensors"):
-        t = read_safetensors(path)
+        t = load_file(path)
         ids = t["input_ids"].long()
         labels = t["labels"].long() if "labels" in t else ids.clone()
     else:
@@ -339,26 +199,30 @@ def load_batch(path):
 
 def cmd_check(a):
     torch.set_num_threads(a.threads)
-    model = load_model(a.model)
+    model = load_model(a.model, a.attn)
     ids, labels = load_batch(a.batch)
     if a.batch.endswith(".safetensors"):
-        ref = read_safetensors(a.batch)
+        ref = load_file(a.batch)
         if "logits" in ref:  # testdata vectors: logits an independent implementation computed
             with torch.no_grad():
-                d = (model(ids).double() - ref["logits"].double()).abs().max().item()
-            print(json.dumps({"logits_max_abs_diff": d}), flush=True)
+                logits = model(input_ids=ids, use_cache=False).logits
+                d = (logits.double() - ref["logits"].double()).abs().max().item()
+            print(json.dumps({"logits_max_abs_diff": d, "attn": a.attn}), flush=True)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_adamw(model, a.lr, a.weight_decay)
+    opt = make_adamw(model, a.lr, a.weight_decay, (a.beta1, a.beta2), a.adam_eps)
     stepper = Stepper(params, opt, a.sam, a.rho, a.eta, a.max_grad_norm)
 
     def closure():
-        loss = causal_lm_loss(model(ids), labels)
+        loss = causal_lm_loss(model, ids, labels)
         loss.backward()
         return loss.item()
 
     for step in range(1, a.steps + 1):
+        lr = learning_rate_at(a.schedule, a.lr, step - 1, a.warmup_steps, a.steps, a.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
         st = stepper.step(closure)
-        st["step"] = step
+        st["step"], st["lr"] = step, lr
         print(json.dumps(st), flush=True)
 
 
@@ -390,28 +254,26 @@ def _reset_peak_rss():
 def cmd_bench(a):
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    c = Config({"vocab_size": a.vocab, "hidden_size": a.hidden, "intermediate_size": a.ffn,
-                "num_hidden_layers": a.layers, "num_attention_heads": a.heads, "num_key_value_heads": a.heads,
-                "max_position_embeddings": a.seq})
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=g)
-    nparams = sum(p.numel() for p in LlamaForCausalLM(c).parameters())
+    nparams = sum(p.numel() for p in fresh_model(a).parameters())
+    import transformers
     print(f"model {nparams / 1e6:.1f}M parameters, batch {a.batch} x {a.seq} tokens, {torch.get_num_threads()} threads "
-          f"(python reference, torch {torch.__version__}{', bf16 autocast' if a.bf16 else ''})")
+          f"(python reference, torch {torch.__version__}, transformers {transformers.__version__}, {a.attn} attention"
+          f"{', bf16 autocast' if a.bf16 else ''})")
     print(f"{'variant':<12} {'tokens/s':>12} {'vs adamw':>10} {'peak RSS MiB':>14} {'growth MiB':>14}")
     rows, adamw_tps = [], 0.0
     for v in a.variants:
         peak_known = _reset_peak_rss()
         rss_start = _status_kib("VmRSS")
-        model = LlamaForCausalLM(c)
-        model.init_weights(0)
+        model = fresh_model(a)
         params = [p for p in model.parameters() if p.requires_grad]
         stepper = Stepper(params, make_adamw(model, 1e-4, 0.0), v, 0.05, 0.01, 1.0)
 
         def closure():
             # bf16 autocast as users write it; backward outside, as autocast's docs advise.
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
-                loss = causal_lm_loss(model(ids), ids)
+                loss = causal_lm_loss(model, ids, ids)
             loss.backward()
             return loss.item()
 
@@ -428,7 +290,7 @@ def cmd_bench(a):
         peak = _status_kib("VmHWM") / 1024.0 if peak_known else -1
         growth = (_status_kib("VmHWM") - rss_start) / 1024.0 if peak_known else -1
         print(f"{name:<12} {tps:>12.0f} {ratio:>9.2f}x {peak:>14.0f} {growth:>14.0f}", flush=True)
-        row = {"variant": name, "tokens_per_s": tps, "step_time_vs_adamw": ratio}
+        row = {"variant": name, "tokens_per_s": tps, "step_time_vs_adamw": ratio, "attn": a.attn}
         if peak_known:
             row["peak_rss_mib"], row["peak_growth_mib"] = peak, growth
         rows.append(row)
@@ -444,16 +306,23 @@ def main():
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true", help="losses of --steps steps on a fixed batch")
     mode.add_argument("--bench", action="store_true", help="tokens/s of AdamW, SAM and ASAM on a fresh model")
+    p.add_argument("--attn", default="sdpa", choices=ATTN, help="transformers' attn_implementation (default sdpa)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: bench keeps torch's default; check uses 1)")
     p.add_argument("--steps", type=int, default=None, help="check: optimizer steps (1); bench: timed steps (5)")
-    # check
+    # check (flatune train's option names and defaults, except --lr)
     p.add_argument("--model", help="Hugging Face model folder")
     p.add_argument("--batch", help="JSON {input_ids, labels} or a safetensors file with input_ids [, labels]")
     p.add_argument("--sam", default="none", choices=["none", "sam", "asam"])
     p.add_argument("--rho", type=float, default=0.05)
-    p.add_argument("--eta", type=float, default=0.01)
+    p.add_argument("--eta", "--asam-eta", dest="eta", type=float, default=0.01)
     p.add_argument("--lr", type=float, default=0.0)
+    p.add_argument("--schedule", default="constant", choices=["constant", "linear", "cosine"])
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--min-lr-ratio", type=float, default=0.0)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--beta1", type=float, default=0.9)
+    p.add_argument("--beta2", type=float, default=0.999)
+    p.add_argument("--adam-eps", type=float, default=1e-8)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     # bench (flatune bench train's defaults)
     p.add_argument("--hidden", type=int, default=256)
@@ -467,6 +336,8 @@ def main():
     p.add_argument("--json", help="bench: also write the results as JSON")
     p.add_argument("--bf16", action="store_true", help="bench: bf16 autocast for the forward passes")
     a = p.parse_args()
+    hf_logging.set_verbosity_error()  # quiet stderr: no "loading weights" bar or notices
+    hf_logging.disable_progress_bar()
     if a.check:
         if not a.model or not a.batch:
             p.error("--check needs --model and --batch")
@@ -480,4 +351,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
