@@ -258,7 +258,7 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
   for (const auto& st : g.stages) {
     std::string dir = stage_dir(g, eo.out, st);
     if (!file_exists(join_path(dir, "final/config.json"))) {
-      spdlog::info("stage {}: training into {}", st.name, dir);
+      log_info("stage " + st.name + ": training into " + dir);
       TrainOptions o;
       if (!before.empty()) o.model = before;
       for (const auto& [k, v] : st.train) set_train_option(o, k, v);
@@ -272,7 +272,7 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
     before = join_path(dir, "final");
   }
   if (!file_exists(join_path(eo.out, "base/DONE"))) {
-    spdlog::info("evaluating the before model {}", before);
+    log_info("evaluating the before model " + before);
     evaluate_into(before, g, join_path(eo.out, "base"));
     write_file_atomic(join_path(eo.out, "base/DONE"), before + "\n");
   }
@@ -289,7 +289,7 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
           progress.update(static_cast<int64_t>(index), name + " (done before)");
           continue;
         }
-        spdlog::info("run {} of {}: {}", index, total, name);
+        log_info("run " + std::to_string(index) + " of " + std::to_string(total) + ": " + name);
         auto t0 = std::chrono::steady_clock::now();
         TrainOptions o;
         for (const auto& [k, v] : g.train) set_train_option(o, k, v);
