@@ -13,6 +13,7 @@
 #include "commands.h"
 #include "flatune/core/error.h"
 #include "flatune/core/log.h"
+#include "flatune/core/version.h"
 #include "yaml_config.h"
 
 namespace {
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
     execv("/proc/self/exe", argv);  // on failure, run on with the spinning default
   }
   CLI::App app{"flatune: fine-tune Llama-family models while keeping what they know"};
+  app.set_version_flag("--version", "flatune " + flatune::flatune_version());
   app.require_subcommand(1);
   app.set_config("--config", "", "YAML file whose keys are the long flag names")->check(CLI::ExistingFile);
   app.config_formatter(std::make_shared<flatune::cli::YamlConfig>());

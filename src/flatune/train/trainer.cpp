@@ -1,5 +1,7 @@
-// A training run, top to bottom: settings -> tokenizer and model -> data -> optimizer ->
-// (resume) -> loop -> final model. Everything a run writes goes to its run folder.
+// A training run, read top to bottom as a recipe: set_up() builds the tokenizer, model, data,
+// optimizer and schedule; start() resumes or begins; train_step() is one optimizer step;
+// train() is the loop with logging, checkpoints and stopping; finish() writes the final model.
+// Everything a run writes goes to its run folder.
 #include "flatune/train/trainer.h"
 
 #include <cmath>
@@ -12,6 +14,7 @@
 #include "flatune/core/json.h"
 #include "flatune/core/log.h"
 #include "flatune/core/progress.h"
+#include "flatune/core/version.h"
 #include "flatune/data/batching.h"
 #include "flatune/data/dataset.h"
 #include "flatune/io/checkpoint.h"
@@ -81,309 +84,414 @@ double validation_loss(LlamaForCausalLM& model, const std::vector<Example>& val,
     count += n;
   }
   model->train(was_training);
-  double total_sum = dist.mean(sum) * dist.world_size, total_count = dist.mean(static_cast<double>(count)) * dist.world_size;
+  double total_sum = dist.mean(sum) * dist.world_size;
+  double total_count = dist.mean(static_cast<double>(count)) * dist.world_size;
   return total_count > 0 ? total_sum / total_count : std::nan("");
 }
 
-struct Checkpointer {
-  const TrainOptions& o;
+// Everything a run is made of. Built once by set_up() and never copied: the optimizer and the
+// stepper refer to the model's parameters, the closure of a step to the batches.
+struct Recipe {
+  TrainOptions o;  // as resolved (max_length filled in)
+  Distributed dist;
   RunFolder run;
-  LlamaForCausalLM& model;
-  torch::optim::Optimizer& optimizer;
-  SamStepper& stepper;
-  DataOrder& order;
-  DataOrder* replay_order;
   std::string tokenizer_dir;
-
-  void save(int64_t step) {
-    write_folder_atomic(run.checkpoint_dir(step), [&](const std::string& dir) {
-      if (model->has_lora()) {
-        save_lora_adapter(model, dir, o.model);
-      } else {
-        write_safetensors(join_path(dir, "model.safetensors"), model->weights(), {{"format", "pt"}});
-        json cfg = llama_config_to_json(model->config());
-        cfg["torch_dtype"] = cfg["dtype"] = "float32";  // the fp32 master weights, whatever the base was stored as
-        write_file_atomic(join_path(dir, "config.json"), cfg.dump(2) + "\n");
-        copy_tokenizer_files(tokenizer_dir, dir);
-      }
-      save_optimizer_state(optimizer, join_path(dir, "optimizer.pt"));
-      NamedTensors extra = stepper.state();
-      extra.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-      write_safetensors(join_path(dir, "trainer_tensors.safetensors"), extra);
-      json state = {{"step", step}, {"epoch", order.epoch()}, {"position", order.position()}};
-      if (replay_order) state["replay"] = {{"epoch", replay_order->epoch()}, {"position", replay_order->position()}};
-      // Written last: its presence marks the checkpoint complete.
-      write_file_atomic(join_path(dir, "trainer_state.json"), state.dump(2) + "\n");
-    });
-    prune_checkpoints(run, o.keep_last);
-  }
-
-  int64_t restore(int64_t step) {
-    std::string dir = run.checkpoint_dir(step);
-    torch::NoGradGuard ng;
-    if (model->has_lora()) {
-      auto params = model->named_parameters(true);
-      for (auto& [name, t] : read_safetensors(join_path(dir, "adapter_model.safetensors"))) {
-        std::string ours = ours_from_peft_name(name, dir);
-        if (!params.contains(ours)) fail(dir, "adapter tensor '" + name + "' does not fit this model");
-        params[ours].copy_(t);
-      }
-    } else {
-      model->load_weights(read_safetensors(join_path(dir, "model.safetensors")), dir);
-    }
-    load_optimizer_state(optimizer, join_path(dir, "optimizer.pt"));
-    NamedTensors extra = read_safetensors(join_path(dir, "trainer_tensors.safetensors"));
-    NamedTensors sam_state;
-    for (auto& [name, t] : extra) {
-      if (name == "rng.cpu") {
-        at::Generator gen = at::detail::getDefaultCPUGenerator();
-        gen.set_state(t);
-      } else {
-        sam_state.emplace_back(name, t);
-      }
-    }
-    stepper.load_state(sam_state, dir);
-    json state = read_json_file(join_path(dir, "trainer_state.json"));
-    order.restore(state.at("epoch").get<int64_t>(), state.at("position").get<int64_t>());
-    if (replay_order && state.contains("replay"))
-      replay_order->restore(state["replay"].at("epoch").get<int64_t>(), state["replay"].at("position").get<int64_t>());
-    return state.at("step").get<int64_t>();
-  }
+  std::unique_ptr<Tokenizer> tokenizer;
+  LlamaForCausalLM model{nullptr};
+  RetainPenalty penalty;
+  std::string tpl;
+  TokenizeStats stats;
+  std::vector<Example> train_set, val_set;
+  ReplayMix replay;
+  int64_t pad_id = 0;
+  int64_t target_per_micro = 0;   // target rows in each micro-batch (the rest is replay)
+  int64_t examples_per_step = 0;  // target examples in one optimizer step, over all ranks
+  int64_t total_steps = 0;
+  std::unique_ptr<DataOrder> order, replay_order;
+  std::vector<torch::Tensor> param_tensors;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::unique_ptr<SamStepper> stepper;
+  Schedule schedule;
 };
 
-}  // namespace
-
-json train_options_to_json(const TrainOptions& o) {
-  return {{"model", o.model}, {"init", o.init_config}, {"tokenizer", o.tokenizer}, {"data", o.data}, {"format", o.format},
-          {"template", o.template_name}, {"max-length", o.max_length}, {"train-on-prompt", o.train_on_prompt}, {"pack", o.pack},
-          {"val-count", o.val_count}, {"lora-rank", o.lora_rank}, {"lora-alpha", o.lora_alpha}, {"lora-dropout", o.lora_dropout},
-          {"lora-targets", o.lora_targets}, {"lr", o.lr}, {"weight-decay", o.weight_decay}, {"beta1", o.beta1}, {"beta2", o.beta2},
-          {"adam-eps", o.adam_eps}, {"decay-all", o.decay_all}, {"schedule", o.schedule}, {"warmup-steps", o.warmup_steps},
-          {"min-lr-ratio", o.min_lr_ratio}, {"step-every-epochs", o.step_every_epochs}, {"step-gamma", o.step_gamma},
-          {"batch-size", o.batch_size}, {"grad-accum", o.grad_accum}, {"max-steps", o.max_steps}, {"epochs", o.epochs},
-          {"max-grad-norm", o.max_grad_norm}, {"sam", o.sam}, {"rho", o.rho}, {"asam-eta", o.asam_eta}, {"looksam-k", o.looksam_k},
-          {"looksam-alpha", o.looksam_alpha}, {"sam-subset", o.sam_subset}, {"replay", o.replay}, {"replay-ratio", o.replay_ratio},
-          {"ewc", o.ewc}, {"ewc-lambda", o.ewc_lambda}, {"l2-base", o.l2_base}, {"penalty-on-adapters", o.penalty_on_adapters},
-          {"out", o.out}, {"log-every", o.log_every}, {"eval-every", o.eval_every}, {"save-every", o.save_every},
-          {"keep-last", o.keep_last}, {"seed", o.seed}, {"threads", o.threads}, {"bf16", o.bf16}, {"save-dtype", o.save_dtype}};
-}
-
-TrainResult train(const TrainOptions& options) {
-  TrainOptions o = options;
-  validate(o);
-  Distributed dist = init_distributed();
-  if (o.threads > 0) at::set_num_threads(o.threads);
-  if (o.bf16 && !compat::cpu_has_bf16() && !compat::cuda_available())
-    log_warn("--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will be lower than fp32");
-  RunFolder run{o.out};
-  if (dist.is_main()) make_dirs(o.out);
-  torch::manual_seed(o.seed);
-
-  // Tokenizer and model.
-  const std::string tokenizer_dir = o.tokenizer.empty() ? o.model : o.tokenizer;
-  auto tokenizer = load_tokenizer(tokenizer_dir);
-  LlamaForCausalLM model = o.init_config.empty() ? load_llama(o.model) : LlamaForCausalLM(load_llama_config(o.init_config));
-  if (!o.init_config.empty()) model->init_weights(o.seed);
-  const LlamaConfig& config = model->config();
+// Tokenizer, model (and LoRA), and the anti-forgetting penalty, which needs the weights before
+// any change and before LoRA freezes them.
+void set_up_model(Recipe& r) {
+  TrainOptions& o = r.o;
+  r.tokenizer_dir = o.tokenizer.empty() ? o.model : o.tokenizer;
+  r.tokenizer = load_tokenizer(r.tokenizer_dir);
+  r.model = o.init_config.empty() ? load_llama(o.model) : LlamaForCausalLM(load_llama_config(o.init_config));
+  if (!o.init_config.empty()) r.model->init_weights(o.seed);
+  const LlamaConfig& config = r.model->config();
   if (o.max_length == 0) o.max_length = std::min<int64_t>(config.max_position_embeddings, 2048);
   if (o.max_length > config.max_position_embeddings)
     fail("--max-length", std::to_string(o.max_length) + " exceeds the model's max_position_embeddings (" +
                              std::to_string(config.max_position_embeddings) + ")");
   if (config.sliding_window && o.max_length > *config.sliding_window)
     fail("--max-length", "longer than the model's sliding window, which flatune does not implement");
-  // Penalties need the weights before any change (and before LoRA freezes them).
-  RetainPenalty penalty = make_retain_penalty(model, o.ewc, o.ewc_lambda, o.l2_base, o.penalty_on_adapters);
+  r.penalty = make_retain_penalty(r.model, o.ewc, o.ewc_lambda, o.l2_base, o.penalty_on_adapters);
   if (o.lora_rank > 0) {
     LoraOptions lo;
     lo.rank = o.lora_rank;
     lo.alpha = o.lora_alpha;
     lo.dropout = o.lora_dropout;
     lo.targets = o.lora_targets;
-    model->add_lora(lo);
-    bind_lora_terms(penalty, model);
+    r.model->add_lora(lo);
+    bind_lora_terms(r.penalty, r.model);
   }
-  model->train();
+  r.model->train();
+}
 
-  // Data.
-  const std::string tpl = o.format == "text" ? "plain" : resolve_template(o.template_name, *tokenizer);
-  TokenizeStats stats;
-  std::vector<Example> train_set = load_examples(o.data, o.format, tpl, o, *tokenizer, &stats), val_set;
-  split_validation(train_set, val_set, o.val_count, o.seed);
-  if (stats.dropped > 0)
-    log_warn(o.data + ": " + std::to_string(stats.dropped) + " of " + std::to_string(stats.examples) +
-             " examples dropped: truncation to " + std::to_string(o.max_length) + " tokens would cut away the whole response");
-  ReplayMix replay = make_replay(o.replay, o.replay_ratio, o.batch_size, [&](const std::string& path) {
-    TokenizeStats rs;
+// Training, validation and replay examples, and how many of them make one step.
+void set_up_data(Recipe& r) {
+  const TrainOptions& o = r.o;
+  r.tpl = o.format == "text" ? "plain" : resolve_template(o.template_name, *r.tokenizer);
+  r.train_set = load_examples(o.data, o.format, r.tpl, o, *r.tokenizer, &r.stats);
+  split_validation(r.train_set, r.val_set, o.val_count, o.seed);
+  if (r.stats.dropped > 0)
+    log_warn(o.data + ": " + std::to_string(r.stats.dropped) + " of " + std::to_string(r.stats.examples) +
+             " examples dropped: truncation to " + std::to_string(o.max_length) +
+             " tokens would cut away the whole response");
+  r.replay = make_replay(o.replay, o.replay_ratio, o.batch_size, [&](const std::string& path) {
+    TokenizeStats replay_stats;
     std::string fmt = path.size() > 4 && path.compare(path.size() - 4, 4, ".txt") == 0 ? "text" : "auto";
-    return load_examples(path, fmt, tpl, o, *tokenizer, &rs);
+    return load_examples(path, fmt, r.tpl, o, *r.tokenizer, &replay_stats);
   });
-  const int64_t pad_id = tokenizer->special().pad_id.value_or(tokenizer->special().eos_id.value_or(0));
-  const int64_t target_per_micro = o.batch_size - replay.per_batch;
-  const int64_t examples_per_step = target_per_micro * o.grad_accum * dist.world_size;
-  const int64_t steps_per_epoch = std::max<int64_t>(1, static_cast<int64_t>(train_set.size()) / std::max<int64_t>(1, examples_per_step));
-  const int64_t total_steps = o.max_steps > 0 ? o.max_steps : static_cast<int64_t>(std::ceil(o.epochs * steps_per_epoch));
-  DataOrder order(train_set.size(), o.seed);
-  std::unique_ptr<DataOrder> replay_order = replay.examples.empty() ? nullptr : std::make_unique<DataOrder>(replay.examples.size(), o.seed + 7919);
+  r.pad_id = r.tokenizer->special().pad_id.value_or(r.tokenizer->special().eos_id.value_or(0));
+  r.target_per_micro = o.batch_size - r.replay.per_batch;
+  r.examples_per_step = r.target_per_micro * o.grad_accum * r.dist.world_size;
+  r.order = std::make_unique<DataOrder>(r.train_set.size(), o.seed);
+  if (!r.replay.examples.empty()) r.replay_order = std::make_unique<DataOrder>(r.replay.examples.size(), o.seed + 7919);
+}
 
-  // Optimizer: AdamW wrapped by the SAM family.
-  auto params = model->trainable_parameters();
-  std::vector<torch::Tensor> param_tensors;
-  for (auto& [n, p] : params) param_tensors.push_back(p);
-  auto optimizer = make_adamw(params, AdamWSettings{o.lr, o.beta1, o.beta2, o.adam_eps, o.weight_decay, o.decay_all});
+// AdamW wrapped by the SAM family, with the gradient all-reduce under data parallelism, and the
+// learning-rate schedule over the run's steps.
+void set_up_optimizer(Recipe& r) {
+  const TrainOptions& o = r.o;
+  auto params = r.model->trainable_parameters();
+  for (auto& [name, p] : params) r.param_tensors.push_back(p);
+  r.optimizer = make_adamw(params, AdamWSettings{o.lr, o.beta1, o.beta2, o.adam_eps, o.weight_decay, o.decay_all});
   std::function<void()> grad_sync;
-  if (dist.active()) {
-    grad_sync = [&] {
+  if (r.dist.active()) {
+    grad_sync = [&r] {
       std::vector<torch::Tensor> grads;
-      for (auto& p : param_tensors) {
+      for (auto& p : r.param_tensors) {
         if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
         grads.push_back(p.grad());
       }
-      dist.allreduce_mean(grads);
+      r.dist.allreduce_mean(grads);
     };
   }
-  SamStepper stepper(params, *optimizer, SamSettings{o.sam, o.rho, o.asam_eta, o.looksam_k, o.looksam_alpha, o.sam_subset},
-                     o.max_grad_norm, grad_sync);
-  Schedule schedule;
-  schedule.kind = o.schedule;
-  schedule.warmup_steps = o.warmup_steps;
-  schedule.total_steps = total_steps;
-  schedule.min_lr_ratio = o.min_lr_ratio;
-  schedule.steps_per_epoch = steps_per_epoch;
-  schedule.decay_every_epochs = o.step_every_epochs;
-  schedule.gamma = o.step_gamma;
-  learning_rate_at(schedule, o.lr, 0);  // rejects an unknown schedule before any work
+  r.stepper = std::make_unique<SamStepper>(
+      params, *r.optimizer, SamSettings{o.sam, o.rho, o.asam_eta, o.looksam_k, o.looksam_alpha, o.sam_subset},
+      o.max_grad_norm, grad_sync);
+  const int64_t steps_per_epoch =
+      std::max<int64_t>(1, static_cast<int64_t>(r.train_set.size()) / std::max<int64_t>(1, r.examples_per_step));
+  r.total_steps = o.max_steps > 0 ? o.max_steps : static_cast<int64_t>(std::ceil(o.epochs * steps_per_epoch));
+  r.schedule.kind = o.schedule;
+  r.schedule.warmup_steps = o.warmup_steps;
+  r.schedule.total_steps = r.total_steps;
+  r.schedule.min_lr_ratio = o.min_lr_ratio;
+  r.schedule.steps_per_epoch = steps_per_epoch;
+  r.schedule.decay_every_epochs = o.step_every_epochs;
+  r.schedule.gamma = o.step_gamma;
+  learning_rate_at(r.schedule, o.lr, 0);  // rejects an unknown schedule before any work
+}
 
-  // Resume, or start every rank from rank 0's weights.
-  Checkpointer ckpt{o, run, model, *optimizer, stepper, order, replay_order.get(), tokenizer_dir};
-  int64_t step = 0;
-  if (o.resume) {
-    if (auto newest = newest_checkpoint(run)) {
-      step = ckpt.restore(*newest);
-      log_info("resumed " + o.out + " from step " + std::to_string(step));
+// Fills `r` in place: the closures it holds refer to its members.
+void set_up(Recipe& r, const TrainOptions& options) {
+  r.o = options;
+  validate(r.o);
+  r.dist = init_distributed();
+  if (r.o.threads > 0) at::set_num_threads(r.o.threads);
+  if (r.o.bf16 && !compat::cpu_has_bf16() && !compat::cuda_available())
+    log_warn("--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will "
+             "be lower than fp32");
+  r.run = RunFolder{r.o.out};
+  if (r.dist.is_main()) make_dirs(r.o.out);
+  torch::manual_seed(r.o.seed);
+  set_up_model(r);
+  set_up_data(r);
+  set_up_optimizer(r);
+}
+
+// A checkpoint is the weights (or the adapter), the optimizer state, the SAM family's carried
+// state, the RNG and the data position; trainer_state.json, written last, marks it complete.
+void save_checkpoint_at(Recipe& r, int64_t step) {
+  write_folder_atomic(r.run.checkpoint_dir(step), [&](const std::string& dir) {
+    if (r.model->has_lora()) {
+      save_lora_adapter(r.model, dir, r.o.model);
     } else {
-      log_info(o.out + ": no complete checkpoint to resume from; starting at step 0");
+      write_safetensors(join_path(dir, "model.safetensors"), r.model->weights(), {{"format", "pt"}});
+      json cfg = llama_config_to_json(r.model->config());
+      cfg["torch_dtype"] = cfg["dtype"] = "float32";  // the fp32 master weights, whatever the base was stored as
+      write_file_atomic(join_path(dir, "config.json"), cfg.dump(2) + "\n");
+      copy_tokenizer_files(r.tokenizer_dir, dir);
     }
-  } else if (dist.is_main() && newest_checkpoint(run)) {
-    fail(o.out, "the run folder already has checkpoints; pass --resume to continue it or choose a new --out");
+    save_optimizer_state(*r.optimizer, join_path(dir, "optimizer.pt"));
+    NamedTensors extra = r.stepper->state();
+    extra.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    write_safetensors(join_path(dir, "trainer_tensors.safetensors"), extra);
+    json state = {{"step", step}, {"epoch", r.order->epoch()}, {"position", r.order->position()}};
+    if (r.replay_order) state["replay"] = {{"epoch", r.replay_order->epoch()}, {"position", r.replay_order->position()}};
+    write_file_atomic(join_path(dir, "trainer_state.json"), state.dump(2) + "\n");
+  });
+  prune_checkpoints(r.run, r.o.keep_last);
+}
+
+// Loads checkpoint `step` into the recipe; returns the step it holds.
+int64_t restore_checkpoint(Recipe& r, int64_t step) {
+  std::string dir = r.run.checkpoint_dir(step);
+  torch::NoGradGuard ng;
+  if (r.model->has_lora()) {
+    auto params = r.model->named_parameters(true);
+    for (auto& [name, t] : read_safetensors(join_path(dir, "adapter_model.safetensors"))) {
+      std::string ours = ours_from_peft_name(name, dir);
+      if (!params.contains(ours)) fail(dir, "adapter tensor '" + name + "' does not fit this model");
+      params[ours].copy_(t);
+    }
+  } else {
+    r.model->load_weights(read_safetensors(join_path(dir, "model.safetensors")), dir);
   }
-  {
-    std::vector<torch::Tensor> all;
-    for (auto& p : model->parameters()) all.push_back(p.detach());
-    dist.broadcast(all);
+  load_optimizer_state(*r.optimizer, join_path(dir, "optimizer.pt"));
+  NamedTensors sam_state;
+  for (auto& [name, t] : read_safetensors(join_path(dir, "trainer_tensors.safetensors"))) {
+    if (name == "rng.cpu") {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      gen.set_state(t);
+    } else {
+      sam_state.emplace_back(name, t);
+    }
   }
+  r.stepper->load_state(sam_state, dir);
+  json state = read_json_file(join_path(dir, "trainer_state.json"));
+  r.order->restore(state.at("epoch").get<int64_t>(), state.at("position").get<int64_t>());
+  if (r.replay_order && state.contains("replay"))
+    r.replay_order->restore(state["replay"].at("epoch").get<int64_t>(), state["replay"].at("position").get<int64_t>());
+  return state.at("step").get<int64_t>();
+}
+
+// Resumes from the newest complete checkpoint or starts at step 0, then gives every rank rank
+// 0's weights. Returns the step to continue from.
+int64_t start(Recipe& r) {
+  int64_t step = 0;
+  if (r.o.resume) {
+    if (auto newest = newest_checkpoint(r.run)) {
+      step = restore_checkpoint(r, *newest);
+      log_info("resumed " + r.o.out + " from step " + std::to_string(step));
+    } else {
+      log_info(r.o.out + ": no complete checkpoint to resume from; starting at step 0");
+    }
+  } else if (r.dist.is_main() && newest_checkpoint(r.run)) {
+    fail(r.o.out, "the run folder already has checkpoints; pass --resume to continue it or choose a new --out");
+  }
+  std::vector<torch::Tensor> all;
+  for (auto& p : r.model->parameters()) all.push_back(p.detach());
+  r.dist.broadcast(all);
+  return step;
+}
+
+// config.yaml: the options as resolved, and what they resolved to.
+void write_run_config(const Recipe& r) {
+  int64_t trainable = 0;
+  for (auto& t : r.param_tensors) trainable += t.numel();
+  json cfg = train_options_to_json(r.o);
+  cfg["resolved"] = {{"template", r.tpl},
+                     {"total-steps", r.total_steps},
+                     {"train-examples", r.train_set.size()},
+                     {"val-examples", r.val_set.size()},
+                     {"dropped-examples", r.stats.dropped},
+                     {"world-size", r.dist.world_size},
+                     {"torch-version", compat::torch_version()},
+                     {"flatune-version", flatune_version()},
+                     {"threads", at::get_num_threads()},
+                     {"device", r.model->parameters().front().device().str()},
+                     {"parameters", r.model->config().num_parameters()},
+                     {"trainable-parameters", trainable}};
+  write_file_atomic(r.run.config_path(), json_to_yaml(cfg));
+}
+
+// One step's micro-batches on this rank: its share of the step's target examples, each
+// micro-batch topped up with replayed general examples.
+struct StepBatches {
+  std::vector<Batch> batches;
+  int64_t label_tokens = 0, tokens = 0;
+};
+
+StepBatches next_batches(Recipe& r) {
+  const TrainOptions& o = r.o;
+  const Distributed& dist = r.dist;
+  auto idx = r.order->take(static_cast<size_t>(r.examples_per_step));
+  StepBatches s;
+  for (int64_t m = 0; m < o.grad_accum; ++m) {
+    std::vector<const Example*> ptrs;
+    int64_t base = (m * dist.world_size + dist.rank) * r.target_per_micro;
+    for (int64_t k = 0; k < r.target_per_micro; ++k) ptrs.push_back(&r.train_set[idx[base + k]]);
+    if (r.replay_order) {
+      const int64_t per_batch = r.replay.per_batch;
+      auto ridx = r.replay_order->take(static_cast<size_t>(per_batch * dist.world_size));
+      for (int64_t k = 0; k < per_batch; ++k) ptrs.push_back(&r.replay.examples[ridx[dist.rank * per_batch + k]]);
+    }
+    Batch b = o.pack ? collate_packed(ptrs, o.max_length, r.pad_id) : collate(ptrs, r.pad_id);
+    s.label_tokens += b.label_tokens;
+    s.tokens += b.tokens;
+    s.batches.push_back(std::move(b));
+  }
+  return s;
+}
+
+struct StepOutcome {
+  StepStats stats;
+  double tokens = 0;            // non-padding tokens of the step, all ranks
+  double replay_loss = NAN;     // mean token loss of the replayed rows (first pass), when logged
+};
+
+// One optimizer step: forward and backward over the micro-batches (twice for SAM), the penalty,
+// the all-reduce, the AdamW update. A non-finite loss or gradient stops the run.
+StepOutcome train_step(Recipe& r, int64_t step, double lr) {
+  const TrainOptions& o = r.o;
+  const Distributed& dist = r.dist;
+  set_learning_rate(*r.optimizer, lr);
+  StepBatches sb = next_batches(r);
+  // Every rank scales its loss so that the all-reduced mean gradient is the gradient of the
+  // mean token loss over the whole step, as one process with the whole batch would compute.
+  const double global_labels = dist.mean(static_cast<double>(sb.label_tokens)) * dist.world_size;
+  const double scale = dist.world_size / std::max(1.0, global_labels);
+  const int64_t replay_rows = r.replay.per_batch;
+  double replay_sum = 0;
+  int64_t replay_count = 0;
+  bool first_pass = true;
+  auto closure = [&]() -> double {
+    double loss_sum = 0;
+    for (const auto& b : sb.batches) {
+      ForwardInput in;
+      in.input_ids = b.input_ids;
+      in.position_ids = b.position_ids;
+      if (o.pack) in.segment_ids = b.segment_ids;
+      else in.attention_mask = b.attention_mask;
+      const bool log_replay = first_pass && replay_rows > 0 && !o.pack;
+      torch::Tensor per_token, sum;
+      {
+        compat::CpuBf16Autocast autocast(o.bf16);
+        sum = fused_causal_lm_loss_sum(r.model, in, b.labels, log_replay ? &per_token : nullptr).first;
+      }
+      if (log_replay) {
+        // The replayed rows are the last ones of each micro-batch: their loss, for the log.
+        const int64_t first = b.labels.size(0) - replay_rows;
+        replay_sum += per_token.narrow(0, first, replay_rows).sum().item<double>();
+        auto replay_labels = b.labels.narrow(0, first, replay_rows).narrow(1, 1, b.labels.size(1) - 1);
+        replay_count += (replay_labels != -100).sum().item<int64_t>();
+      }
+      (sum * scale).backward();
+      loss_sum += sum.item<double>();
+    }
+    first_pass = false;
+    double loss = loss_sum * scale / dist.world_size;
+    if (r.penalty.active()) {
+      auto p = r.penalty.value(r.model);
+      p.backward();
+      // Every process adds the whole penalty and the logged loss is summed over processes
+      // below: count it once. (Its gradient is counted once already: gradients are averaged.)
+      loss += p.item<double>() / dist.world_size;
+    }
+    return loss;
+  };
+  StepOutcome out;
+  out.stats = r.stepper->step(closure);
+  out.stats.loss = dist.mean(out.stats.loss) * dist.world_size;
+  if (!std::isfinite(out.stats.loss) || !std::isfinite(out.stats.grad_norm)) {
+    auto last = newest_checkpoint(r.run);
+    const bool nan = std::isnan(out.stats.loss) || std::isnan(out.stats.grad_norm);
+    fail("step " + std::to_string(step + 1),
+         std::string("loss or gradient is ") + (nan ? "NaN" : "infinite") + "; stopping (last good checkpoint: " +
+             (last ? r.run.checkpoint_dir(*last) : std::string("none")) + ")");
+  }
+  if (out.stats.second_pass) out.stats.perturbed_loss = dist.mean(out.stats.perturbed_loss) * dist.world_size;
+  out.tokens = dist.mean(static_cast<double>(sb.tokens)) * dist.world_size;
+  if (replay_count > 0) out.replay_loss = replay_sum / static_cast<double>(replay_count);
+  return out;
+}
+
+// The final model as a Hugging Face folder (LoRA merged, plus the adapter on its own).
+void finish(Recipe& r) {
+  if (r.dist.is_main()) {
+    save_checkpoint(r.run.final_dir(), llama_config_to_json(r.model->config()), r.model->weights(/*merge_lora=*/true),
+                    SaveOptions{save_dtype(r.o.save_dtype), 0}, r.tokenizer_dir);
+    if (r.model->has_lora()) save_lora_adapter(r.model, join_path(r.run.final_dir(), "adapter"), r.o.model);
+  }
+  r.dist.barrier();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+json train_options_to_json(const TrainOptions& o) {
+  return {{"model", o.model}, {"init", o.init_config}, {"tokenizer", o.tokenizer}, {"data", o.data},
+          {"format", o.format}, {"template", o.template_name}, {"max-length", o.max_length},
+          {"train-on-prompt", o.train_on_prompt}, {"pack", o.pack}, {"val-count", o.val_count},
+          {"lora-rank", o.lora_rank}, {"lora-alpha", o.lora_alpha}, {"lora-dropout", o.lora_dropout},
+          {"lora-targets", o.lora_targets}, {"lr", o.lr}, {"weight-decay", o.weight_decay}, {"beta1", o.beta1},
+          {"beta2", o.beta2}, {"adam-eps", o.adam_eps}, {"decay-all", o.decay_all}, {"schedule", o.schedule},
+          {"warmup-steps", o.warmup_steps}, {"min-lr-ratio", o.min_lr_ratio},
+          {"step-every-epochs", o.step_every_epochs}, {"step-gamma", o.step_gamma}, {"batch-size", o.batch_size},
+          {"grad-accum", o.grad_accum}, {"max-steps", o.max_steps}, {"epochs", o.epochs},
+          {"max-grad-norm", o.max_grad_norm}, {"sam", o.sam}, {"rho", o.rho}, {"asam-eta", o.asam_eta},
+          {"looksam-k", o.looksam_k}, {"looksam-alpha", o.looksam_alpha}, {"sam-subset", o.sam_subset},
+          {"replay", o.replay}, {"replay-ratio", o.replay_ratio}, {"ewc", o.ewc}, {"ewc-lambda", o.ewc_lambda},
+          {"l2-base", o.l2_base}, {"penalty-on-adapters", o.penalty_on_adapters}, {"out", o.out},
+          {"log-every", o.log_every}, {"eval-every", o.eval_every}, {"save-every", o.save_every},
+          {"keep-last", o.keep_last}, {"seed", o.seed}, {"threads", o.threads}, {"bf16", o.bf16},
+          {"save-dtype", o.save_dtype}};
+}
+
+TrainResult train(const TrainOptions& options) {
+  Recipe r;
+  set_up(r, options);
+  const TrainOptions& o = r.o;
+  int64_t step = start(r);
   std::unique_ptr<MetricsLog> metrics;
-  if (dist.is_main()) {
-    json cfg = train_options_to_json(o);
-    cfg["resolved"] = {{"template", tpl}, {"total-steps", total_steps}, {"train-examples", train_set.size()},
-                       {"val-examples", val_set.size()}, {"dropped-examples", stats.dropped}, {"world-size", dist.world_size},
-                       {"torch-version", compat::torch_version()}, {"flatune-version", "0.1.0"},
-                       {"threads", at::get_num_threads()}, {"device", "cpu"}, {"parameters", config.num_parameters()},
-                       {"trainable-parameters", [&] { int64_t n = 0; for (auto& t : param_tensors) n += t.numel(); return n; }()}};
-    write_file_atomic(run.config_path(), json_to_yaml(cfg));
-    metrics = std::make_unique<MetricsLog>(run.metrics_path(), /*truncate_after_step=*/true, step);
+  if (r.dist.is_main()) {
+    write_run_config(r);
+    metrics = std::make_unique<MetricsLog>(r.run.metrics_path(), /*truncate_after_step=*/true, step);
   }
 
   StopRequest stop;
-  Progress progress("train", total_steps, "step");
+  Progress progress("train", r.total_steps, "step");
   TrainResult result;
   double tokens_done = 0, last_loss = std::nan("");
-  const auto start = std::chrono::steady_clock::now();
-  while (step < total_steps) {
-    const double lr = learning_rate_at(schedule, o.lr, step);
-    set_learning_rate(*optimizer, lr);
-    // This rank's micro-batches of the step: its share of the step's examples, plus replay.
-    auto idx = order.take(static_cast<size_t>(examples_per_step));
-    std::vector<Batch> batches, replay_batches;
-    int64_t label_tokens = 0, tokens = 0;
-    for (int64_t m = 0; m < o.grad_accum; ++m) {
-      std::vector<const Example*> ptrs;
-      int64_t base = (m * dist.world_size + dist.rank) * target_per_micro;
-      for (int64_t k = 0; k < target_per_micro; ++k) ptrs.push_back(&train_set[idx[base + k]]);
-      size_t n_target = ptrs.size();
-      if (replay_order) {
-        auto ridx = replay_order->take(static_cast<size_t>(replay.per_batch * dist.world_size));
-        for (int64_t k = 0; k < replay.per_batch; ++k) ptrs.push_back(&replay.examples[ridx[dist.rank * replay.per_batch + k]]);
-      }
-      Batch b = o.pack ? collate_packed(ptrs, o.max_length, pad_id) : collate(ptrs, pad_id);
-      label_tokens += b.label_tokens;
-      tokens += b.tokens;
-      batches.push_back(std::move(b));
-      (void)n_target;
-    }
-    // Every rank scales its loss so that the all-reduced mean gradient is the gradient of the
-    // mean token loss over the whole step, as one process with the whole batch would compute.
-    const double global_labels = dist.mean(static_cast<double>(label_tokens)) * dist.world_size;
-    const double scale = dist.world_size / std::max(1.0, global_labels);
-    double replay_sum = 0;
-    int64_t replay_count = 0;
-    bool first_pass = true;
-    auto closure = [&]() -> double {
-      double loss_sum = 0;
-      for (const auto& b : batches) {
-        ForwardInput in;
-        in.input_ids = b.input_ids;
-        in.position_ids = b.position_ids;
-        if (o.pack) in.segment_ids = b.segment_ids;
-        else in.attention_mask = b.attention_mask;
-        const bool log_replay = first_pass && replay.per_batch > 0 && !o.pack;
-        torch::Tensor per_token, sum;
-        {
-          compat::CpuBf16Autocast autocast(o.bf16);
-          sum = fused_causal_lm_loss_sum(model, in, b.labels, log_replay ? &per_token : nullptr).first;
-        }
-        if (log_replay) {
-          // The replayed rows are the last ones of each micro-batch: their loss, for the log.
-          const int64_t rows = b.labels.size(0), first = rows - replay.per_batch;
-          replay_sum += per_token.narrow(0, first, replay.per_batch).sum().item<double>();
-          replay_count += (b.labels.narrow(0, first, replay.per_batch).narrow(1, 1, b.labels.size(1) - 1) != -100).sum().item<int64_t>();
-        }
-        (sum * scale).backward();
-        loss_sum += sum.item<double>();
-      }
-      first_pass = false;
-      double loss = loss_sum * scale / dist.world_size;
-      if (penalty.active()) {
-        auto p = penalty.value(model);
-        p.backward();
-        // Every process adds the whole penalty and the logged loss is summed over processes
-        // below: count it once. (Its gradient is counted once already: gradients are averaged.)
-        loss += p.item<double>() / dist.world_size;
-      }
-      return loss;
-    };
-    StepStats st = stepper.step(closure);
-    st.loss = dist.mean(st.loss) * dist.world_size;
-    if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)) {
-      auto last = newest_checkpoint(run);
-      fail("step " + std::to_string(step + 1),
-           std::string("loss or gradient is ") + (std::isnan(st.loss) || std::isnan(st.grad_norm) ? "NaN" : "infinite") +
-               "; stopping (last good checkpoint: " + (last ? run.checkpoint_dir(*last) : std::string("none")) + ")");
-    }
+  const auto started = std::chrono::steady_clock::now();
+  while (step < r.total_steps) {
+    const double lr = learning_rate_at(r.schedule, o.lr, step);
+    StepOutcome out = train_step(r, step, lr);
     ++step;
-    tokens_done += dist.mean(static_cast<double>(tokens)) * dist.world_size;
-    last_loss = st.loss;
-    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    json line = {{"step", step}, {"loss", st.loss}, {"lr", lr}, {"grad_norm", st.grad_norm}, {"tokens", tokens_done},
-                 {"tokens_per_s", tokens_done / std::max(1e-9, elapsed)}, {"epoch", order.epoch()}};
-    if (replay_count > 0) line["replay_loss"] = replay_sum / static_cast<double>(replay_count);
-    if (st.second_pass) {
-      line["perturbed_loss"] = dist.mean(st.perturbed_loss) * dist.world_size;
-      line["e_norm"] = st.e_norm;
+    tokens_done += out.tokens;
+    last_loss = out.stats.loss;
+    const double elapsed = std::max(1e-9, seconds_since(started));
+    json line = {{"step", step}, {"loss", out.stats.loss}, {"lr", lr}, {"grad_norm", out.stats.grad_norm},
+                 {"tokens", tokens_done}, {"tokens_per_s", tokens_done / elapsed}, {"epoch", r.order->epoch()}};
+    if (!std::isnan(out.replay_loss)) line["replay_loss"] = out.replay_loss;
+    if (out.stats.second_pass) {
+      line["perturbed_loss"] = out.stats.perturbed_loss;
+      line["e_norm"] = out.stats.e_norm;
     }
-    if (o.eval_every > 0 && !val_set.empty() && (step % o.eval_every == 0 || step == total_steps))
-      line["val_loss"] = result.final_val_loss = validation_loss(model, val_set, o.batch_size, pad_id, dist);
-    if (metrics && (step % std::max<int64_t>(1, o.log_every) == 0 || line.contains("val_loss") || step == total_steps))
+    if (o.eval_every > 0 && !r.val_set.empty() && (step % o.eval_every == 0 || step == r.total_steps))
+      line["val_loss"] = result.final_val_loss = validation_loss(r.model, r.val_set, o.batch_size, r.pad_id, r.dist);
+    if (metrics && (step % std::max<int64_t>(1, o.log_every) == 0 || line.contains("val_loss") || step == r.total_steps))
       metrics->write(line);
     char status[96];
-    std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s", st.loss, lr, tokens_done / std::max(1e-9, elapsed));
+    std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s", out.stats.loss, lr, tokens_done / elapsed);
     progress.update(step, status);
-    bool stopping = stop.requested();
+    const bool stopping = stop.requested();
     if ((o.save_every > 0 && step % o.save_every == 0) || stopping) {
-      if (dist.is_main()) ckpt.save(step);
-      dist.barrier();
+      if (r.dist.is_main()) save_checkpoint_at(r, step);
+      r.dist.barrier();
     }
     if (stopping) {
-      log_warn("signal " + std::to_string(stop.signal()) + ": saved " + run.checkpoint_dir(step) + " and stopped at step " + std::to_string(step));
+      log_warn("signal " + std::to_string(stop.signal()) + ": saved " + r.run.checkpoint_dir(step) +
+               " and stopped at step " + std::to_string(step));
       result.steps = step;
       result.final_train_loss = last_loss;
       return result;
@@ -391,18 +499,14 @@ TrainResult train(const TrainOptions& options) {
   }
   progress.finish();
 
-  if (!val_set.empty() && result.final_val_loss < 0) result.final_val_loss = validation_loss(model, val_set, o.batch_size, pad_id, dist);
-  if (dist.is_main()) {
-    save_checkpoint(run.final_dir(), llama_config_to_json(config), model->weights(/*merge_lora=*/true),
-                    SaveOptions{save_dtype(o.save_dtype), 0}, tokenizer_dir);
-    if (model->has_lora()) save_lora_adapter(model, join_path(run.final_dir(), "adapter"), o.model);
-  }
-  dist.barrier();
+  if (!r.val_set.empty() && result.final_val_loss < 0)
+    result.final_val_loss = validation_loss(r.model, r.val_set, o.batch_size, r.pad_id, r.dist);
+  finish(r);
   result.steps = step;
   result.final_train_loss = last_loss;
-  result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.wall_seconds = seconds_since(started);
   result.tokens_per_second = tokens_done / std::max(1e-9, result.wall_seconds);
-  result.final_dir = run.final_dir();
+  result.final_dir = r.run.final_dir();
   return result;
 }
 
