@@ -22,11 +22,14 @@
 #include "flatune/io/checkpoint.h"
 #include "flatune/landscape/fixed_batches.h"
 #include "flatune/landscape/landscape.h"
+#include "flatune/landscape/measure.h"
 #include "flatune/model/llama.h"
+#include "flatune/report/experiment_layout.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/stats.h"
 #include "flatune/report/wiseft_sweep.h"
 #include "flatune/retain/merge.h"
+#include "flatune/train/run_folder.h"
 #include "flatune/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -148,10 +151,6 @@ Grid load_grid(const std::string& path) { return grid_from_yaml_text(read_file(p
 
 namespace {
 
-std::string run_name(const GridTarget& t, const GridMethod& m, uint64_t seed) {
-  return t.name + "__" + m.name + "__s" + std::to_string(seed);
-}
-
 // Every suite, every target test and every perplexity text, into <dest>/eval/.
 void evaluate_into(const std::string& model_dir, const Grid& g, const std::string& dest) {
   auto tok = load_tokenizer(model_dir);
@@ -179,24 +178,25 @@ void evaluate_into(const std::string& model_dir, const Grid& g, const std::strin
 
 json measure_flatness(const std::string& model_dir, const std::string& before_dir, const Grid& g, const GridTarget& target,
                       uint64_t seed, const std::string& run_dir) {
-  auto tok = load_tokenizer(model_dir);
-  auto model = load_llama(model_dir);
-  model->eval();
   TrainOptions defaults;
   for (const auto& [k, v] : g.train) set_train_option(defaults, k, v);
-  const int64_t max_len = defaults.max_length > 0 ? defaults.max_length : std::min<int64_t>(model->config().max_position_embeddings, 512);
-  const std::string tpl = resolve_template(defaults.template_name, *tok);
-  TokenizeStats st;
-  auto ex = tokenize_conversations(read_conversations(target.data, target.format), *tok, {tpl, max_len, false}, &st);
-  const int64_t pad = tok->special().pad_id.value_or(tok->special().eos_id.value_or(0));
-  const FixedBatches target_batches = fixed_batches(ex, g.flatness_batches, defaults.batch_size, pad, target.data);
+  // The target data as the runs were trained on it: their template, length and batch size.
+  LossDataSettings on_target;
+  on_target.data = target.data;
+  on_target.format = target.format;
+  on_target.template_name = defaults.template_name;
+  on_target.batches = g.flatness_batches;
+  on_target.batch_size = defaults.batch_size;
+  on_target.max_length = defaults.max_length;
+  LossData d;
+  load_loss_data(d, on_target, model_dir);
+  LlamaForCausalLM& model = d.model;
   std::vector<FixedBatches> general;
   if (!g.perplexity.empty())
-    general.push_back(fixed_batches(text_blocks(g.perplexity[0], *tok, std::min<int64_t>(max_len, 128)), g.flatness_batches,
-                                    defaults.batch_size, 0, g.perplexity[0]));
-  NamedParams params;
-  for (auto& item : model->named_parameters(true)) params.emplace_back(item.key(), item.value());
-  auto loss = fixed_batches_loss(model, target_batches);
+    general.push_back(fixed_batches(text_blocks(g.perplexity[0], *d.tokenizer, std::min<int64_t>(d.max_length, 128)),
+                                    g.flatness_batches, defaults.batch_size, 0, g.perplexity[0]));
+  NamedParams params = all_parameters(model);
+  auto loss = fixed_batches_loss(model, d.batches);
   json out;
   out["loss_target"] = loss_value(loss);
   auto sam = sam_sharpness(params, loss, g.sam_rho);
@@ -205,25 +205,23 @@ json measure_flatness(const std::string& model_dir, const std::string& before_di
   out["lambda_max"] = lam.value;
   out["lambda_max_iterations"] = lam.iterations;
   out["lambda_max_converged"] = lam.converged;
-  make_dirs(join_path(run_dir, "landscape"));
+  const std::string landscape_dir = experiment_layout::landscape_dir(run_dir);
+  make_dirs(landscape_dir);
   DirectionOptions dopt;
   dopt.seed = 1000 + seed;  // the same direction seed for every method with this seed
   NamedTensors dir = random_direction(params, dopt);
   auto s1 = surface_1d(params, dir, loss, -g.surface_range, g.surface_range, g.surface_points);
   out["surface_target"] = surface_1d_json(s1);
-  write_file_atomic(join_path(run_dir, "landscape/surface_target.csv"), surface_1d_csv(s1));
-  NamedTensors interp = difference_direction(load_checkpoint_weights(before_dir), model->weights(), before_dir);
+  write_file_atomic(join_path(landscape_dir, "surface_target.csv"), surface_1d_csv(s1));
   {
     // Interpolation from the before model (alpha 0) through the tuned one (alpha 1) and beyond.
-    const NamedTensors& from_tuned = interp;
-    auto si = surface_1d(params, from_tuned, loss, -1.5, 0.5, 9);
-    for (auto& a : si.alphas) a += 1.0;  // shift so 0 = before, 1 = tuned
+    const NamedTensors from_before = direction_from_base(params, model, before_dir);
+    auto si = interpolation_surface(params, from_before, loss, -0.5, 1.5, 9);
     out["interpolation_target"] = surface_1d_json(si);
-    write_file_atomic(join_path(run_dir, "landscape/interpolation_target.csv"), surface_1d_csv(si));
+    write_file_atomic(join_path(landscape_dir, "interpolation_target.csv"), surface_1d_csv(si));
     if (!general.empty()) {
       auto gl = fixed_batches_loss(model, general[0]);
-      auto sg = surface_1d(params, from_tuned, gl, -1.5, 0.5, 9);
-      for (auto& a : sg.alphas) a += 1.0;
+      auto sg = interpolation_surface(params, from_before, gl, -0.5, 1.5, 9);
       out["interpolation_general"] = surface_1d_json(sg);
       auto sgen = surface_1d(params, dir, gl, -g.surface_range, g.surface_range, g.surface_points);
       out["surface_general"] = surface_1d_json(sgen);
@@ -238,14 +236,14 @@ json measure_flatness(const std::string& model_dir, const std::string& before_di
     out["surface_curvature"] = stats.curvature;
     out["surface_average_gradient"] = stats.average_gradient;
     out["surface_mean_abs_gradient"] = stats.mean_abs_gradient;
-    plot_contour(join_path(run_dir, "landscape/surface_2d_target.png"), "loss on target data around the tuned model", s2.alphas, s2.betas,
-                 s2.losses);
+    plot_contour(join_path(landscape_dir, "surface_2d_target.png"), "loss on target data around the tuned model", s2.alphas,
+                 s2.betas, s2.losses);
   }
   return out;
 }
 
 std::string stage_dir(const Grid& g, const std::string& out, const GridStage& s) {
-  return join_path(g.stage_cache.empty() ? join_path(out, "stages") : g.stage_cache, s.name);
+  return join_path(g.stage_cache.empty() ? experiment_layout::stages_dir(out) : g.stage_cache, s.name);
 }
 
 }  // namespace
@@ -257,7 +255,8 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
   std::string before = g.before;
   for (const auto& st : g.stages) {
     std::string dir = stage_dir(g, eo.out, st);
-    if (!file_exists(join_path(dir, "final/config.json"))) {
+    const RunFolder stage{dir};
+    if (!file_exists(join_path(stage.final_dir(), "config.json"))) {
       log_info("stage " + st.name + ": training into " + dir);
       TrainOptions o;
       if (!before.empty()) o.model = before;
@@ -269,12 +268,13 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
       if (eo.threads > 0) o.threads = eo.threads;
       train(o);
     }
-    before = join_path(dir, "final");
+    before = stage.final_dir();
   }
-  if (!file_exists(join_path(eo.out, "base/DONE"))) {
+  const std::string base_dir = experiment_layout::base_dir(eo.out);
+  if (!file_exists(experiment_layout::done_marker(base_dir))) {
     log_info("evaluating the before model " + before);
-    evaluate_into(before, g, join_path(eo.out, "base"));
-    write_file_atomic(join_path(eo.out, "base/DONE"), before + "\n");
+    evaluate_into(before, g, base_dir);
+    write_file_atomic(experiment_layout::done_marker(base_dir), before + "\n");
   }
   const size_t total = g.targets.size() * g.methods.size() * g.seeds.size();
   size_t index = 0;
@@ -283,9 +283,9 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
     for (const auto& method : g.methods)
       for (uint64_t seed : g.seeds) {
         ++index;
-        const std::string name = run_name(target, method, seed);
-        const std::string run_dir = join_path(eo.out, "runs/" + name);
-        if (file_exists(join_path(run_dir, "DONE"))) {
+        const std::string name = experiment_layout::run_name(target.name, method.name, seed);
+        const std::string run_dir = experiment_layout::run_dir(eo.out, name);
+        if (file_exists(experiment_layout::done_marker(run_dir))) {
           progress.update(static_cast<int64_t>(index), name + " (done before)");
           continue;
         }
@@ -303,14 +303,15 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
         if (o.save_every == 0) o.save_every = std::max<int64_t>(1, o.max_steps / 3);
         if (eo.threads > 0) o.threads = eo.threads;
         train(o);
-        std::string model_dir = join_path(run_dir, "final");
+        std::string model_dir = RunFolder{run_dir}.final_dir();
         if (method.wiseft_alpha >= 0) {
-          merge_checkpoints(before, model_dir, method.wiseft_alpha, false, join_path(run_dir, "wiseft"));
-          model_dir = join_path(run_dir, "wiseft");
+          const std::string merged = experiment_layout::wiseft_model_dir(run_dir);
+          merge_checkpoints(before, model_dir, method.wiseft_alpha, false, merged);
+          model_dir = merged;
         }
         evaluate_into(model_dir, g, run_dir);
         json flat = measure_flatness(model_dir, before, g, target, seed, run_dir);
-        write_file_atomic(join_path(run_dir, "flatness.json"), flat.dump(2) + "\n");
+        write_file_atomic(experiment_layout::flatness_file(run_dir), flat.dump(2) + "\n");
         if (!g.wiseft_sweep.empty() && method.wiseft_alpha < 0 && !target.test.empty()) {
           WiseFtSweepOptions so;
           so.base_dir = before;
@@ -321,12 +322,12 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
           if (!g.categories.empty()) so.categories = load_categories(g.categories);
           so.eval.limit = g.eval_limit;
           so.target_template = g.eval_template;
-          so.out_dir = join_path(run_dir, "wiseft_sweep");
+          so.out_dir = experiment_layout::wiseft_sweep_dir(run_dir);
           run_wiseft_sweep(so);
         }
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         json done = {{"target", target.name}, {"method", method.name}, {"seed", seed}, {"seconds", secs}, {"model", model_dir}};
-        write_file_atomic(join_path(run_dir, "DONE"), done.dump(2) + "\n");
+        write_file_atomic(experiment_layout::done_marker(run_dir), done.dump(2) + "\n");
         progress.update(static_cast<int64_t>(index), name);
       }
   progress.finish();

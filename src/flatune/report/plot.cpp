@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "flatune/core/error.h"
+#include "flatune/core/fs.h"
 
 namespace flatune {
 
@@ -138,6 +139,12 @@ void plot_contour(const std::string& path, const std::string& title, const std::
   plcol0(1);
   plcont(rows.data(), nx, ny, 1, nx, 1, ny, clev.data(), levels, pltr1, &grid);
   plend();
+}
+
+void plot_png_and_svg(const std::string& dir, const std::string& stem,
+                      const std::function<void(const std::string& path)>& draw) {
+  draw(join_path(dir, stem + ".png"));
+  draw(join_path(dir, stem + ".svg"));
 }
 
 }  // namespace flatune

@@ -11,8 +11,10 @@
 #include "flatune/core/fs.h"
 #include "flatune/eval/forgetting.h"
 #include "flatune/report/experiment.h"
+#include "flatune/report/experiment_layout.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/stats.h"
+#include "flatune/report/wiseft_sweep.h"
 
 namespace fs = std::filesystem;
 
@@ -113,7 +115,7 @@ std::string to_html(const std::string& md, const std::string& dir) {
 }  // namespace
 
 void write_report(const Grid& g, const std::string& out) {
-  const std::string base_dir = join_path(out, "base");
+  const std::string base_dir = experiment_layout::base_dir(out);
   std::vector<RunInfo> runs;
   for (const auto& t : g.targets)
     for (const auto& m : g.methods)
@@ -122,11 +124,12 @@ void write_report(const Grid& g, const std::string& out) {
         r.target = t.name;
         r.method = m.name;
         r.seed = seed;
-        r.name = t.name + "__" + m.name + "__s" + std::to_string(seed);
-        r.dir = join_path(out, "runs/" + r.name);
-        if (!file_exists(join_path(r.dir, "DONE"))) continue;
-        r.seconds = read_json_file(join_path(r.dir, "DONE")).value("seconds", 0.0);
-        r.flat = read_json_file(join_path(r.dir, "flatness.json"));
+        r.name = experiment_layout::run_name(t.name, m.name, seed);
+        r.dir = experiment_layout::run_dir(out, r.name);
+        const std::string done = experiment_layout::done_marker(r.dir);
+        if (!file_exists(done)) continue;
+        r.seconds = read_json_file(done).value("seconds", 0.0);
+        r.flat = read_json_file(experiment_layout::flatness_file(r.dir));
         r.sam_sharpness = r.flat.value("sam_sharpness", NAN);
         r.lambda_max = r.flat.value("lambda_max", NAN);
         runs.push_back(r);
@@ -153,7 +156,7 @@ void write_report(const Grid& g, const std::string& out) {
   }
   write_file_atomic(join_path(out, "forgetting.md"), forgetting_markdown(table));
   write_file_atomic(join_path(out, "forgetting.csv"), forgetting_csv(table));
-  write_file_atomic(join_path(out, "forgetting.json"), forgetting_json(table).dump(2) + "\n");
+  write_file_atomic(experiment_layout::forgetting_file(out), forgetting_json(table).dump(2) + "\n");
 
   make_dirs(join_path(out, "figures"));
   std::ostringstream md;
@@ -282,7 +285,7 @@ void write_report(const Grid& g, const std::string& out) {
       for (const auto& m : g.methods) {
         std::map<double, std::vector<double>> forget_at, gain_at;
         for (const auto& r : runs) {
-          const std::string f = join_path(r.dir, "wiseft_sweep/wiseft_sweep.json");
+          const std::string f = wiseft_sweep_json_file(experiment_layout::wiseft_sweep_dir(r.dir));
           if (r.target != t.name || r.method != m.name || !file_exists(f)) continue;
           const json sweep = read_json_file(f);  // kept: a range over a temporary's member would dangle
           for (const auto& row : sweep.at("rows")) {

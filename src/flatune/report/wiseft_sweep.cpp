@@ -137,7 +137,7 @@ WiseFtSweep run_wiseft_sweep(const WiseFtSweepOptions& o) {
   if (!o.out_dir.empty()) {
     make_dirs(o.out_dir);
     write_file_atomic(join_path(o.out_dir, "wiseft_sweep.csv"), wiseft_sweep_csv(s));
-    write_file_atomic(join_path(o.out_dir, "wiseft_sweep.json"), wiseft_sweep_json(s, o).dump(2) + "\n");
+    write_file_atomic(wiseft_sweep_json_file(o.out_dir), wiseft_sweep_json(s, o).dump(2) + "\n");
     std::vector<double> x, y;
     std::vector<std::string> labels;
     for (const auto& row : s.rows) {
@@ -152,6 +152,8 @@ WiseFtSweep run_wiseft_sweep(const WiseFtSweepOptions& o) {
   }
   return s;
 }
+
+std::string wiseft_sweep_json_file(const std::string& out_dir) { return join_path(out_dir, "wiseft_sweep.json"); }
 
 std::string wiseft_sweep_csv(const WiseFtSweep& s) {
   std::string out = "alpha";

@@ -60,6 +60,9 @@ struct WiseFtSweep {
 // name the offending file or option (bad alpha, missing task files, mismatched models).
 WiseFtSweep run_wiseft_sweep(const WiseFtSweepOptions& opts);
 
+// wiseft_sweep.json in an out_dir, for readers of a sweep that ran.
+std::string wiseft_sweep_json_file(const std::string& out_dir);
+
 std::string wiseft_sweep_csv(const WiseFtSweep& s);
 json wiseft_sweep_json(const WiseFtSweep& s, const WiseFtSweepOptions& opts);
 
