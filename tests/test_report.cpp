@@ -10,9 +10,11 @@
 #include <filesystem>
 #include <thread>
 
+#include "flatune/core/error.h"
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
 #include "flatune/report/plot.h"
+#include "flatune/report/run_table.h"
 #include "flatune/report/stats.h"
 #include "test_util.h"
 
@@ -77,6 +79,94 @@ TEST(Plot, WritesValidPngAndSvg) {
   }
   std::string svg = read_file(dir / "c.svg");
   EXPECT_NE(svg.find("<svg"), std::string::npos);
+}
+
+namespace {
+
+// The message of the Error `f` throws ("" when it throws none).
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(RunTable, CsvLabelsRowsAndLeavesMissingCellsOut) {
+  TempDir tmp;
+  // A quoted label may hold a comma; a blank line is no run.
+  write_file_atomic(tmp / "runs.csv",
+                    "lambda_max,run,forgetting\n1.5,a,0.25\nnan,b,n/a\n,c,NaN\n\n-2e-1,\"d,e\",3\n");
+  RunTable t = read_runs_csv(tmp / "runs.csv");
+  EXPECT_EQ(t.labels, (std::vector<std::string>{"a", "b", "c", "d,e"}));
+  ASSERT_EQ(t.values.size(), 4u);
+  EXPECT_EQ(t.values[0], (std::map<std::string, double>{{"lambda_max", 1.5}, {"forgetting", 0.25}}));
+  EXPECT_TRUE(t.values[1].empty());
+  EXPECT_TRUE(t.values[2].empty());
+  EXPECT_EQ(t.values[3], (std::map<std::string, double>{{"lambda_max", -0.2}, {"forgetting", 3}}));
+
+  // "name" labels rows as "run" does; without either, rows are numbered.
+  write_file_atomic(tmp / "named.csv", "name,x\nfirst,1\n");
+  EXPECT_EQ(read_runs_csv(tmp / "named.csv").labels, std::vector<std::string>{"first"});
+  write_file_atomic(tmp / "unnamed.csv", "x,y\n1,2\n3,\n");
+  RunTable u = read_runs_csv(tmp / "unnamed.csv");
+  EXPECT_EQ(u.labels, (std::vector<std::string>{"row 1", "row 2"}));
+  EXPECT_EQ(u.values[1], (std::map<std::string, double>{{"x", 3}}));
+
+  write_file_atomic(tmp / "short.csv", "run,x,y\na,1,2\nb,2\n");
+  EXPECT_NE(error_of([&] { read_runs_csv(tmp / "short.csv"); }).find("short.csv:3: 2 cells, the header has 3"),
+            std::string::npos);
+  write_file_atomic(tmp / "word.csv", "run,x\na,1x\n");
+  EXPECT_NE(error_of([&] { read_runs_csv(tmp / "word.csv"); }).find("word.csv:2: column 'x': '1x' is not a number"),
+            std::string::npos);
+  write_file_atomic(tmp / "empty.csv", "");
+  EXPECT_NE(error_of([&] { read_runs_csv(tmp / "empty.csv"); }).find("empty file"), std::string::npos);
+}
+
+TEST(RunTable, ExperimentFolderJoinsFlatnessSharpnessAndForgetting) {
+  TempDir tmp;
+  const std::string exp = tmp / "exp";
+  // Non-numbers (a surface, the per-metric details) are not columns; a folder with neither
+  // file is no run.
+  make_dirs(exp + "/runs/b");
+  make_dirs(exp + "/runs/a");
+  make_dirs(exp + "/runs/unmeasured");
+  const json flatness = {{"lambda_max", 1.0}, {"sam_sharpness", 0.5}, {"surface_target", {{"alphas", {0.0}}}}};
+  write_file_atomic(exp + "/runs/a/flatness.json", flatness.dump());
+  const json sharpness = {{"hessian_trace", 7.0}, {"metrics", {{"trace", {{"value", 7.0}}}}}};
+  write_file_atomic(exp + "/runs/a/sharpness.json", sharpness.dump());
+  write_file_atomic(exp + "/runs/b/sharpness.json", json({{"lambda_max", 2.0}}).dump());
+  // delta = tuned - before, so forgetting = -delta; a run's target gain is its first finite
+  // delta among the target rows (null: another target's column).
+  const json target_rows = json::array({{{"delta", {0.3, nullptr}}}, {{"delta", {0.9, 0.4}}}});
+  const json forgetting = {{"tuned", {"a", "b"}}, {"overall", {{"delta", {-0.1, 0.2}}}}, {"targets", target_rows}};
+  write_file_atomic(exp + "/forgetting.json", forgetting.dump());
+  for (const std::string& source : {exp, exp + "/runs"}) {
+    RunTable t = read_runs_folder(source);
+    EXPECT_EQ(t.labels, (std::vector<std::string>{"a", "b"})) << source;
+    ASSERT_EQ(t.values.size(), 2u);
+    EXPECT_EQ(t.values[0], (std::map<std::string, double>{{"lambda_max", 1.0},
+                                                          {"sam_sharpness", 0.5},
+                                                          {"hessian_trace", 7.0},
+                                                          {"forgetting", 0.1},
+                                                          {"target_gain", 0.3}}))
+        << source;
+    EXPECT_EQ(t.values[1],
+              (std::map<std::string, double>{{"lambda_max", 2.0}, {"forgetting", -0.2}, {"target_gain", 0.4}}))
+        << source;
+  }
+  // read_runs tells a folder from a CSV file.
+  EXPECT_EQ(read_runs(exp).labels.size(), 2u);
+  EXPECT_NE(error_of([&] { read_runs(tmp / "missing.csv"); }).find("no such file or folder"), std::string::npos);
+  make_dirs(tmp / "bare/runs/x");
+  EXPECT_NE(error_of([&] { read_runs_folder(tmp / "bare"); }).find("no run folder with flatness.json"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { read_runs_folder(tmp / "bare/runs/x"); }).find("neither an experiment folder"),
+            std::string::npos);
 }
 
 TEST(Study, QuickDemoRunsEndToEndAndResumes) {
