@@ -37,7 +37,10 @@ void run_generate(const GenerateArgs& a) {
   auto out = generate(model, {prompt}, o)[0];
   if (!out.empty() && std::find(o.eos_ids.begin(), o.eos_ids.end(), out.back()) != o.eos_ids.end()) out.pop_back();
   std::vector<int32_t> new_ids(out.begin(), out.end());
-  std::printf("%s\n", tokenizer->decode(new_ids, /*skip_special=*/true).c_str());
+  // Decoded text may hold NUL bytes (a byte-fallback token for 0x00): written whole.
+  const std::string text = tokenizer->decode(new_ids, /*skip_special=*/true);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
 }
 }  // namespace
 

@@ -71,6 +71,11 @@ void add_train_command(CLI::App& app) {
   add_train_options(sub, *o);
   sub->callback([o] {
     TrainResult r = train(*o);
+    if (r.already_finished) {
+      std::printf("%s: the run is finished (step %lld); final model in %s; a larger --max-steps or --epochs "
+                  "trains it further\n", o->out.c_str(), static_cast<long long>(r.steps), r.final_dir.c_str());
+      return;
+    }
     std::printf("steps %lld  final train loss %.4f%s  %.0f tokens/s  %s\n", static_cast<long long>(r.steps), r.final_train_loss,
                 r.final_val_loss >= 0 ? (" val loss " + std::to_string(r.final_val_loss)).c_str() : "", r.tokens_per_second,
                 r.final_dir.c_str());

@@ -14,6 +14,7 @@
 #include "flatune/core/error.h"
 #include "flatune/core/log.h"
 #include "flatune/core/version.h"
+#include "flatune/train/signals.h"
 #include "yaml_config.h"
 
 namespace {
@@ -27,15 +28,21 @@ int main(int argc, char** argv) {
   // (bench train, 2 threads, 1.6k against 9.1k tokens/s). libgomp reads the policy when it is
   // loaded, before main, so flatune sets it and executes itself again, once; a policy the user
   // set is kept.
+  // SIGINT/SIGTERM stay pending across the re-execution (blocked signals are, even ones the
+  // parent ignores) and reach the handlers installed below: a Ctrl-C while flatune starts is
+  // never lost.
   if (!std::getenv("OMP_WAIT_POLICY")) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    flatune::block_interrupts();
     execv("/proc/self/exe", argv);  // on failure, run on with the spinning default
   }
+  flatune::install_interrupt_handlers();
   CLI::App app{"flatune: fine-tune Llama-family models while keeping what they know"};
   app.set_version_flag("--version", "flatune " + flatune::flatune_version());
   app.require_subcommand(1);
   app.set_config("--config", "", "YAML file whose keys are the long flag names")->check(CLI::ExistingFile);
-  app.config_formatter(std::make_shared<flatune::cli::YamlConfig>());
+  auto yaml_config = std::make_shared<flatune::cli::YamlConfig>(&app);
+  app.config_formatter(yaml_config);
   const char* level = std::getenv("FLATUNE_LOG");
   flatune::init_logging(level ? level : "info");
   // libtorch's default intra-op thread count was 1 on a 2-vCPU machine: use every core unless
@@ -64,8 +71,22 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    std::string where = yaml_config->locate(e.what(), std::vector<std::string>(argv, argv + argc));
+    if (!where.empty()) {
+      std::fprintf(stderr, "flatune: %s: %s\n", where.c_str(), first_line(e.what()).c_str());
+      return 2;
+    }
     return app.exit(e);
+  } catch (const flatune::Interrupted& e) {
+    std::fprintf(stderr, "flatune: %s\n", e.what());
+    return 128 + e.signal;
   } catch (const flatune::Error& e) {
+    // A bad value from --config FILE is named where the file holds it.
+    std::string where = e.where().rfind("--", 0) == 0 ? yaml_config->locate(e.where(), std::vector<std::string>(argv, argv + argc)) : "";
+    if (!where.empty()) {
+      std::fprintf(stderr, "flatune: %s: %s\n", where.c_str(), e.problem().c_str());
+      return 2;
+    }
     std::fprintf(stderr, "flatune: %s\n", e.what());
     return 2;
   } catch (const c10::Error& e) {

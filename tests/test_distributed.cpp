@@ -3,7 +3,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
+#include <fstream>
+
+#include "flatune/core/fs.h"
+#include "test_util.h"
 
 #include "flatune/core/error.h"
 #include "flatune/train/distributed.h"
@@ -63,6 +68,23 @@ TEST(DistributedWorker, PeerDies) {
   }
 }
 
+// Rank 1 stops itself (SIGSTOP: alive, holding its sockets, silent) after the first barrier;
+// rank 0's next collective must fail within the timeout FLATUNE_COLLECTIVE_TIMEOUT gives,
+// naming rank 1. The error goes to the file FLATUNE_TEST_REPORT names.
+TEST(DistributedWorker, PeerStops) {
+  if (!worker_mode()) GTEST_SKIP() << "runs as a rank of Distributed.StuckRankIsNamedWithinTheTimeout";
+  Distributed d = init_distributed();
+  d.barrier();
+  if (d.rank == 1) raise(SIGSTOP);
+  try {
+    d.allreduce_mean({torch::ones({4})});
+    FAIL() << "the collective did not notice the stopped peer";
+  } catch (const Error& e) {
+    std::ofstream(std::getenv("FLATUNE_TEST_REPORT")) << e.what() << "\n";
+    _exit(4);
+  }
+}
+
 // --- the launcher's side
 
 TEST(Distributed, ShardRangeCoversEverythingOnce) {
@@ -111,4 +133,38 @@ TEST(Distributed, LaunchRejectsBadInput) {
   EXPECT_EQ(launch_local(2, {"true"}).exit_code, 0);
   auto r = launch_local(2, {"false"});
   EXPECT_EQ(r.exit_code, 1);
+}
+
+TEST(Distributed, StuckRankIsNamedWithinTheTimeout) {
+  if (worker_mode()) GTEST_SKIP();
+  flatune::testing::TempDir dir;
+  setenv("FLATUNE_DIST_WORKER", "1", 1);
+  setenv("FLATUNE_TEST_REPORT", (dir / "report.txt").c_str(), 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  // Timeout 2 s (passed as FLATUNE_COLLECTIVE_TIMEOUT, as `flatune launch --collective-timeout`
+  // does); the stopped rank is killed 1 s after rank 0 fails.
+  auto r = launch_local(2, {"/proc/self/exe", "--gtest_filter=DistributedWorker.PeerStops"}, 0, std::chrono::seconds(1), 2.0);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  unsetenv("FLATUNE_DIST_WORKER");
+  unsetenv("FLATUNE_TEST_REPORT");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.message.find("rank 0 exited with code 4"), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find("rank 1 was killed"), std::string::npos) << r.message;
+  const std::string report = read_file(dir / "report.txt");
+  EXPECT_NE(report.find("rank 0: all-reduce failed: rank 1 never reached it"), std::string::npos) << report;
+  EXPECT_NE(report.find("collective timeout 2 s"), std::string::npos) << report;
+  // Start-up, 2 s of timeout, at most 2 s looking for the silent peer, 1 s of grace: well
+  // under the 300 s default, which the option replaced.
+  EXPECT_LT(seconds, 20.0);
+}
+
+TEST(Distributed, CollectiveTimeoutFromTheEnvironment) {
+  if (worker_mode()) GTEST_SKIP();
+  setenv("WORLD_SIZE", "1", 1);
+  setenv("FLATUNE_COLLECTIVE_TIMEOUT", "soon", 1);
+  EXPECT_THROW(init_distributed(), Error);  // checked even alone: a typo should not wait 300 s later
+  setenv("FLATUNE_COLLECTIVE_TIMEOUT", "2.5", 1);
+  EXPECT_NO_THROW(init_distributed());
+  unsetenv("FLATUNE_COLLECTIVE_TIMEOUT");
+  unsetenv("WORLD_SIZE");
 }

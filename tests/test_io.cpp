@@ -217,3 +217,27 @@ TEST(Cli, InfoOnModelAndBrokenFile) {
   EXPECT_EQ(b.output.rfind("flatune: " + tmp / "broken.safetensors" + ":", 0), 0u) << b.output;
   EXPECT_EQ(std::count(b.output.begin(), b.output.end(), '\n'), 1) << b.output;
 }
+
+// `flatune generate` prints the whole decoded text, NUL bytes included (printf's %s stopped at
+// the first). The model is made to emit only token 3, which the byte-level tokenizer decodes to
+// byte 0x00: no layer writes to the residual stream (o_proj, down_proj zero), every embedding
+// and the final norm are ones, so the last hidden state is all ones, and lm_head's only
+// non-zero row is token 3's.
+TEST(Cli, GeneratePrintsNulBytes) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa/config.json");
+  ft::TempDir tmp;
+  const std::string src = ft::testdata("models/llama-gqa");
+  NamedTensors weights = load_checkpoint_weights(src);
+  for (auto& [name, t] : weights) {
+    if (name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos) t = torch::zeros_like(t);
+    if (name == "model.embed_tokens.weight" || name == "model.norm.weight") t = torch::ones_like(t);
+    if (name == "lm_head.weight") {
+      t = torch::zeros_like(t);
+      t[3].fill_(1.0);
+    }
+  }
+  save_checkpoint(tmp / "nul", read_json_file(src + "/config.json"), weights, {}, src);
+  auto r = ft::run_flatune("generate --model " + tmp / "nul" + " --prompt 'a b' --max-new-tokens 16 --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, std::string(16, '\0') + "\n");
+}

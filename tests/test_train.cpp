@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 
 #include <filesystem>
@@ -56,7 +57,9 @@ TrainOptions base_options(const std::string& data, const std::string& out) {
 
 std::vector<double> losses(const std::string& run) {
   std::vector<double> out;
-  for_each_jsonl(run + "/metrics.jsonl", [&](const json& j, size_t) { out.push_back(j.at("loss").get<double>()); });
+  for_each_jsonl(run + "/metrics.jsonl", [&](const json& j, size_t) {
+    if (j.contains("loss")) out.push_back(j.at("loss").get<double>());
+  });
   return out;
 }
 
@@ -348,7 +351,7 @@ TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
   std::string data = write_alpaca(dir);
   std::vector<std::string> args = {FLATUNE_BINARY, "train", "--model", testdata("models/llama-gqa"), "--data", data,
                                    "--out", dir / "run", "--max-steps", "400", "--save-every", "1", "--keep-last", "3",
-                                   "--threads", "1", "--batch-size", "2"};
+                                   "--threads", "1", "--batch-size", "2", "--schedule", "constant"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -365,28 +368,151 @@ TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
   ASSERT_TRUE(newest.has_value());
   auto model = load_llama(run.checkpoint_dir(*newest));  // complete and loadable
   auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --out '" + (dir / "run") +
-                       "' --max-steps " + std::to_string(*newest + 2) + " --save-every 1 --threads 1 --batch-size 2 --resume");
+                       "' --max-steps " + std::to_string(*newest + 2) +
+                       " --save-every 1 --threads 1 --batch-size 2 --schedule constant --resume");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(file_exists(dir / "run/final/model.safetensors"));
 }
 
-TEST(Train, SigtermSavesACheckpointAndExitsCleanly) {
-  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
-  TempDir dir;
-  std::string data = write_alpaca(dir);
-  std::vector<std::string> args = {FLATUNE_BINARY, "train", "--model", testdata("models/llama-gqa"), "--data", data,
-                                   "--out", dir / "run", "--max-steps", "100000", "--threads", "1", "--batch-size", "2"};
+namespace {
+// Starts `flatune args...` with stdout and stderr in `log`; `ignore_sigint` starts it as a
+// shell's background job is started (SIGINT ignored), and without OMP_WAIT_POLICY, so that it
+// re-executes itself as it does when a user starts it.
+pid_t spawn_flatune(std::vector<std::string> args, const std::string& log, bool ignore_sigint = false) {
+  args.insert(args.begin(), FLATUNE_BINARY);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  pid_t pid;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
-  for (int i = 0; i < 3000 && !file_exists(dir / "run/metrics.jsonl"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  kill(pid, SIGTERM);
+  std::vector<char*> env;
+  for (char** e = environ; *e; ++e)
+    if (!ignore_sigint || std::string(*e).rfind("OMP_WAIT_POLICY=", 0) != 0) env.push_back(*e);
+  env.push_back(nullptr);
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addopen(&files, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&files, 1, 2);
+  struct sigaction ignore {}, old {};
+  ignore.sa_handler = SIG_IGN;
+  if (ignore_sigint) sigaction(SIGINT, &ignore, &old);
+  pid_t pid = -1;
+  posix_spawn(&pid, argv[0], &files, nullptr, argv.data(), env.data());
+  if (ignore_sigint) sigaction(SIGINT, &old, nullptr);
+  posix_spawn_file_actions_destroy(&files);
+  return pid;
+}
+
+int exit_code_of(pid_t pid) {
   int status = 0;
   waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  EXPECT_TRUE(newest_checkpoint(RunFolder{dir / "run"}).has_value());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+}  // namespace
+
+// A signal during training: the step ends, a checkpoint is saved, the exit code is 128 +
+// signal (not 0: a scheduler must not take an interrupted run for a finished one), and the
+// message says how to continue.
+TEST(Train, SignalSavesACheckpointAndExitsNonZeroWithAResumeHint) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string data = write_alpaca(dir);
+  for (int sig : {SIGINT, SIGTERM}) {
+    const std::string out = dir / ("run" + std::to_string(sig));
+    pid_t pid = spawn_flatune({"train", "--model", testdata("models/llama-gqa"), "--data", data, "--out", out,
+                               "--max-steps", "100000", "--threads", "1", "--batch-size", "2"},
+                              dir / "log.txt");
+    for (int i = 0; i < 3000 && !file_exists(out + "/metrics.jsonl"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    kill(pid, sig);
+    EXPECT_EQ(exit_code_of(pid), 128 + sig);
+    auto step = newest_checkpoint(RunFolder{out});
+    ASSERT_TRUE(step.has_value());
+    const std::string log = read_file(dir / "log.txt");
+    const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    EXPECT_NE(log.find("flatune: interrupted by " + name + " at step " + std::to_string(*step) + " of 100000; saved " +
+                       out + "/checkpoints/step-" + std::to_string(*step) + "; to continue, run the same command with --resume"),
+              std::string::npos)
+        << log;
+    EXPECT_FALSE(file_exists(out + "/final/config.json"));
+  }
+}
+
+// A SIGINT while flatune starts (re-executing itself, loading the model and tokenizing) stops
+// it at once with nothing written, even when the parent ignores SIGINT as a shell does for a
+// background job. The signal is sent every 5 ms from the moment the process exists; 20,000
+// examples to tokenize keep it starting far longer than that.
+TEST(Train, SignalWhileStartingStopsBeforeAnythingIsWritten) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  std::string data = write_alpaca(dir, 20000);
+  pid_t pid = spawn_flatune({"train", "--model", testdata("models/llama-gqa"), "--data", data, "--out", dir / "run",
+                             "--max-steps", "100000", "--threads", "1"},
+                            dir / "log.txt", /*ignore_sigint=*/true);
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 6000 && done == 0; ++i) {
+    kill(pid, SIGINT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    done = waitpid(pid, &status, WNOHANG);
+  }
+  if (done == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "still running 30 s after the first SIGINT";
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130)
+      << (WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status)) : "exit " + std::to_string(WEXITSTATUS(status)))
+      << "\n" << read_file(dir / "log.txt");
+  EXPECT_NE(read_file(dir / "log.txt").find("flatune: interrupted by SIGINT"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir / "run"));
+}
+
+// --resume compares the options with the run's config.yaml: a change that alters what the run
+// computes is refused naming each option and both values, with nothing touched; a longer run,
+// logging and --threads may change and are recorded; a finished run says so.
+TEST(Train, ResumeRefusesChangedOptionsAndRecordsAllowedOnes) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  const std::string run = dir / "run";
+  const std::string common = "train --model '" + testdata("models/llama-gqa") + "' --data '" + write_alpaca(dir) +
+                             "' --out '" + run + "' --batch-size 2 --save-every 3 --threads 1";
+  auto first = run_flatune(common + " --max-steps 5 --lr 0.002");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_EQ(list_checkpoints(RunFolder{run}), (std::vector<int64_t>{3, 5}));  // the last step too, to extend from
+  const std::string config = read_file(run + "/config.yaml"), final_weights = read_file(run + "/final/model.safetensors");
+
+  auto refused = run_flatune(common + " --max-steps 5 --sam sam --resume --lr 0.001");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find(run + "/config.yaml: --resume with options that change the run: --lr 0.001 (run: 0.002), "
+                                      "--sam sam (run: none)"),
+            std::string::npos)
+      << refused.output;
+  auto shorter = run_flatune(common + " --max-steps 4 --lr 0.002 --resume");
+  EXPECT_EQ(shorter.exit_code, 2) << shorter.output;
+  EXPECT_NE(shorter.output.find("--max-steps 4 (run: 5)"), std::string::npos) << shorter.output;
+  EXPECT_EQ(read_file(run + "/config.yaml"), config);
+
+  auto finished = run_flatune(common + " --max-steps 5 --lr 0.002 --resume");
+  EXPECT_EQ(finished.exit_code, 0) << finished.output;
+  EXPECT_NE(finished.output.find(run + ": the run is finished (step 5)"), std::string::npos) << finished.output;
+  EXPECT_EQ(read_file(run + "/final/model.safetensors"), final_weights);
+
+  auto extended = run_flatune(common + " --max-steps 7 --lr 0.002 --log-every 2 --resume");
+  EXPECT_EQ(extended.exit_code, 0) << extended.output;
+  auto cfg = read_run_config(RunFolder{run});
+  EXPECT_EQ(cfg["max-steps"], "7");
+  EXPECT_EQ(cfg["finished-at-step"], "7");
+  ASSERT_EQ(cfg["resumes"].size(), 1u) << cfg.dump();
+  EXPECT_EQ(cfg["resumes"][0]["at-step"], "5");
+  EXPECT_EQ(cfg["resumes"][0]["changed"]["max-steps"]["from"], "5");
+  EXPECT_EQ(cfg["resumes"][0]["changed"]["max-steps"]["to"], "7");
+  EXPECT_EQ(cfg["resumes"][0]["changed"]["log-every"]["to"], "2");
+  std::vector<json> events;
+  for_each_jsonl(run + "/metrics.jsonl", [&](const json& j, size_t) {
+    if (j.contains("event")) events.push_back(j);
+  });
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0]["step"], 5);
+  EXPECT_EQ(events[0]["changed"]["max-steps"]["to"], "7");
 }
 
 TEST(Train, NonFiniteLossStopsNamingTheStep) {
@@ -420,6 +546,42 @@ TEST(Train, BadInputIsOneLineAndExitCodeTwo) {
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
     EXPECT_EQ(r.output.rfind("flatune: ", 0), 0u) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+}
+
+// `flatune --config FILE.yaml VERB`: the file's keys are the verb's long flags (they used to be
+// ignored silently), the command line overrides them, and every error names the file, the line
+// and the key, in one line with exit code 2.
+TEST(Train, ConfigFileSetsTheVerbsFlagsAndItsErrorsNameFileLineAndKey) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  const std::string data = write_alpaca(dir, 8);
+  write_file_atomic(dir / "ok.yaml", "max-steps: 2\nlr: 0.5\nlora-targets: [q_proj, k_proj]\nlora-rank: 2\n");
+  auto ok = run_flatune("--config '" + (dir / "ok.yaml") + "' train --model '" + testdata("models/llama-gqa") +
+                        "' --data '" + data + "' --out '" + (dir / "run") + "' --batch-size 2 --threads 1 --lr 0.25");
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+  auto cfg = read_run_config(RunFolder{dir / "run"});
+  EXPECT_EQ(cfg["max-steps"], "2");
+  EXPECT_EQ(cfg["lr"], "0.25");  // the command line wins
+  EXPECT_EQ(cfg["lora-targets"], json::array({"q_proj", "k_proj"}));
+
+  const std::string verb = " train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --out '" +
+                           (dir / "bad") + "' --threads 1";
+  for (auto [text, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"max-steps: 2\nlr: abc\n", "bad.yaml: line 2: key 'lr': "},
+           {"max-steps: 2\nrho: [1, [2]]\n", "bad.yaml: line 2: key 'rho': list items must be single values"},
+           {"max-steps: 2\nlr: {a: 1}\n", "bad.yaml: line 2: key 'lr': must be a value or a list of values"},
+           {"max-steps: 2\n\nnonsense-key: 3\n", "bad.yaml: line 3: key 'nonsense-key': not an option of `flatune train`"},
+           {"[1]: 2\n", "bad.yaml: line 1: a key must be a flag name"},
+           {"lr: [1\n", "bad.yaml: line 2: malformed YAML"},
+           {"- 1\n", "bad.yaml: line 1: expected a map of flag: value"},
+           {"batch-size: -3\n", "bad.yaml: line 1: key 'batch-size': "}}) {
+    write_file_atomic(dir / "bad.yaml", text);
+    auto r = run_flatune("--config '" + (dir / "bad.yaml") + "'" + verb);
+    EXPECT_EQ(r.exit_code, 2) << text << "\n" << r.output;
+    EXPECT_EQ(r.output.rfind("flatune: " + (dir / "bad.yaml") + ": line ", 0), 0u) << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   }
 }

@@ -30,6 +30,7 @@
 #include "flatune/report/wiseft_sweep.h"
 #include "flatune/retain/merge.h"
 #include "flatune/train/run_folder.h"
+#include "flatune/train/signals.h"
 #include "flatune/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -246,6 +247,18 @@ std::string stage_dir(const Grid& g, const std::string& out, const GridStage& s)
   return join_path(g.stage_cache.empty() ? experiment_layout::stages_dir(out) : g.stage_cache, s.name);
 }
 
+// A signal stops the run being trained with a checkpoint; rerunning the experiment resumes it
+// (and skips what is done), so the hint is that, not --resume.
+void train_in_experiment(const TrainOptions& o, const std::string& what) {
+  try {
+    train(o);
+  } catch (const Interrupted& e) {
+    throw Interrupted(e.signal, "interrupted by " + signal_name(e.signal) + " while training " + what + " (" + o.out +
+                                    "); rerun the same command to continue: finished runs are kept, this one resumes "
+                                    "from its checkpoint");
+  }
+}
+
 }  // namespace
 
 void run_experiment(const Grid& g, const ExperimentOptions& eo) {
@@ -266,7 +279,7 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
       o.resume = true;
       if (o.save_every == 0) o.save_every = std::max<int64_t>(1, o.max_steps / 4);
       if (eo.threads > 0) o.threads = eo.threads;
-      train(o);
+      train_in_experiment(o, "stage " + st.name);
     }
     before = stage.final_dir();
   }
@@ -302,7 +315,7 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
         o.resume = true;
         if (o.save_every == 0) o.save_every = std::max<int64_t>(1, o.max_steps / 3);
         if (eo.threads > 0) o.threads = eo.threads;
-        train(o);
+        train_in_experiment(o, "run " + name);
         std::string model_dir = RunFolder{run_dir}.final_dir();
         if (method.wiseft_alpha >= 0) {
           const std::string merged = experiment_layout::wiseft_model_dir(run_dir);

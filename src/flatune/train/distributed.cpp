@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "flatune/core/error.h"
 
@@ -15,6 +16,7 @@ namespace {
 
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
+  std::chrono::milliseconds timeout{0};
   // The Gloo backend itself: in libtorch 2.x a ProcessGroup only dispatches to backends, and
   // every collective flatune makes is one Gloo runs on CPU tensors.
   c10::intrusive_ptr<c10d::Backend> pg;
@@ -31,7 +33,36 @@ int env_int(const char* name, int fallback) {
 
 c10d::Backend& group(const Distributed& d) { return *static_cast<Group*>(d.impl.get())->pg; }
 
-// Runs a collective; a peer that died or timed out becomes an Error naming this rank.
+// After a collective failed: which peers never reached it. Every rank that fails marks itself in
+// the store and looks, for a short while, for the others' marks; a peer that is stopped or stuck
+// elsewhere leaves none. (A peer that died made the collective fail fast and leaves none either.)
+std::string silent_peers(const Distributed& d) {
+  auto& store = *static_cast<Group*>(d.impl.get())->store;
+  const std::string prefix = "flatune/failed-collective/";
+  std::vector<int> silent;
+  try {
+    // Short: the store lives in rank 0, which may be the stopped one.
+    store.setTimeout(std::chrono::seconds(2));
+    store.set(prefix + std::to_string(d.rank), std::vector<uint8_t>{1});
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (;;) {
+      silent.clear();
+      for (int r = 0; r < d.world_size; ++r)
+        if (r != d.rank && !store.check({prefix + std::to_string(r)})) silent.push_back(r);
+      if (silent.empty() || std::chrono::steady_clock::now() > until) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  } catch (const std::exception&) {
+    return d.rank == 0 ? "" : "rank 0 (which holds the rendezvous store) does not answer";
+  }
+  if (silent.empty()) return "";
+  std::string names;
+  for (int r : silent) names += (names.empty() ? "" : ", ") + std::to_string(r);
+  return (silent.size() == 1 ? "rank " : "ranks ") + names + " never reached it (stopped, stuck or dead)";
+}
+
+// Runs a collective; a peer that died or timed out becomes an Error naming this rank and the
+// peers that never arrived.
 template <typename Fn>
 void collective(const Distributed& d, const char* what, Fn&& fn) {
   try {
@@ -39,11 +70,28 @@ void collective(const Distributed& d, const char* what, Fn&& fn) {
   } catch (const std::exception& e) {
     std::string msg = e.what();
     msg = msg.substr(0, msg.find('\n'));
-    fail("rank " + std::to_string(d.rank), std::string(what) + " failed (a peer died or timed out): " + msg);
+    const auto timeout_s = static_cast<Group*>(d.impl.get())->timeout.count() / 1000.0;
+    std::string who = silent_peers(d);
+    char limit[64];
+    std::snprintf(limit, sizeof limit, "%g", timeout_s);
+    fail("rank " + std::to_string(d.rank), std::string(what) + " failed" + (who.empty() ? "" : ": " + who) +
+                                               " (collective timeout " + limit + " s): " + msg);
   }
 }
 
 }  // namespace
+
+std::chrono::milliseconds collective_timeout_from_env() {
+  const char* v = std::getenv("FLATUNE_COLLECTIVE_TIMEOUT");
+  if (!v || !*v) return std::chrono::milliseconds(static_cast<int64_t>(kDefaultCollectiveTimeoutSeconds * 1000));
+  char* end = nullptr;
+  double seconds = std::strtod(v, &end);
+  if (*end != '\0' || !(seconds > 0))
+    fail("environment FLATUNE_COLLECTIVE_TIMEOUT", std::string("not a positive number of seconds: '") + v + "'");
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+Distributed init_distributed() { return init_distributed(collective_timeout_from_env()); }
 
 Distributed init_distributed(std::chrono::milliseconds timeout) {
   Distributed d;
@@ -56,6 +104,7 @@ Distributed init_distributed(std::chrono::milliseconds timeout) {
   std::string host = addr && *addr ? addr : "127.0.0.1";
   int port = env_int("MASTER_PORT", 29500);
   auto g = std::make_shared<Group>();
+  g->timeout = timeout;
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(port);

@@ -37,9 +37,16 @@ struct Distributed {
   void barrier() const;
 };
 
+// How long the rendezvous and each collective wait for the other ranks by default. A rank that
+// writes a large checkpoint while the others wait at a barrier needs it long.
+constexpr double kDefaultCollectiveTimeoutSeconds = 300;
+
 // Reads the environment; without WORLD_SIZE (or WORLD_SIZE=1) returns a single-process context.
 // `timeout` bounds the rendezvous and every collective: a dead or stuck peer makes the call
-// throw an Error naming the rank that noticed, never hang.
-Distributed init_distributed(std::chrono::milliseconds timeout = std::chrono::minutes(5));
+// throw an Error naming the rank that noticed and the peers that never arrived, never hang.
+Distributed init_distributed(std::chrono::milliseconds timeout);
+// The timeout from FLATUNE_COLLECTIVE_TIMEOUT (seconds; `flatune launch --collective-timeout`
+// sets it), else the default.
+Distributed init_distributed();
 
 }  // namespace flatune

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "flatune/core/error.h"
+#include "flatune/train/signals.h"
 
 extern char** environ;
 
@@ -42,17 +43,20 @@ std::string describe(int status) {
 }  // namespace
 
 LaunchResult launch_local(int nproc, const std::vector<std::string>& command, int master_port,
-                          std::chrono::milliseconds grace) {
+                          std::chrono::milliseconds grace, double collective_timeout_s) {
   if (nproc < 1) fail("--nproc", "must be at least 1");
   if (command.empty()) fail("launch", "no command given (flatune launch --nproc N -- COMMAND ...)");
   if (master_port == 0) master_port = free_local_port();
 
+  StopRequest stop;
   std::vector<pid_t> pids(nproc, -1);
+  pid_t group = 0;  // the ranks' process group: the first rank's pid
   for (int r = 0; r < nproc; ++r) {
     std::vector<std::string> env_strings;
     for (char** e = environ; *e; ++e) {
       std::string s = *e;
-      for (const char* k : {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "MASTER_ADDR=", "MASTER_PORT=", "LOCAL_WORLD_SIZE="})
+      for (const char* k : {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "MASTER_ADDR=", "MASTER_PORT=", "LOCAL_WORLD_SIZE=",
+                            "FLATUNE_COLLECTIVE_TIMEOUT="})
         if (s.rfind(k, 0) == 0) s.clear();
       if (!s.empty()) env_strings.push_back(s);
     }
@@ -62,26 +66,56 @@ LaunchResult launch_local(int nproc, const std::vector<std::string>& command, in
     env_strings.push_back("LOCAL_WORLD_SIZE=" + std::to_string(nproc));
     env_strings.push_back("MASTER_ADDR=127.0.0.1");
     env_strings.push_back("MASTER_PORT=" + std::to_string(master_port));
+    if (collective_timeout_s > 0) {
+      char v[64];
+      std::snprintf(v, sizeof v, "%g", collective_timeout_s);
+      env_strings.push_back(std::string("FLATUNE_COLLECTIVE_TIMEOUT=") + v);
+    } else if (const char* v = std::getenv("FLATUNE_COLLECTIVE_TIMEOUT")) {
+      env_strings.push_back(std::string("FLATUNE_COLLECTIVE_TIMEOUT=") + v);
+    }
     std::vector<char*> envp, argv;
     for (auto& s : env_strings) envp.push_back(s.data());
     envp.push_back(nullptr);
     std::vector<std::string> args = command;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    // The ranks inherit the launcher's blocked signals and its default dispositions; they get
+    // a group of their own so that a terminal's Ctrl-C reaches them once, through the launcher.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setpgroup(&attr, group);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGTERM);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data());
+    int rc = posix_spawnp(&pid, argv[0], nullptr, &attr, argv.data(), envp.data());
+    posix_spawnattr_destroy(&attr);
     if (rc != 0) {
       for (int k = 0; k < r; ++k) ::kill(pids[k], SIGTERM);
       for (int k = 0; k < r; ++k) ::waitpid(pids[k], nullptr, 0);
       fail(command[0], std::string("cannot start: ") + std::strerror(rc));
     }
     pids[r] = pid;
+    if (group == 0) group = pid;
   }
 
   LaunchResult result;
   int running = nproc;
   auto deadline = std::chrono::steady_clock::time_point::max();
   while (running > 0) {
+    if (stop.requested()) {
+      // Each signal to the launcher goes to every rank once: the first asks them to save and
+      // stop, a second one ends them at once.
+      result.interrupted_by = stop.signal();
+      for (int r = 0; r < nproc; ++r)
+        if (pids[r] > 0) ::kill(pids[r], stop.signal());
+      stop.clear();
+    }
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, WNOHANG);
     if (pid > 0) {
@@ -92,7 +126,11 @@ LaunchResult launch_local(int nproc, const std::vector<std::string>& command, in
       pids[rank] = -1;
       --running;
       bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      if (!ok) {
+      // A rank that stopped because the launcher passed it a signal did what it was asked.
+      const int sig = result.interrupted_by;
+      bool interrupted = sig != 0 && ((WIFEXITED(status) && WEXITSTATUS(status) == 128 + sig) ||
+                                      (WIFSIGNALED(status) && WTERMSIG(status) == sig));
+      if (!ok && !interrupted) {
         // Every failure is named: the rank that died first and the ones that then noticed it
         // may be reaped in either order.
         result.message += (result.message.empty() ? "" : "; ") + ("rank " + std::to_string(rank) + " " + describe(status));

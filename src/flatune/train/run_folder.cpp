@@ -103,4 +103,33 @@ std::string json_to_yaml(const nlohmann::json& j) {
   return std::string(out.c_str()) + "\n";
 }
 
+namespace {
+nlohmann::json yaml_to_json(const YAML::Node& n) {
+  if (n.IsMap()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& kv : n) j[kv.first.Scalar()] = yaml_to_json(kv.second);
+    return j;
+  }
+  if (n.IsSequence()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& e : n) j.push_back(yaml_to_json(e));
+    return j;
+  }
+  if (n.IsScalar()) return n.Scalar();
+  return nullptr;
+}
+}  // namespace
+
+nlohmann::json read_run_config(const RunFolder& run) {
+  const std::string path = run.config_path();
+  if (!file_exists(path)) return nullptr;
+  try {
+    nlohmann::json j = yaml_to_json(YAML::Load(read_file(path)));
+    if (!j.is_object()) fail(path, "expected a map of option: value");
+    return j;
+  } catch (const YAML::Exception& e) {
+    fail(path + ": line " + std::to_string(e.mark.line + 1), "malformed YAML: " + e.msg);
+  }
+}
+
 }  // namespace flatune

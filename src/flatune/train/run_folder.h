@@ -46,4 +46,8 @@ class MetricsLog {
 // Settings as YAML (flat map; lists and nested objects kept), for config.yaml.
 std::string json_to_yaml(const nlohmann::json& j);
 
+// A run's config.yaml as JSON, every scalar as its text (what json_to_yaml wrote); null when the
+// folder has none. A malformed file is an error naming it.
+nlohmann::json read_run_config(const RunFolder& run);
+
 }  // namespace flatune

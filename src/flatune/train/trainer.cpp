@@ -26,6 +26,7 @@
 #include "flatune/retain/penalty.h"
 #include "flatune/retain/replay.h"
 #include "flatune/train/distributed.h"
+#include "flatune/train/resume_check.h"
 #include "flatune/train/run_folder.h"
 #include "flatune/train/signals.h"
 
@@ -208,7 +209,6 @@ void set_up(Recipe& r, const TrainOptions& options) {
     log_warn("--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will "
              "be lower than fp32");
   r.run = RunFolder{r.o.out};
-  if (r.dist.is_main()) make_dirs(r.o.out);
   torch::manual_seed(r.o.seed);
   set_up_model(r);
   set_up_data(r);
@@ -271,16 +271,64 @@ int64_t restore_checkpoint(Recipe& r, int64_t step) {
   return state.at("step").get<int64_t>();
 }
 
-// Resumes from the newest complete checkpoint or starts at step 0, then gives every rank rank
-// 0's weights. Returns the step to continue from.
-int64_t start(Recipe& r) {
+// How a run begins: where it continues from, and what --resume changed.
+struct Start {
   int64_t step = 0;
+  bool finished = false;        // the run is complete and nothing extends it
+  int64_t finished_step = 0;
+  std::vector<OptionChange> changes;  // allowed changes of options on resume
+  nlohmann::json resumes = nlohmann::json::array();  // earlier resumes' changes, from config.yaml
+};
+
+// On --resume: the run's config.yaml against the options given now. Refuses changes that would
+// alter what the run computes; a finished run stays finished unless the new length extends it.
+void check_resume(const Recipe& r, const json& stored, Start& s) {
+  if (stored.is_null()) return;
+  if (stored.contains("resumes") && stored["resumes"].is_array()) s.resumes = stored["resumes"];
+  std::vector<OptionChange> refused;
+  for (auto& c : changed_options(stored, train_options_to_json(r.o))) {
+    if (change_keeps_result(c.key)) s.changes.push_back(c);
+    else if (change_sets_length(c.key)) {}  // judged below by the steps they give
+    else refused.push_back(c);
+  }
+  const auto* resolved = stored.contains("resolved") ? &stored["resolved"] : nullptr;
+  int64_t stored_total = -1;
+  if (resolved && resolved->contains("total-steps")) stored_total = std::stoll((*resolved)["total-steps"].get<std::string>());
+  for (auto& c : changed_options(stored, train_options_to_json(r.o)))
+    if (change_sets_length(c.key)) {
+      // A shorter run changes the learning rate of the steps left when the schedule decays
+      // toward the last step; under a constant or step schedule it only stops earlier.
+      const bool schedule_spans_run = r.o.schedule == "linear" || r.o.schedule == "cosine";
+      if (stored_total >= 0 && r.total_steps < stored_total && schedule_spans_run) refused.push_back(c);
+      else s.changes.push_back(c);
+    }
+  if (!refused.empty())
+    fail(r.run.config_path(), "--resume with options that change the run: " + describe_changes(refused) +
+                                  "; resume with the run's options (only a longer run, logging, checkpoint cadence "
+                                  "and --threads may change; a shorter one under a constant or step schedule) or "
+                                  "choose a new --out");
+  if (stored.contains("finished-at-step") && file_exists(join_path(r.run.final_dir(), "config.json"))) {
+    s.finished_step = std::stoll(stored["finished-at-step"].get<std::string>());
+    s.finished = r.total_steps <= s.finished_step;
+  }
+}
+
+// Resumes from the newest complete checkpoint or starts at step 0, then gives every rank rank
+// 0's weights.
+Start start(Recipe& r) {
+  Start s;
   if (r.o.resume) {
+    check_resume(r, read_run_config(r.run), s);
+    if (s.finished) return s;
     if (auto newest = newest_checkpoint(r.run)) {
-      step = restore_checkpoint(r, *newest);
-      log_info("resumed " + r.o.out + " from step " + std::to_string(step));
+      s.step = restore_checkpoint(r, *newest);
+      log_info("resumed " + r.o.out + " from step " + std::to_string(s.step) +
+               (s.changes.empty() ? "" : " with " + describe_changes(s.changes)));
+    } else if (s.finished_step > 0) {
+      fail(r.o.out, "cannot extend the finished run: it has no checkpoint to continue from (trained with --save-every 0)");
     } else {
       log_info(r.o.out + ": no complete checkpoint to resume from; starting at step 0");
+      s.changes.clear();
     }
   } else if (r.dist.is_main() && newest_checkpoint(r.run)) {
     fail(r.o.out, "the run folder already has checkpoints; pass --resume to continue it or choose a new --out");
@@ -288,11 +336,12 @@ int64_t start(Recipe& r) {
   std::vector<torch::Tensor> all;
   for (auto& p : r.model->parameters()) all.push_back(p.detach());
   r.dist.broadcast(all);
-  return step;
+  return s;
 }
 
-// config.yaml: the options as resolved, and what they resolved to.
-void write_run_config(const Recipe& r) {
+// config.yaml: the options as resolved, what they resolved to, the changes each resume made,
+// and (at the end) the step the run finished at.
+json run_config(const Recipe& r, const Start& s) {
   int64_t trainable = 0;
   for (auto& t : r.param_tensors) trainable += t.numel();
   json cfg = train_options_to_json(r.o);
@@ -308,7 +357,10 @@ void write_run_config(const Recipe& r) {
                      {"device", r.model->parameters().front().device().str()},
                      {"parameters", r.model->config().num_parameters()},
                      {"trainable-parameters", trainable}};
-  write_file_atomic(r.run.config_path(), json_to_yaml(cfg));
+  json resumes = s.resumes;
+  if (!s.changes.empty()) resumes.push_back({{"at-step", s.step}, {"changed", changes_to_json(s.changes)}});
+  if (!resumes.empty()) cfg["resumes"] = resumes;
+  return cfg;
 }
 
 // One step's micro-batches on this rank: its share of the step's target examples, each
@@ -451,16 +503,29 @@ TrainResult train(const TrainOptions& options) {
   Recipe r;
   set_up(r, options);
   const TrainOptions& o = r.o;
-  int64_t step = start(r);
+  Start begun = start(r);
+  TrainResult result;
+  if (begun.finished) {
+    result.already_finished = true;
+    result.steps = begun.finished_step;
+    result.final_dir = r.run.final_dir();
+    return result;
+  }
+  int64_t step = begun.step;
+  json config = run_config(r, begun);
   std::unique_ptr<MetricsLog> metrics;
   if (r.dist.is_main()) {
-    write_run_config(r);
+    make_dirs(o.out);
+    write_file_atomic(r.run.config_path(), json_to_yaml(config));
     metrics = std::make_unique<MetricsLog>(r.run.metrics_path(), /*truncate_after_step=*/true, step);
+    if (!begun.changes.empty())
+      metrics->write({{"step", step}, {"event", "resume"}, {"changed", changes_to_json(begun.changes)}});
   }
 
+  // From here a signal stops the run at the end of a step, with a checkpoint; every rank stops
+  // at the same step.
   StopRequest stop;
   Progress progress("train", r.total_steps, "step");
-  TrainResult result;
   double tokens_done = 0, last_loss = std::nan("");
   const auto started = std::chrono::steady_clock::now();
   while (step < r.total_steps) {
@@ -484,17 +549,23 @@ TrainResult train(const TrainOptions& options) {
     char status[96];
     std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s", out.stats.loss, lr, tokens_done / elapsed);
     progress.update(step, status);
-    const bool stopping = stop.requested();
-    if ((o.save_every > 0 && step % o.save_every == 0) || stopping) {
+    int stop_signal = 0;  // the first rank's that got one
+    for (double sig : r.dist.all_gather(static_cast<double>(stop.signal())))
+      if (stop_signal == 0) stop_signal = static_cast<int>(sig);
+    const bool stopping = stop_signal != 0;
+    // The run's last step is checkpointed too, so that a longer run can continue from it.
+    const bool last = step == r.total_steps && o.save_every > 0;
+    if ((o.save_every > 0 && step % o.save_every == 0) || last || stopping) {
       if (r.dist.is_main()) save_checkpoint_at(r, step);
       r.dist.barrier();
     }
     if (stopping) {
-      log_warn("signal " + std::to_string(stop.signal()) + ": saved " + r.run.checkpoint_dir(step) +
-               " and stopped at step " + std::to_string(step));
-      result.steps = step;
-      result.final_train_loss = last_loss;
-      return result;
+      const int sig = stop_signal;
+      const std::string what = "interrupted by " + signal_name(sig) + " at step " + std::to_string(step) + " of " +
+                               std::to_string(r.total_steps);
+      if (!r.dist.is_main()) throw Interrupted(sig, "rank " + std::to_string(r.dist.rank) + ": " + what);
+      throw Interrupted(sig, what + "; saved " + r.run.checkpoint_dir(step) +
+                                 "; to continue, run the same command with --resume");
     }
   }
   progress.finish();
@@ -502,6 +573,10 @@ TrainResult train(const TrainOptions& options) {
   if (!r.val_set.empty() && result.final_val_loss < 0)
     result.final_val_loss = validation_loss(r.model, r.val_set, o.batch_size, r.pad_id, r.dist);
   finish(r);
+  if (r.dist.is_main()) {
+    config["finished-at-step"] = step;
+    write_file_atomic(r.run.config_path(), json_to_yaml(config));
+  }
   result.steps = step;
   result.final_train_loss = last_loss;
   result.wall_seconds = seconds_since(started);

@@ -83,11 +83,13 @@ struct TrainResult {
   double wall_seconds = 0;
   double tokens_per_second = 0;
   std::string final_dir;
+  bool already_finished = false;  // --resume of a run that had finished: nothing was trained
 };
 
 // Runs (or resumes) a training run into options.out. Errors a user can cause are
 // flatune::Error; a NaN/Inf loss stops the run naming the step, keeping the last checkpoint.
-// SIGINT/SIGTERM save a checkpoint and return early (result.steps < planned).
+// SIGINT/SIGTERM save a checkpoint at the end of the step and throw Interrupted; --resume
+// refuses options that would change what the run computes (see resume_check.h).
 TrainResult train(const TrainOptions& options);
 
 // The resolved settings as JSON (what config.yaml holds).
