@@ -285,23 +285,20 @@ struct Start {
 void check_resume(const Recipe& r, const json& stored, Start& s) {
   if (stored.is_null()) return;
   if (stored.contains("resumes") && stored["resumes"].is_array()) s.resumes = stored["resumes"];
-  std::vector<OptionChange> refused;
-  for (auto& c : changed_options(stored, train_options_to_json(r.o))) {
-    if (change_keeps_result(c.key)) s.changes.push_back(c);
-    else if (change_sets_length(c.key)) {}  // judged below by the steps they give
-    else refused.push_back(c);
-  }
   const auto* resolved = stored.contains("resolved") ? &stored["resolved"] : nullptr;
   int64_t stored_total = -1;
-  if (resolved && resolved->contains("total-steps")) stored_total = std::stoll((*resolved)["total-steps"].get<std::string>());
-  for (auto& c : changed_options(stored, train_options_to_json(r.o)))
-    if (change_sets_length(c.key)) {
-      // A shorter run changes the learning rate of the steps left when the schedule decays
-      // toward the last step; under a constant or step schedule it only stops earlier.
-      const bool schedule_spans_run = r.o.schedule == "linear" || r.o.schedule == "cosine";
-      if (stored_total >= 0 && r.total_steps < stored_total && schedule_spans_run) refused.push_back(c);
-      else s.changes.push_back(c);
-    }
+  if (resolved && resolved->contains("total-steps"))
+    stored_total = std::stoll((*resolved)["total-steps"].get<std::string>());
+  // A shorter run changes the learning rate of the steps left when the schedule decays toward
+  // the last step; under a constant or step schedule it only stops earlier.
+  const bool schedule_spans_run = r.o.schedule == "linear" || r.o.schedule == "cosine";
+  const bool shorter = stored_total >= 0 && r.total_steps < stored_total;
+  std::vector<OptionChange> refused;
+  for (auto& c : changed_options(stored, train_options_to_json(r.o))) {
+    const bool allowed =
+        change_keeps_result(c.key) || (change_sets_length(c.key) && !(shorter && schedule_spans_run));
+    (allowed ? s.changes : refused).push_back(c);
+  }
   if (!refused.empty())
     fail(r.run.config_path(), "--resume with options that change the run: " + describe_changes(refused) +
                                   "; resume with the run's options (only a longer run, logging, checkpoint cadence "
