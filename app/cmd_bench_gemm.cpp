@@ -28,8 +28,8 @@ double gemm_rate(int64_t m, int64_t k, int64_t n, torch::ScalarType dtype, doubl
 
 void add_bench_gemm_command(CLI::App& bench) {
   struct Args {
-    std::vector<std::string> shapes = {"1024x1024x1024", "2048x2048x2048", "2048x256x256", "2048x256x688", "2048x688x256",
-                                       "2048x256x8000"};
+    std::vector<std::string> shapes = {"1024x1024x1024", "2048x2048x2048", "2048x256x256",
+                                       "2048x256x688",   "2048x688x256",   "2048x256x8000"};
     std::vector<std::string> dtypes = {"float32", "bfloat16"};
     double seconds = 1.0;
     int threads = 0;

@@ -81,7 +81,8 @@ double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0
 
 void add_bench_train_command(CLI::App& bench) {
   struct Args {
-    int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 5, lora_rank = 0;
+    int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 5,
+            lora_rank = 0;
     std::vector<std::string> variants = {"none", "sam", "asam", "looksam", "sam-subset"};
     int threads = 0;
     bool unfused_loss = false, bf16 = false;
@@ -101,7 +102,8 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--variants", a->variants, "none sam asam looksam sam-subset");
   sub->add_option("--threads", a->threads, "intra-op threads");
   sub->add_flag("--bf16", a->bf16, "bf16 autocast for the forward passes, as flatune train --bf16");
-  sub->add_flag("--unfused-loss", a->unfused_loss, "full logits then cross-entropy, as transformers does (default: the fused head + loss)");
+  sub->add_flag("--unfused-loss", a->unfused_loss,
+                "full logits then cross-entropy, as transformers does (default: the fused head + loss)");
   sub->add_option("--json", a->json_out, "also write the results as JSON");
   sub->add_option("--profile", a->profile, "write a Chrome trace (chrome://tracing) of the timed steps to this file");
   sub->callback([a] {
@@ -124,12 +126,12 @@ void add_bench_train_command(CLI::App& bench) {
     auto ids = torch::randint(0, a->vocab, {a->batch, a->seq}, gen, torch::kLong);
     json results = json::array();
     double adamw_tps = 0;
-    std::printf("model %.1fM parameters, batch %lld x %lld tokens, %d threads, %s (MFU against that peak)\n", c.num_parameters() / 1e6,
-                static_cast<long long>(a->batch), static_cast<long long>(a->seq), at::get_num_threads(),
-                a->bf16 ? "bf16 autocast" : "fp32");
+    std::printf("model %.1fM parameters, batch %lld x %lld tokens, %d threads, %s (MFU against that peak)\n",
+                c.num_parameters() / 1e6, static_cast<long long>(a->batch), static_cast<long long>(a->seq),
+                at::get_num_threads(), a->bf16 ? "bf16 autocast" : "fp32");
     std::printf("GEMM peak (1024^3): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", peak_fp32, peak_bf16);
-    std::printf("%-10s %9s %8s %6s %9s %9s %9s %9s %9s %7s\n", "variant", "tokens/s", "vs adamw", "MFU", "state", "activ.",
-                "tensors", "RSS peak", "RSS grow", "grow/sum");
+    std::printf("%-10s %9s %8s %6s %9s %9s %9s %9s %9s %7s\n", "variant", "tokens/s", "vs adamw", "MFU", "state",
+                "activ.", "tensors", "RSS peak", "RSS grow", "grow/sum");
     for (const auto& v : a->variants) {
       const bool peak_known = reset_peak_rss();
       const int64_t rss_start = status_kib("VmRSS");
@@ -176,7 +178,8 @@ void add_bench_train_command(CLI::App& bench) {
       const int64_t steps = v == "looksam" ? (a->steps + s.k - 1) / s.k * s.k : a->steps;
       std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
       if (!a->profile.empty())
-        trace = std::make_unique<torch::autograd::profiler::RecordProfile>(a->profile + "." + (v == "none" ? "adamw" : v) + ".json");
+        trace = std::make_unique<torch::autograd::profiler::RecordProfile>(a->profile + "." +
+                                                                           (v == "none" ? "adamw" : v) + ".json");
       auto t0 = std::chrono::steady_clock::now();
       for (int64_t i = 0; i < steps; ++i) stepper.step(closure);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -187,12 +190,14 @@ void add_bench_train_command(CLI::App& bench) {
       // Without a resettable high-water mark the peak would be the whole run's: not reported.
       const double peak_mib = peak_known ? status_kib("VmHWM") / 1024.0 : -1;
       const double growth_mib = peak_known ? (status_kib("VmHWM") - rss_start) / 1024.0 : -1;
-      const double mfu_fp32 = tps * flops_per_token / (peak_fp32 * 1e9), mfu_bf16 = tps * flops_per_token / (peak_bf16 * 1e9);
+      const double mfu_fp32 = tps * flops_per_token / (peak_fp32 * 1e9),
+                   mfu_bf16 = tps * flops_per_token / (peak_bf16 * 1e9);
       const double mfu = a->bf16 ? mfu_bf16 : mfu_fp32;  // against the peak of the precision the GEMMs run in
       const int64_t tensor_peak = counter.peak() - live_start;
       const double sum_mib = mib(state + activations);
-      std::printf("%-10s %9.0f %7.2fx %5.0f%% %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n", v == "none" ? "adamw" : v.c_str(), tps, ratio,
-                  100 * mfu, mib(state), mib(activations), mib(tensor_peak), peak_mib, growth_mib, growth_mib / sum_mib);
+      std::printf("%-10s %9.0f %7.2fx %5.0f%% %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n",
+                  v == "none" ? "adamw" : v.c_str(), tps, ratio, 100 * mfu, mib(state), mib(activations),
+                  mib(tensor_peak), peak_mib, growth_mib, growth_mib / sum_mib);
       json row = {{"variant", v == "none" ? "adamw" : v},
                   {"tokens_per_s", tps},
                   {"step_time_vs_adamw", ratio},

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <functional>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 
 #include "commands.h"
 #include "flatune/core/error.h"
@@ -25,7 +25,8 @@ void add_eval_command(CLI::App& app) {
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* sub = app.add_subcommand("eval", "evaluate a model on task files (multiple choice, generative) and text perplexity");
+  CLI::App* sub =
+      app.add_subcommand("eval", "evaluate a model on task files (multiple choice, generative) and text perplexity");
   sub->add_option("--model", a->model, "model folder")->required();
   sub->add_option("--tasks", a->tasks, "task files (JSONL items)");
   sub->add_option("--perplexity", a->perplexity, "text files to score with rolling windows");
@@ -34,7 +35,8 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--limit", a->opts.limit, "first N items of each task");
   sub->add_option("--max-length", a->opts.max_length, "window (default: the model's)");
   sub->add_flag("--naive", a->opts.naive, "score every choice with its own forward pass");
-  sub->add_option("--batch-size", a->opts.batch_size, "contexts per forward (items batched by length)")->check(CLI::PositiveNumber);
+  sub->add_option("--batch-size", a->opts.batch_size, "contexts per forward (items batched by length)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--max-new-tokens", a->opts.max_new_tokens, "generative tasks: tokens to generate");
   sub->add_option("--template", a->opts.template_name, "generative tasks: wrap prompts in this training template");
   sub->add_option("--threads", a->threads, "intra-op threads");
@@ -54,8 +56,13 @@ void add_eval_command(CLI::App& app) {
       Task task = read_task(path);
       TaskResult r = evaluate_task(model, *tok, task, a->opts);
       if (!dist.is_main()) continue;
-      json settings = {{"shots", a->opts.shots}, {"seed", a->opts.seed}, {"limit", a->opts.limit}, {"naive", a->opts.naive},
-                       {"batch_size", a->opts.batch_size}, {"template", a->opts.template_name}, {"file", path},
+      json settings = {{"shots", a->opts.shots},
+                       {"seed", a->opts.seed},
+                       {"limit", a->opts.limit},
+                       {"naive", a->opts.naive},
+                       {"batch_size", a->opts.batch_size},
+                       {"template", a->opts.template_name},
+                       {"file", path},
                        {"processes", dist.world_size}};
       write_task_result(r, dir, {{"model", a->model}, {"settings", settings}});
       std::printf("%-24s n=%-5lld", task.name.c_str(), static_cast<long long>(r.n));
@@ -84,7 +91,8 @@ void add_forgetting_command(CLI::App& app) {
     std::vector<std::string> tuned, targets;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* sub = app.add_subcommand("forgetting", "table of base vs tuned evaluation results per task, category and overall");
+  CLI::App* sub =
+      app.add_subcommand("forgetting", "table of base vs tuned evaluation results per task, category and overall");
   sub->add_option("--base", a->base, "folder with the base model's eval/")->required();
   sub->add_option("--tuned", a->tuned, "folders with tuned models' eval/")->required();
   sub->add_option("--categories", a->categories, "YAML {category: [task prefixes]} (default: the seed paper's)");
@@ -109,11 +117,13 @@ void add_bench_eval_command(CLI::App& bench) {
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* sub = bench.add_subcommand("eval", "multiple-choice scoring: one forward per choice vs shared context vs batched items");
+  CLI::App* sub = bench.add_subcommand(
+      "eval", "multiple-choice scoring: one forward per choice vs shared context vs batched items");
   sub->add_option("--items", a->items, "4-choice items");
   sub->add_option("--context", a->context, "mean context tokens per item (each drawn from [C/2, 3C/2])");
   sub->add_option("--choice-tokens", a->choice_tokens, "mean tokens per choice (each drawn from [1, 2K-1])");
-  sub->add_option("--batch-size", a->batch_size, "contexts per forward in the batched path")->check(CLI::PositiveNumber);
+  sub->add_option("--batch-size", a->batch_size, "contexts per forward in the batched path")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--threads", a->threads, "intra-op threads");
   sub->callback([a] {
     if (a->threads > 0) at::set_num_threads(a->threads);
@@ -135,8 +145,10 @@ void add_bench_eval_command(CLI::App& bench) {
     };
     std::vector<EncodedPair> pairs;
     for (int64_t i = 0; i < a->items; ++i) {
-      auto ctx = tokens(draw(std::max<int64_t>(1, a->context / 2), std::min<int64_t>(c.max_position_embeddings / 2, 3 * a->context / 2)));
-      for (int k = 0; k < 4; ++k) pairs.push_back({ctx, tokens(draw(1, std::max<int64_t>(1, 2 * a->choice_tokens - 1)))});
+      auto ctx = tokens(draw(std::max<int64_t>(1, a->context / 2),
+                             std::min<int64_t>(c.max_position_embeddings / 2, 3 * a->context / 2)));
+      for (int k = 0; k < 4; ++k)
+        pairs.push_back({ctx, tokens(draw(1, std::max<int64_t>(1, 2 * a->choice_tokens - 1)))});
     }
     const int64_t window = c.max_position_embeddings;
     auto timed = [&](const std::function<std::vector<Loglik>()>& run, std::vector<Loglik>* out) {
@@ -151,7 +163,8 @@ void add_bench_eval_command(CLI::App& bench) {
         [&] {
           std::vector<Loglik> all;
           for (int64_t i = 0; i < a->items; ++i) {
-            auto r = score_batched(model, std::vector<EncodedPair>(pairs.begin() + 4 * i, pairs.begin() + 4 * i + 4), window, 1);
+            auto r = score_batched(model, std::vector<EncodedPair>(pairs.begin() + 4 * i, pairs.begin() + 4 * i + 4),
+                                   window, 1);
             all.insert(all.end(), r.begin(), r.end());
           }
           return all;
@@ -160,14 +173,15 @@ void add_bench_eval_command(CLI::App& bench) {
     const double batched = timed([&] { return score_batched(model, pairs, window, a->batch_size); }, &r_batched);
     double max_diff = 0;
     for (size_t i = 0; i < pairs.size(); ++i)
-      max_diff = std::max({max_diff, std::abs(r_shared[i].value - r_naive[i].value), std::abs(r_batched[i].value - r_naive[i].value)});
-    std::printf("model %.1fM parameters, %lld items x 4 choices, context ~%lld + choice ~%lld tokens, %d threads\n", params / 1e6,
-                static_cast<long long>(a->items), static_cast<long long>(a->context), static_cast<long long>(a->choice_tokens),
-                at::get_num_threads());
+      max_diff = std::max(
+          {max_diff, std::abs(r_shared[i].value - r_naive[i].value), std::abs(r_batched[i].value - r_naive[i].value)});
+    std::printf("model %.1fM parameters, %lld items x 4 choices, context ~%lld + choice ~%lld tokens, %d threads\n",
+                params / 1e6, static_cast<long long>(a->items), static_cast<long long>(a->context),
+                static_cast<long long>(a->choice_tokens), at::get_num_threads());
     std::printf("naive   (one forward per choice)        %8.2f items/s\n", naive);
     std::printf("shared  (context KV cache, per item)    %8.2f items/s   %.2fx naive\n", shared, shared / naive);
-    std::printf("batched (%3lld contexts per forward)     %8.2f items/s   %.2fx naive\n", static_cast<long long>(a->batch_size), batched,
-                batched / naive);
+    std::printf("batched (%3lld contexts per forward)     %8.2f items/s   %.2fx naive\n",
+                static_cast<long long>(a->batch_size), batched, batched / naive);
     std::printf("largest |loglik difference| to naive: %.2e\n", max_diff);
   });
 }

@@ -55,7 +55,8 @@ void add_demo_command(CLI::App& app) {
   sub->add_option("--cache", a->cache, "cache folder (default: $XDG_CACHE_HOME/flatune or ~/.cache/flatune)");
   sub->add_option("--threads", a->threads, "intra-op threads");
   sub->callback([a] {
-    std::string grid = write_demo_grid(a->preset, a->out, a->wordnet, a->cache.empty() ? flatune_cache_root() : a->cache);
+    std::string grid =
+        write_demo_grid(a->preset, a->out, a->wordnet, a->cache.empty() ? flatune_cache_root() : a->cache);
     run_grid_file(grid, a->out, a->threads);
   });
 }

@@ -49,9 +49,11 @@ void add_generate_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("generate", "continue a prompt with a model folder's model and tokenizer");
   sub->add_option("--model", args->model, "Hugging Face model folder")->required()->check(CLI::ExistingDirectory);
   sub->add_option("--prompt", args->prompt, "prompt text")->required();
-  sub->add_option("--max-new-tokens", args->max_new_tokens, "tokens to generate at most")->check(CLI::NonNegativeNumber);
+  sub->add_option("--max-new-tokens", args->max_new_tokens, "tokens to generate at most")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--temperature", args->temperature, "0 for greedy decoding")->check(CLI::NonNegativeNumber);
-  sub->add_option("--top-k", args->top_k, "sample from the k most likely tokens (0: off)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--top-k", args->top_k, "sample from the k most likely tokens (0: off)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--top-p", args->top_p, "nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--seed", args->seed, "sampling seed");
   sub->add_option("--threads", args->threads, "intra-op threads (default: all cores)");

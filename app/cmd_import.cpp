@@ -36,7 +36,8 @@ void add_import_command(CLI::App& app) {
   sub->add_option("--suite", a->suite, "the suite (see below)")->required()->check(CLI::IsMember(importable_suites()));
   sub->add_option("--input", a->input, "the suite's file or folder (see below)")->required();
   sub->add_option("--out", a->out, "task file to write (JSONL)")->required();
-  sub->add_option("--shots", a->shots, "MMLU: first N rows of <dev>/<subject>_dev.csv; GSM8K: N drawn from --dev as lm-eval draws");
+  sub->add_option("--shots", a->shots,
+                  "MMLU: first N rows of <dev>/<subject>_dev.csv; GSM8K: N drawn from --dev as lm-eval draws");
   sub->add_option("--dev", a->dev, "MMLU: the dev folder (data/dev); GSM8K: the train file");
   sub->callback([a] {
     auto items = import_suite(a->suite, a->input, a->shots, a->dev);

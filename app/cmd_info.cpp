@@ -39,10 +39,10 @@ void print_folder(const std::string& dir) {
   std::printf("vocab_size: %lld\nhidden_size: %lld\nintermediate_size: %lld\n", (long long)c.vocab_size,
               (long long)c.hidden_size, (long long)c.intermediate_size);
   std::printf("layers: %lld\nattention heads: %lld\nkey/value heads: %lld\nhead_dim: %lld\n",
-              (long long)c.num_hidden_layers, (long long)c.num_attention_heads,
-              (long long)c.num_key_value_heads, (long long)c.head_dim);
-  std::printf("max_position_embeddings: %lld\nrope_theta: %g\nrope_scaling: %s\n",
-              (long long)c.max_position_embeddings, c.rope_theta, c.rope_scaling.type.c_str());
+              (long long)c.num_hidden_layers, (long long)c.num_attention_heads, (long long)c.num_key_value_heads,
+              (long long)c.head_dim);
+  std::printf("max_position_embeddings: %lld\nrope_theta: %g\nrope_scaling: %s\n", (long long)c.max_position_embeddings,
+              c.rope_theta, c.rope_scaling.type.c_str());
   std::printf("tie_word_embeddings: %s\n", c.tie_word_embeddings ? "true" : "false");
   std::printf("parameters: %lld\n", (long long)c.num_parameters());
   std::printf("torch_dtype: %s\n", c.torch_dtype.c_str());

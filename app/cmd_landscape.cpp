@@ -54,9 +54,7 @@ std::pair<double, double> parse_range(const std::string& s) {
     double a = std::stod(s.substr(0, colon), &ua), b = std::stod(s.substr(colon + 1), &ub);
     if (ua != colon || ub != s.size() - colon - 1) throw std::invalid_argument(s);
     return {a, b};
-  } catch (const std::logic_error&) {
-    fail("--range", "expected two numbers A:B, got '" + s + "'");
-  }
+  } catch (const std::logic_error&) { fail("--range", "expected two numbers A:B, got '" + s + "'"); }
 }
 
 // ------------------------------------------------------------------ landscape
@@ -119,11 +117,13 @@ void run_correlate(const CorrelateArgs& a) {
 
 void add_landscape_command(CLI::App& app) {
   auto a = std::make_shared<LandscapeArgs>();
-  CLI::App* sub = app.add_subcommand(
-      "landscape",
-      "loss surface around a model: 1-D (--points N --range A:B) or 2-D (--grid N) along seeded random directions, or the "
-      "interpolation --from BASE --to TUNED (alpha 0 = base, 1 = tuned, default range -0.5:1.5); writes CSV, landscape.json "
-      "(every setting), PNG and SVG, and the drawn directions as directions.safetensors");
+  CLI::App* sub =
+      app.add_subcommand("landscape",
+                         "loss surface around a model: 1-D (--points N --range A:B) or 2-D (--grid N) along seeded "
+                         "random directions, or the "
+                         "interpolation --from BASE --to TUNED (alpha 0 = base, 1 = tuned, default range -0.5:1.5); "
+                         "writes CSV, landscape.json "
+                         "(every setting), PNG and SVG, and the drawn directions as directions.safetensors");
   add_data_options(sub, a->settings.data, false);
   sub->add_option("--out", a->settings.out, "output folder")->required();
   sub->add_option("--points", a->settings.points, "points along a 1-D direction or the interpolation");
@@ -145,9 +145,12 @@ void add_sharpness_command(CLI::App& app) {
   auto a = std::make_shared<SharpnessSettings>();
   CLI::App* sub = app.add_subcommand(
       "sharpness",
-      "sharpness on fixed batches: sam (L(w + rho g/|g|) - L(w)), eps (Keskar et al. epsilon-sharpness, approximated by "
-      "--eps-steps projected sign-ascent steps in the box |d_i| <= eps(|w_i|+1): a lower bound of the box maximum), avg "
-      "(average increase under Gaussian noise sigma|w|, --samples draws), lambda_max (power iteration on Hessian-vector "
+      "sharpness on fixed batches: sam (L(w + rho g/|g|) - L(w)), eps (Keskar et al. epsilon-sharpness, approximated "
+      "by "
+      "--eps-steps projected sign-ascent steps in the box |d_i| <= eps(|w_i|+1): a lower bound of the box maximum), "
+      "avg "
+      "(average increase under Gaussian noise sigma|w|, --samples draws), lambda_max (power iteration on "
+      "Hessian-vector "
       "products, --iters), trace (Hutchinson, --samples vectors); prints a table, --out writes sharpness.json");
   add_data_options(sub, a->data, true);
   sub->add_option("--metrics", a->metrics, "sam eps avg lambda_max trace (comma or space separated)")->delimiter(',');
@@ -165,10 +168,11 @@ void add_sharpness_command(CLI::App& app) {
 
 void add_correlate_command(CLI::App& app) {
   auto a = std::make_shared<CorrelateArgs>();
-  CLI::App* sub = app.add_subcommand(
-      "correlate",
-      "Pearson and Spearman (two-sided p-values) of a sharpness metric against forgetting across runs: an experiment folder "
-      "(runs/*/flatness.json, sharpness.json, forgetting.json) or a CSV with a header row (column run|name labels rows)");
+  CLI::App* sub = app.add_subcommand("correlate",
+                                     "Pearson and Spearman (two-sided p-values) of a sharpness metric against "
+                                     "forgetting across runs: an experiment folder "
+                                     "(runs/*/flatness.json, sharpness.json, forgetting.json) or a CSV with a header "
+                                     "row (column run|name labels rows)");
   sub->add_option("source", a->source, "experiment folder, its runs/ folder, or a CSV file")->required();
   sub->add_option("--x", a->x, "the sharpness metric (e.g. lambda_max sam_sharpness surface_curvature)");
   sub->add_option("--y", a->y, "forgetting (before's overall score - the run's), target_gain, or another column");
@@ -183,7 +187,8 @@ void add_bench_landscape_command(CLI::App& bench) {
     std::string json_out;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* sub = bench.add_subcommand("landscape", "seconds for an N x N loss surface and a lambda-max estimate on a fresh model");
+  CLI::App* sub =
+      bench.add_subcommand("landscape", "seconds for an N x N loss surface and a lambda-max estimate on a fresh model");
   sub->add_option("--hidden", a->hidden, "hidden size");
   sub->add_option("--layers", a->layers, "layers");
   sub->add_option("--heads", a->heads, "attention heads");
@@ -215,10 +220,12 @@ void add_bench_landscape_command(CLI::App& bench) {
     fb.label_tokens = b.label_tokens;
     LossClosure loss = fixed_batches_loss(model, fb);
     NamedParams params = all_parameters(model);
-    std::printf("model %.1fM parameters (hidden %lld, %lld layers, MLP %lld, vocab %lld), batch %lld x %lld tokens, %d threads\n",
-                c.num_parameters() / 1e6, static_cast<long long>(a->hidden), static_cast<long long>(a->layers),
-                static_cast<long long>(a->ffn), static_cast<long long>(a->vocab), static_cast<long long>(a->batch),
-                static_cast<long long>(a->seq), at::get_num_threads());
+    std::printf(
+        "model %.1fM parameters (hidden %lld, %lld layers, MLP %lld, vocab %lld), batch %lld x %lld tokens, %d "
+        "threads\n",
+        c.num_parameters() / 1e6, static_cast<long long>(a->hidden), static_cast<long long>(a->layers),
+        static_cast<long long>(a->ffn), static_cast<long long>(a->vocab), static_cast<long long>(a->batch),
+        static_cast<long long>(a->seq), at::get_num_threads());
     DirectionOptions o;
     auto d1 = random_direction(params, o);
     o.seed = 1;
@@ -233,15 +240,23 @@ void add_bench_landscape_command(CLI::App& bench) {
     SharpnessValue lam = hessian_top_eigenvalue(params, loss, a->iters, 0.0, 0);
     const double lambda_s = seconds_since(t0);
     std::printf("one loss evaluation          %8.2f s\n", one_forward);
-    std::printf("%dx%d surface                %8.1f s  (%.2f s a point)\n", a->grid, a->grid, surface_s, surface_s / (a->grid * a->grid));
+    std::printf("%dx%d surface                %8.1f s  (%.2f s a point)\n", a->grid, a->grid, surface_s,
+                surface_s / (a->grid * a->grid));
     std::printf("lambda_max, %lld iterations   %8.1f s  (%.2f s a Hessian-vector product; lambda %.4g)\n",
-                static_cast<long long>(lam.iterations), lambda_s, lambda_s / std::max<int64_t>(1, lam.iterations), lam.value);
+                static_cast<long long>(lam.iterations), lambda_s, lambda_s / std::max<int64_t>(1, lam.iterations),
+                lam.value);
     if (!a->json_out.empty())
-      write_file_atomic(a->json_out, json({{"parameters", c.num_parameters()}, {"threads", at::get_num_threads()},
-                                           {"batch", a->batch}, {"seq", a->seq}, {"grid", a->grid}, {"surface_seconds", surface_s},
-                                           {"loss_seconds", one_forward}, {"lambda_iterations", lam.iterations},
+      write_file_atomic(a->json_out, json({{"parameters", c.num_parameters()},
+                                           {"threads", at::get_num_threads()},
+                                           {"batch", a->batch},
+                                           {"seq", a->seq},
+                                           {"grid", a->grid},
+                                           {"surface_seconds", surface_s},
+                                           {"loss_seconds", one_forward},
+                                           {"lambda_iterations", lam.iterations},
                                            {"lambda_seconds", lambda_s}})
-                                          .dump(2) + "\n");
+                                             .dump(2) +
+                                         "\n");
   });
 }
 

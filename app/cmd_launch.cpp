@@ -30,13 +30,13 @@ void add_launch_command(CLI::App& app) {
   sub->add_option("--collective-timeout", args->collective_timeout_s, timeout_help)->check(CLI::PositiveNumber);
   sub->add_option("command", args->command, "the command after --")->required();
   sub->callback([args] {
-    auto r = launch_local(args->nproc, args->command, args->port,
-                          std::chrono::milliseconds(static_cast<int64_t>(args->grace_s * 1000)),
-                          args->collective_timeout_s);
+    auto r =
+        launch_local(args->nproc, args->command, args->port,
+                     std::chrono::milliseconds(static_cast<int64_t>(args->grace_s * 1000)), args->collective_timeout_s);
     if (r.interrupted_by != 0) {
       std::string how = r.exit_code != 0 ? "; " + r.message : "";
-      throw Interrupted(r.interrupted_by, "launch: interrupted by " + signal_name(r.interrupted_by) +
-                                              "; passed it to every rank" + how);
+      throw Interrupted(r.interrupted_by,
+                        "launch: interrupted by " + signal_name(r.interrupted_by) + "; passed it to every rank" + how);
     }
     if (r.exit_code != 0) fail("launch", r.message);
   });

@@ -43,7 +43,8 @@ void add_fisher_command(CLI::App& app) {
                                     {resolve_template(a->tpl, *tok), a->max_length, false}, &st);
     }
     auto fisher = compute_fisher(model, data, FisherOptions{a->kind, a->examples, a->seed});
-    write_safetensors(a->out, fisher, {{"kind", a->kind}, {"examples", std::to_string(std::min<size_t>(a->examples, data.size()))}});
+    write_safetensors(a->out, fisher,
+                      {{"kind", a->kind}, {"examples", std::to_string(std::min<size_t>(a->examples, data.size()))}});
     std::printf("wrote %s (%zu tensors)\n", a->out.c_str(), fisher.size());
   });
 }
@@ -55,7 +56,8 @@ void add_merge_command(CLI::App& app) {
     bool extrapolate = false;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* sub = app.add_subcommand("merge", "Wise-FT: (1-alpha)*base + alpha*tuned (tuned may be a LoRA adapter folder)");
+  CLI::App* sub =
+      app.add_subcommand("merge", "Wise-FT: (1-alpha)*base + alpha*tuned (tuned may be a LoRA adapter folder)");
   sub->add_option("--base", a->base, "base model folder")->required();
   sub->add_option("--tuned", a->tuned, "tuned model folder or PEFT adapter folder")->required();
   sub->add_option("--alpha", a->alpha, "interpolation weight of the tuned model");
@@ -74,8 +76,9 @@ void add_wiseft_sweep_command(CLI::App& app) {
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* sub = app.add_subcommand("wiseft-sweep", "Wise-FT over several alphas: general scores and target score of each merge, "
-                                                     "written as wiseft_sweep.csv/.json and a plot of target gain against forgetting");
+  CLI::App* sub = app.add_subcommand("wiseft-sweep",
+                                     "Wise-FT over several alphas: general scores and target score of each merge, "
+                                     "written as wiseft_sweep.csv/.json and a plot of target gain against forgetting");
   sub->add_option("--base", a->opts.base_dir, "base model folder")->required();
   sub->add_option("--tuned", a->opts.tuned_dir, "tuned model folder or PEFT adapter folder")->required();
   sub->add_option("--alphas", a->alphas, "comma-separated alphas in [0, 1] (0, the base, is always included)");

@@ -108,8 +108,11 @@ void run_bench_tokenize(const BenchTokenizeArgs& a) {
   const double mb = text.size() / 1e6;
   size_t tokens = 0;
   Timing t = best_of(a.repeats, lines, [&](std::string_view l) { return tok->encode(l, false).size(); }, tokens);
-  std::printf("tokenizer %s (%s): %.2f MB in %zu lines, %zu tokens, best of %d: %.3f s wall, %.3f s cpu; %.2f MB/s wall, %.2f MB/s cpu\n",
-              a.tokenizer.c_str(), tok->kind().c_str(), mb, lines.size(), tokens, a.repeats, t.wall, t.cpu, mb / t.wall, mb / t.cpu);
+  std::printf(
+      "tokenizer %s (%s): %.2f MB in %zu lines, %zu tokens, best of %d: %.3f s wall, %.3f s cpu; %.2f MB/s wall, %.2f "
+      "MB/s cpu\n",
+      a.tokenizer.c_str(), tok->kind().c_str(), mb, lines.size(), tokens, a.repeats, t.wall, t.cpu, mb / t.wall,
+      mb / t.cpu);
   if (tok->kind() != "sentencepiece") return;
   // The same text through libsentencepiece's own encoder (reached through the bridge, as
   // libsentencepiece cannot share this process's protobuf otherwise): flatune's overhead.
@@ -117,10 +120,11 @@ void run_bench_tokenize(const BenchTokenizeArgs& a) {
   spm::Model sp(read_file(model_path), model_path);
   size_t sp_tokens = 0;
   Timing s = best_of(a.repeats, lines, [&](std::string_view l) { return sp.encode(std::string(l)).size(); }, sp_tokens);
-  std::printf("libsentencepiece %s: %zu tokens%s, best of %d: %.3f s wall, %.3f s cpu; %.2f MB/s wall, %.2f MB/s cpu; "
-              "flatune/libsentencepiece speed ratio %.3f (cpu)\n",
-              model_path.c_str(), sp_tokens, sp_tokens == tokens ? " (same count)" : " (DIFFERENT count)", a.repeats, s.wall, s.cpu,
-              mb / s.wall, mb / s.cpu, s.cpu / t.cpu);
+  std::printf(
+      "libsentencepiece %s: %zu tokens%s, best of %d: %.3f s wall, %.3f s cpu; %.2f MB/s wall, %.2f MB/s cpu; "
+      "flatune/libsentencepiece speed ratio %.3f (cpu)\n",
+      model_path.c_str(), sp_tokens, sp_tokens == tokens ? " (same count)" : " (DIFFERENT count)", a.repeats, s.wall,
+      s.cpu, mb / s.wall, mb / s.cpu, s.cpu / t.cpu);
 }
 }  // namespace
 
@@ -138,9 +142,14 @@ void add_tokenize_command(CLI::App& app) {
 void add_bench_tokenize_command(CLI::App& bench) {
   auto args = std::make_shared<BenchTokenizeArgs>();
   CLI::App* sub = bench.add_subcommand("tokenize", "encoder throughput in MB/s over a text file's lines");
-  sub->add_option("--tokenizer", args->tokenizer, "model folder, tokenizer.json or tokenizer.model")->required()->check(CLI::ExistingPath);
-  sub->add_option("--input", args->input, "text file (for SentencePiece models libsentencepiece is timed beside)")->required()->check(CLI::ExistingFile);
-  sub->add_option("--repeats", args->repeats, "passes over the file (the best is reported)")->check(CLI::PositiveNumber);
+  sub->add_option("--tokenizer", args->tokenizer, "model folder, tokenizer.json or tokenizer.model")
+      ->required()
+      ->check(CLI::ExistingPath);
+  sub->add_option("--input", args->input, "text file (for SentencePiece models libsentencepiece is timed beside)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("--repeats", args->repeats, "passes over the file (the best is reported)")
+      ->check(CLI::PositiveNumber);
   sub->callback([args] { run_bench_tokenize(*args); });
 }
 

@@ -22,7 +22,8 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
   sub->add_option("--lora-rank", o.lora_rank, "LoRA rank (0: full fine-tuning)");
   sub->add_option("--lora-alpha", o.lora_alpha, "LoRA alpha");
   sub->add_option("--lora-dropout", o.lora_dropout, "LoRA dropout");
-  sub->add_option("--lora-targets", o.lora_targets, "projections to adapt: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+  sub->add_option("--lora-targets", o.lora_targets,
+                  "projections to adapt: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
   sub->add_option("--lr", o.lr, "peak learning rate");
   sub->add_option("--weight-decay", o.weight_decay, "AdamW weight decay");
   sub->add_option("--beta1", o.beta1, "AdamW beta1");
@@ -60,25 +61,30 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
   sub->add_flag("--resume", o.resume, "continue from the newest complete checkpoint");
   sub->add_option("--threads", o.threads, "intra-op threads (default: all cores)");
   sub->add_option("--save-dtype", o.save_dtype, "float32 | bfloat16 for the final weights");
-  sub->add_flag("--bf16", o.bf16,
-                "bf16 autocast for the forward passes (matmuls in bf16 on CPUs with AVX512-BF16/AMX); weights, gradients, "
-                "optimizer state and validation stay fp32");
+  sub->add_flag(
+      "--bf16", o.bf16,
+      "bf16 autocast for the forward passes (matmuls in bf16 on CPUs with AVX512-BF16/AMX); weights, gradients, "
+      "optimizer state and validation stay fp32");
 }
 
 void add_train_command(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
-  CLI::App* sub = app.add_subcommand("train", "fine-tune a model (full or LoRA, AdamW with the SAM family) or pretrain one");
+  CLI::App* sub =
+      app.add_subcommand("train", "fine-tune a model (full or LoRA, AdamW with the SAM family) or pretrain one");
   add_train_options(sub, *o);
   sub->callback([o] {
     TrainResult r = train(*o);
     if (r.already_finished) {
-      std::printf("%s: the run is finished (step %lld); final model in %s; a larger --max-steps or --epochs "
-                  "trains it further\n", o->out.c_str(), static_cast<long long>(r.steps), r.final_dir.c_str());
+      std::printf(
+          "%s: the run is finished (step %lld); final model in %s; a larger --max-steps or --epochs "
+          "trains it further\n",
+          o->out.c_str(), static_cast<long long>(r.steps), r.final_dir.c_str());
       return;
     }
-    std::printf("steps %lld  final train loss %.4f%s  %.0f tokens/s  %s\n", static_cast<long long>(r.steps), r.final_train_loss,
-                r.final_val_loss >= 0 ? (" val loss " + std::to_string(r.final_val_loss)).c_str() : "", r.tokens_per_second,
-                r.final_dir.c_str());
+    std::printf("steps %lld  final train loss %.4f%s  %.0f tokens/s  %s\n", static_cast<long long>(r.steps),
+                r.final_train_loss,
+                r.final_val_loss >= 0 ? (" val loss " + std::to_string(r.final_val_loss)).c_str() : "",
+                r.tokens_per_second, r.final_dir.c_str());
   });
 }
 

@@ -1,8 +1,8 @@
 // One function per verb adds its subcommand to the CLI; each lives in app/cmd_<verb>.cpp and is
 // a thin call into src/. Flags parse into an options struct; the work happens in the callback.
 #pragma once
-#include <CLI/CLI.hpp>
 #include <c10/core/ScalarType.h>
+#include <CLI/CLI.hpp>
 
 namespace flatune::cli {
 
@@ -35,6 +35,5 @@ void add_bench_landscape_command(CLI::App& bench);
 // GFLOP/s of (m x k) @ (k x n) in dtype on the current threads, repeated for min_seconds (the
 // peak model-FLOPs utilisation is measured against).
 double gemm_rate(int64_t m, int64_t k, int64_t n, c10::ScalarType dtype, double min_seconds);
-
 
 }  // namespace flatune::cli

@@ -3,12 +3,12 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
-#include <unistd.h>
 
 #include "commands.h"
 #include "flatune/core/error.h"
@@ -82,7 +82,9 @@ int main(int argc, char** argv) {
     return 128 + e.signal;
   } catch (const flatune::Error& e) {
     // A bad value from --config FILE is named where the file holds it.
-    std::string where = e.where().rfind("--", 0) == 0 ? yaml_config->locate(e.where(), std::vector<std::string>(argv, argv + argc)) : "";
+    std::string where = e.where().rfind("--", 0) == 0
+                            ? yaml_config->locate(e.where(), std::vector<std::string>(argv, argv + argc))
+                            : "";
     if (!where.empty()) {
       std::fprintf(stderr, "flatune: %s: %s\n", where.c_str(), e.problem().c_str());
       return 2;

@@ -41,9 +41,7 @@ std::vector<CLI::ConfigItem> YamlConfig::from_config(std::istream& input) const 
   YAML::Node root;
   try {
     root = YAML::Load(ss.str());
-  } catch (const YAML::Exception& e) {
-    fail(at_line(e.mark.line + 1), "malformed YAML: " + e.msg);
-  }
+  } catch (const YAML::Exception& e) { fail(at_line(e.mark.line + 1), "malformed YAML: " + e.msg); }
   std::vector<CLI::ConfigItem> items;
   if (!root || root.IsNull()) return items;
   if (!root.IsMap()) fail(at_line(root.Mark().line + 1), "expected a map of flag: value");
@@ -62,7 +60,8 @@ std::vector<CLI::ConfigItem> YamlConfig::from_config(std::istream& input) const 
     const YAML::Node& v = kv.second;
     if (v.IsSequence()) {
       for (const auto& e : v) {
-        if (!e.IsScalar()) fail(at_line(e.Mark().line + 1) + ": key '" + item.name + "'", "list items must be single values");
+        if (!e.IsScalar())
+          fail(at_line(e.Mark().line + 1) + ": key '" + item.name + "'", "list items must be single values");
         item.inputs.push_back(e.Scalar());
       }
     } else if (v.IsScalar()) {
@@ -84,9 +83,9 @@ std::string YamlConfig::locate(const std::string& message, const std::vector<std
     const std::string flag = "--" + key;
     auto pos = message.find(flag);
     // The flag's whole name, not a longer one it starts ("--lr" in "--lr-min").
-    if (pos == std::string::npos || (pos + flag.size() < message.size() &&
-                                     (std::isalnum(static_cast<unsigned char>(message[pos + flag.size()])) ||
-                                      message[pos + flag.size()] == '-')))
+    if (pos == std::string::npos ||
+        (pos + flag.size() < message.size() &&
+         (std::isalnum(static_cast<unsigned char>(message[pos + flag.size()])) || message[pos + flag.size()] == '-')))
       continue;
     bool on_command_line = false;
     for (const auto& a : argv) on_command_line |= a == flag || a.rfind(flag + "=", 0) == 0;

@@ -75,9 +75,7 @@ TEST(Fs, MissingFileIsCleanError) {
   try {
     read_file("/nonexistent/flatune.txt");
     FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.where(), "/nonexistent/flatune.txt");
-  }
+  } catch (const Error& e) { EXPECT_EQ(e.where(), "/nonexistent/flatune.txt"); }
   EXPECT_THROW(write_file_atomic("/nonexistent/dir/x", "a"), Error);
 }
 

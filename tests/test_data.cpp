@@ -33,7 +33,8 @@ class ByteTokenizer : public Tokenizer {
   }
   std::string decode(const std::vector<int32_t>& ids, bool skip_special) const override {
     std::string s;
-    for (int32_t id : ids) s += id >= 3 ? std::string(1, static_cast<char>(id - 3)) : skip_special ? "" : id_to_token(id);
+    for (int32_t id : ids)
+      s += id >= 3 ? std::string(1, static_cast<char>(id - 3)) : skip_special ? "" : id_to_token(id);
     return s;
   }
   int64_t vocab_size() const override { return 259; }
@@ -83,15 +84,17 @@ TEST(Data, AlpacaPromptIsStanfordsAndOnlyTheResponseIsLearned) {
   ASSERT_EQ(data.size(), 2u);
   auto segs = render(data[0], "alpaca");
   ASSERT_EQ(segs.size(), 2u);
-  EXPECT_EQ(segs[0].text,
-            "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-            "### Instruction:\nAdd 2 and 3.\n\n### Response:");
+  EXPECT_EQ(
+      segs[0].text,
+      "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+      "### Instruction:\nAdd 2 and 3.\n\n### Response:");
   EXPECT_FALSE(segs[0].train);
   EXPECT_EQ(segs[1].text, "5");
   EXPECT_TRUE(segs[1].train && segs[1].add_eos);
   EXPECT_EQ(render(data[1], "alpaca")[0].text,
             "Below is an instruction that describes a task, paired with an input that provides further context. "
-            "Write a response that appropriately completes the request.\n\n### Instruction:\nTranslate.\n\n### Input:\nchat\n\n### Response:");
+            "Write a response that appropriately completes the request.\n\n### Instruction:\nTranslate.\n\n### "
+            "Input:\nchat\n\n### Response:");
   auto tok = bytes_tokenizer();
   TokenizeStats st;
   auto ex = tokenize_conversations(data, *tok, {"alpaca", 512, false}, &st);
@@ -103,7 +106,8 @@ TEST(Data, AlpacaPromptIsStanfordsAndOnlyTheResponseIsLearned) {
   auto [learned, masked] = split_by_labels(ex[0], *tok);
   EXPECT_EQ(learned, "5");
   EXPECT_EQ(masked, segs[0].text);
-  EXPECT_EQ(st.label_tokens, static_cast<int64_t>(tok->encode("5", false).size() + 1 + tok->encode("cat", false).size() + 1));
+  EXPECT_EQ(st.label_tokens,
+            static_cast<int64_t>(tok->encode("5", false).size() + 1 + tok->encode("cat", false).size() + 1));
   // Training on everything labels every token but the first (never a target).
   auto all = tokenize_conversations(data, *tok, {"alpaca", 512, true}, nullptr);
   EXPECT_EQ(std::vector<int64_t>(all[0].labels.begin() + 1, all[0].labels.end()),
@@ -113,11 +117,12 @@ TEST(Data, AlpacaPromptIsStanfordsAndOnlyTheResponseIsLearned) {
 TEST(Data, MultiTurnShareGptMasksEveryUserTurn) {
   FLATUNE_REQUIRE_TESTDATA("tokenizers/bytes-320");
   TempDir dir;
-  write_file_atomic(dir / "c.jsonl",
-                    R"({"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Ciao"}]})"
-                    "\n"
-                    R"({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]})"
-                    "\n");
+  write_file_atomic(
+      dir / "c.jsonl",
+      R"({"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Ciao"}]})"
+      "\n"
+      R"({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]})"
+      "\n");
   auto data = read_conversations(dir / "c.jsonl", "sharegpt");
   ASSERT_EQ(data.size(), 2u);
   ASSERT_EQ(data[0].turns.size(), 5u);
@@ -127,17 +132,20 @@ TEST(Data, MultiTurnShareGptMasksEveryUserTurn) {
     const char* learned;
     const char* masked;
   };
-  for (const Case& c : {Case{"chatml", "Hello<|im_end|>Ciao<|im_end|>",
-                             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\n"
-                             "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n\n"},
-                        Case{"llama3", "Hello<|eot_id|>Ciao<|eot_id|>",
-                             "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-                             "<|start_header_id|>assistant<|end_header_id|>\n\n<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
-                             "<|start_header_id|>assistant<|end_header_id|>\n\n"},
-                        Case{"llama2", " Hello  Ciao ", "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST][INST] Bye [/INST]"},
-                        // (the second exchange's <s> is the BOS token, dropped by skip_special)
-                        Case{"vicuna", " Hello Ciao", "Be brief. USER: Hi ASSISTANT:USER: Bye ASSISTANT:"},
-                        Case{"plain", "HelloCiao", "Hi\nBye\n"}}) {
+  for (const Case& c :
+       {Case{"chatml", "Hello<|im_end|>Ciao<|im_end|>",
+             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\n"
+             "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n\n"},
+        Case{
+            "llama3", "Hello<|eot_id|>Ciao<|eot_id|>",
+            "<|start_header_id|>system<|end_header_id|>\n\nBe "
+            "brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+        Case{"llama2", " Hello  Ciao ", "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST][INST] Bye [/INST]"},
+        // (the second exchange's <s> is the BOS token, dropped by skip_special)
+        Case{"vicuna", " Hello Ciao", "Be brief. USER: Hi ASSISTANT:USER: Bye ASSISTANT:"},
+        Case{"plain", "HelloCiao", "Hi\nBye\n"}}) {
     auto ex = tokenize_conversations({data[0]}, *tok, {c.tpl, 512, false}, nullptr);
     ASSERT_EQ(ex.size(), 1u) << c.tpl;
     auto [learned, masked] = split_by_labels(ex[0], *tok);
@@ -153,13 +161,12 @@ TEST(Data, ReadersNameFileLineAndField) {
     try {
       read_conversations(dir / "d.json", format);
       ADD_FAILURE() << "no error: " << needle;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
+    } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what(); }
   };
   expect_error("[{\"instruction\": \"x\",\n \"output\": }]", "alpaca", "d.json: malformed JSON at line 2");
   expect_error(R"([{"instruction": "x"}])", "alpaca", "record 0: missing field 'output'");
-  expect_error("{\"query\": \"q\", \"response\": \"r\"}\n{\"query\": \"q\"}\n", "metamath", "d.json:2: missing field 'response'");
+  expect_error("{\"query\": \"q\", \"response\": \"r\"}\n{\"query\": \"q\"}\n", "metamath",
+               "d.json:2: missing field 'response'");
   expect_error("[]", "alpaca", "empty dataset");
   expect_error(R"([{"conversations": [{"from": "human", "value": "hi"}]}])", "sharegpt", "no assistant turn");
   expect_error(R"([{"conversations": [{"from": "robot", "value": "hi"}]}])", "sharegpt", "unknown role 'robot'");
@@ -285,13 +292,17 @@ TEST(Data, EveryTemplateLabelsExactlyTheAssistantTokens) {
        "<s>Below is an instruction that describes a task, paired with an input that provides further context. "
        "Write a response that appropriately completes the request.\n\n### Instruction:\nAdd.\n\n### Input:\n2 3\n\n"
        "### Response:{5</s>}"},
-      {"llama2", &chat, "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]{ Hello </s>}<s>[INST] Bye [/INST]{ Ciao </s>}"},
+      {"llama2", &chat,
+       "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]{ Hello </s>}<s>[INST] Bye [/INST]{ Ciao </s>}"},
       {"chatml", &chat,
-       "<s><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n{Hello<|im_end|>}\n"
+       "<s><|im_start|>system\nBe "
+       "brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n{Hello<|im_end|>}\n"
        "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n{Ciao<|im_end|>}\n"},
       {"llama3", &chat,
-       "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-       "<|start_header_id|>assistant<|end_header_id|>\n\n{Hello<|eot_id|>}<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
+       "<s><|start_header_id|>system<|end_header_id|>\n\nBe "
+       "brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+       "<|start_header_id|>assistant<|end_header_id|>\n\n{Hello<|eot_id|>}<|start_header_id|>user<|end_header_id|>"
+       "\n\nBye<|eot_id|>"
        "<|start_header_id|>assistant<|end_header_id|>\n\n{Ciao<|eot_id|>}"},
       {"vicuna", &chat, "<s>Be brief. USER: Hi ASSISTANT:{ Hello</s>}USER: Bye ASSISTANT:{ Ciao</s>}"},
       {"plain", &chat, "<s>Hi\n{Hello</s>}Bye\n{Ciao</s>}"},
@@ -316,7 +327,8 @@ TEST(Data, EveryTemplateLabelsExactlyTheAssistantTokens) {
 
 TEST(Data, AutoTemplateFollowsTheTokenizersChatTemplate) {
   EXPECT_EQ(resolve_template("auto", ByteTokenizer("{% for m in messages %}<|im_start|>{{ m.role }}")), "chatml");
-  EXPECT_EQ(resolve_template("auto", ByteTokenizer("{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>' }}")), "llama3");
+  EXPECT_EQ(resolve_template("auto", ByteTokenizer("{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>' }}")),
+            "llama3");
   EXPECT_EQ(resolve_template("auto", ByteTokenizer("{{ bos_token + '[INST] ' + content + ' [/INST]' }}")), "llama2");
   EXPECT_EQ(resolve_template("auto", ByteTokenizer("")), "alpaca");
   EXPECT_EQ(resolve_template("vicuna", ByteTokenizer("<|im_start|>")), "vicuna");
@@ -353,8 +365,10 @@ TEST(Data, PaddingAndPackingLayOutPositionsAndSegments) {
   EXPECT_EQ(p.label_tokens, 3);
   // First fit into rows of 6: a+b (5 tokens) in row 0, c does not fit there and opens row 1.
   Batch k = collate_packed({&a, &b, &c}, 6, 0);
-  EXPECT_TRUE(torch::equal(k.input_ids, torch::tensor({10, 11, 12, 20, 21, 30, 31, 32, 33, 0}, torch::kLong).view({2, 5})));
-  EXPECT_TRUE(torch::equal(k.labels, torch::tensor({-100, 11, 12, -100, 21, -100, -100, 32, 33, -100}, torch::kLong).view({2, 5})));
+  EXPECT_TRUE(
+      torch::equal(k.input_ids, torch::tensor({10, 11, 12, 20, 21, 30, 31, 32, 33, 0}, torch::kLong).view({2, 5})));
+  EXPECT_TRUE(torch::equal(
+      k.labels, torch::tensor({-100, 11, 12, -100, 21, -100, -100, 32, 33, -100}, torch::kLong).view({2, 5})));
   EXPECT_TRUE(torch::equal(k.position_ids, torch::tensor({0, 1, 2, 0, 1, 0, 1, 2, 3, 0}, torch::kLong).view({2, 5})));
   EXPECT_TRUE(torch::equal(k.segment_ids, torch::tensor({0, 0, 0, 1, 1, 0, 0, 0, 0, -1}, torch::kLong).view({2, 5})));
   EXPECT_EQ(k.tokens, 9);

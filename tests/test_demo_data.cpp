@@ -35,9 +35,12 @@ TEST(DemoData, DeterministicParsableAndHeldOut) {
   TempDir a, b;
   auto pa = build_demo_data(small(), kWordnet, a / "d");
   auto pb = build_demo_data(small(), kWordnet, b / "d");
-  for (const auto& [x, y] : std::vector<std::pair<std::string, std::string>>{
-           {pa.corpus, pb.corpus}, {pa.general_instructions, pb.general_instructions}, {pa.target_math, pb.target_math},
-           {pa.suites[0], pb.suites[0]}, {pa.test_chat, pb.test_chat}})
+  for (const auto& [x, y] :
+       std::vector<std::pair<std::string, std::string>>{{pa.corpus, pb.corpus},
+                                                        {pa.general_instructions, pb.general_instructions},
+                                                        {pa.target_math, pb.target_math},
+                                                        {pa.suites[0], pb.suites[0]},
+                                                        {pa.test_chat, pb.test_chat}})
     EXPECT_EQ(read_file(x), read_file(y)) << x;
   // Another seed gives other data.
   DemoDataOptions other = small();
@@ -55,8 +58,8 @@ TEST(DemoData, DeterministicParsableAndHeldOut) {
 
   // Suites: answerable from the corpus, phrased as no training file phrases anything.
   const std::string corpus = read_file(pa.corpus);
-  std::string training = corpus + read_file(pa.general_instructions) + read_file(pa.target_math) + read_file(pa.target_stem) +
-                         read_file(pa.target_chat);
+  std::string training = corpus + read_file(pa.general_instructions) + read_file(pa.target_math) +
+                         read_file(pa.target_stem) + read_file(pa.target_chat);
   for (const auto& suite : pa.suites) {
     Task t = read_task(suite);
     EXPECT_EQ(t.mc.size(), 40u);
@@ -73,8 +76,8 @@ TEST(DemoData, DeterministicParsableAndHeldOut) {
     EXPECT_NE(corpus.find(" " + w + " is a kind of " + item.choices[item.gold] + "."), std::string::npos) << w;
   }
   // Target tests are disjoint from their training sets.
-  for (const auto& [train, test] : std::vector<std::pair<std::string, std::string>>{
-           {pa.target_math, pa.test_math}, {pa.target_stem, pa.test_stem}}) {
+  for (const auto& [train, test] : std::vector<std::pair<std::string, std::string>>{{pa.target_math, pa.test_math},
+                                                                                    {pa.target_stem, pa.test_stem}}) {
     std::string tr = read_file(train);
     for (const auto& g : read_task(test).gen) EXPECT_EQ(tr.find("\"" + g.prompt + "\""), std::string::npos) << g.prompt;
   }

@@ -36,7 +36,8 @@ TEST(DistributedWorker, Collectives) {
   Distributed d = init_distributed(std::chrono::seconds(20));
   ASSERT_EQ(d.world_size, 2);
   // Two tensors of different shapes in one bucket, one in a bucket of its own.
-  auto a = torch::full({3, 2}, double(d.rank + 1), torch::kDouble), b = torch::arange(4, torch::kDouble) * (d.rank == 0 ? 1.0 : 3.0);
+  auto a = torch::full({3, 2}, double(d.rank + 1), torch::kDouble),
+       b = torch::arange(4, torch::kDouble) * (d.rank == 0 ? 1.0 : 3.0);
   auto c = torch::full({5}, float(10 * d.rank));
   d.allreduce_mean({a, b, c}, /*bucket_bytes=*/a.nbytes() + b.nbytes());
   EXPECT_TRUE(torch::allclose(a, torch::full({3, 2}, 1.5, torch::kDouble)));
@@ -143,7 +144,8 @@ TEST(Distributed, StuckRankIsNamedWithinTheTimeout) {
   const auto t0 = std::chrono::steady_clock::now();
   // Timeout 2 s (passed as FLATUNE_COLLECTIVE_TIMEOUT, as `flatune launch --collective-timeout`
   // does); the stopped rank is killed 1 s after rank 0 fails.
-  auto r = launch_local(2, {"/proc/self/exe", "--gtest_filter=DistributedWorker.PeerStops"}, 0, std::chrono::seconds(1), 2.0);
+  auto r = launch_local(2, {"/proc/self/exe", "--gtest_filter=DistributedWorker.PeerStops"}, 0, std::chrono::seconds(1),
+                        2.0);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   unsetenv("FLATUNE_DIST_WORKER");
   unsetenv("FLATUNE_TEST_REPORT");

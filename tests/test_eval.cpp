@@ -129,10 +129,13 @@ TEST(Loglik, SharedContextEqualsBruteForceIncludingTruncation) {
 TEST(Evaluate, TaskFileEndToEndAndFewShot) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
-  write_file_atomic(dir / "t.jsonl",
-                    "{\"id\": \"a\", \"context\": \"Q: one\\nA:\", \"choices\": [\"x\", \"yy\"], \"gold\": 1, \"category\": \"c1\"}\n"
-                    "{\"id\": \"b\", \"context\": \"Q: two\\nA:\", \"choices\": [\"zz\", \"w\", \"v\"], \"gold\": 0, \"category\": \"c2\"}\n"
-                    "{\"id\": \"c\", \"contexts\": [\"The cat\", \"The dog\"], \"continuation\": \"sat.\", \"gold\": 1, \"category\": \"c2\"}\n");
+  write_file_atomic(
+      dir / "t.jsonl",
+      "{\"id\": \"a\", \"context\": \"Q: one\\nA:\", \"choices\": [\"x\", \"yy\"], \"gold\": 1, \"category\": \"c1\"}\n"
+      "{\"id\": \"b\", \"context\": \"Q: two\\nA:\", \"choices\": [\"zz\", \"w\", \"v\"], \"gold\": 0, \"category\": "
+      "\"c2\"}\n"
+      "{\"id\": \"c\", \"contexts\": [\"The cat\", \"The dog\"], \"continuation\": \"sat.\", \"gold\": 1, "
+      "\"category\": \"c2\"}\n");
   Task task = read_task(dir / "t.jsonl");
   EXPECT_EQ(task.mc.size(), 3u);
   auto model = load_llama(testdata("models/llama-gqa"));
@@ -159,7 +162,8 @@ TEST(Evaluate, TaskFileEndToEndAndFewShot) {
 TEST(Evaluate, MalformedItemsNameFileAndLine) {
   TempDir dir;
   auto expect_error = [&](const std::string& line, const std::string& needle) {
-    write_file_atomic(dir / "bad.jsonl", "{\"context\": \"ok\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n" + line + "\n");
+    write_file_atomic(dir / "bad.jsonl",
+                      "{\"context\": \"ok\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n" + line + "\n");
     try {
       read_task(dir / "bad.jsonl");
       ADD_FAILURE() << needle;
@@ -323,8 +327,10 @@ TEST(Evaluate, Mc2ItemsReportTheTrueMassAsAcc) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
   write_file_atomic(dir / "truthfulqa_mc2.jsonl",
-                    "{\"id\": \"0\", \"context\": \"Q: sky?\\nA:\", \"choices\": [\"blue.\", \"Blue it is.\", \"red.\"], \"gold\": 0, \"labels\": [1, 1, 0]}\n"
-                    "{\"id\": \"1\", \"context\": \"Q: fire?\\nA:\", \"choices\": [\"hot.\", \"cold.\"], \"gold\": 0, \"labels\": [1, 0]}\n");
+                    "{\"id\": \"0\", \"context\": \"Q: sky?\\nA:\", \"choices\": [\"blue.\", \"Blue it is.\", "
+                    "\"red.\"], \"gold\": 0, \"labels\": [1, 1, 0]}\n"
+                    "{\"id\": \"1\", \"context\": \"Q: fire?\\nA:\", \"choices\": [\"hot.\", \"cold.\"], \"gold\": 0, "
+                    "\"labels\": [1, 0]}\n");
   Task task = read_task(dir / "truthfulqa_mc2.jsonl");
   auto model = load_llama(testdata("models/llama-gqa"));
   auto tok = load_tokenizer(testdata("models/llama-gqa"));
@@ -342,8 +348,10 @@ TEST(Evaluate, Mc2ItemsReportTheTrueMassAsAcc) {
   }
   EXPECT_NEAR(r.metrics["acc"].value, sum / 2, 1e-12);
   EXPECT_EQ(r.metrics.count("acc_norm"), 0u);  // lm-eval's MC2 reports acc only
-  write_file_atomic(dir / "bad.jsonl", "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"labels\": [1]}\n");
+  write_file_atomic(dir / "bad.jsonl",
+                    "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"labels\": [1]}\n");
   EXPECT_THROW(read_task(dir / "bad.jsonl"), Error);
-  write_file_atomic(dir / "bad.jsonl", "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"labels\": [0, 0]}\n");
+  write_file_atomic(dir / "bad.jsonl",
+                    "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"labels\": [0, 0]}\n");
   EXPECT_THROW(read_task(dir / "bad.jsonl"), Error);
 }

@@ -49,7 +49,8 @@ TEST(Importers, MmluPromptsCategoriesAndTwoShot) {
   const std::string desc = "The following are multiple choice questions (with answers) about high school physics.\n\n";
   EXPECT_EQ(items[0]["description"], desc);
   EXPECT_EQ(items[0]["context"], "What is 1+1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:");
-  EXPECT_EQ(items[1]["context"], "A \"quoted\", two-line\nquestion\nA. x\nB. y\nC. z\nD. w\nAnswer:");  // question.strip()
+  EXPECT_EQ(items[1]["context"],
+            "A \"quoted\", two-line\nquestion\nA. x\nB. y\nC. z\nD. w\nAnswer:");  // question.strip()
   EXPECT_EQ(items[0]["choices"], json({"A", "B", "C", "D"}));
   EXPECT_EQ(items[0]["gold"], 1);
   EXPECT_EQ(items[1]["gold"], 3);
@@ -82,10 +83,11 @@ TEST(Importers, MmluPromptsCategoriesAndTwoShot) {
   EvalOptions o;
   o.shots = 2;
   PyRandom rng(1234);
-  EXPECT_EQ(item_prefix(task, 0, o, rng), desc + "Unit of force?\nA. joule\nB. watt\nC. newton\nD. pascal\nAnswer: C\n\n" +
+  EXPECT_EQ(item_prefix(task, 0, o, rng), desc +
+                                              "Unit of force?\nA. joule\nB. watt\nC. newton\nD. pascal\nAnswer: C\n\n" +
                                               "Speed of light?\nA. c\nB. b\nC. a\nD. d\nAnswer: A\n\n");
-  EXPECT_EQ(item_prefix(task, 1, o, rng),
-            desc + "What is 1+1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer: B\n\n" + "Speed of light?\nA. c\nB. b\nC. a\nD. d\nAnswer: A\n\n");
+  EXPECT_EQ(item_prefix(task, 1, o, rng), desc + "What is 1+1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer: B\n\n" +
+                                              "Speed of light?\nA. c\nB. b\nC. a\nD. d\nAnswer: A\n\n");
 
   std::filesystem::create_directories(dir.path + "/bad");
   std::filesystem::create_directories(dir.path + "/bad2");
@@ -102,9 +104,10 @@ TEST(Importers, MmluPromptsCategoriesAndTwoShot) {
 
 TEST(Importers, HellaswagPreprocessing) {
   TempDir dir;
-  write_file_atomic(dir.path + "/hs.jsonl",
-                    R"({"ind": 24, "activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.", "ctx_b": "HE starts", "endings": ["pulling up roofing [step] on a roof.", "  is using wrap.", "c [title] d", "e"], "label": 3})"
-                    "\n");
+  write_file_atomic(
+      dir.path + "/hs.jsonl",
+      R"({"ind": 24, "activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.", "ctx_b": "HE starts", "endings": ["pulling up roofing [step] on a roof.", "  is using wrap.", "c [title] d", "e"], "label": 3})"
+      "\n");
   auto items = import_hellaswag(dir.path + "/hs.jsonl");
   ASSERT_EQ(items.size(), 1u);
   // ctx = ctx_a + " " + ctx_b.capitalize(); query = preprocess(activity_label + ": " + ctx)
@@ -116,22 +119,22 @@ TEST(Importers, HellaswagPreprocessing) {
   // "c [title] d" -> "c.  d" -> "c. d"; Python's replace("  ", " ") is one left-to-right pass.
   EXPECT_EQ(hellaswag_preprocess("c [title] d"), "c. d");
   EXPECT_EQ(hellaswag_preprocess("a   b"), "a  b");
-  write_file_atomic(dir.path + "/bad.jsonl", R"({"ctx_a": "x"})" "\n");
+  write_file_atomic(dir.path + "/bad.jsonl", R"({"ctx_a": "x"})"
+                                             "\n");
   try {
     import_hellaswag(dir.path + "/bad.jsonl");
     FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("bad.jsonl:1"), std::string::npos) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("bad.jsonl:1"), std::string::npos) << e.what(); }
 }
 
 TEST(Importers, ArcBothLayouts) {
   TempDir dir;
-  write_file_atomic(dir.path + "/arc.jsonl",
-                    R"({"id": "Mercury_1", "question": {"stem": "Which is a metal?", "choices": [{"text": "wood", "label": "A"}, {"text": "iron", "label": "B"}]}, "answerKey": "B"})"
-                    "\n"
-                    R"({"id": "q2", "question": "Pick 3.", "choices": {"text": ["1", "2", "3"], "label": ["1", "2", "3"]}, "answerKey": "3"})"
-                    "\n");
+  write_file_atomic(
+      dir.path + "/arc.jsonl",
+      R"({"id": "Mercury_1", "question": {"stem": "Which is a metal?", "choices": [{"text": "wood", "label": "A"}, {"text": "iron", "label": "B"}]}, "answerKey": "B"})"
+      "\n"
+      R"({"id": "q2", "question": "Pick 3.", "choices": {"text": ["1", "2", "3"], "label": ["1", "2", "3"]}, "answerKey": "3"})"
+      "\n");
   auto items = import_arc(dir.path + "/arc.jsonl");
   ASSERT_EQ(items.size(), 2u);
   EXPECT_EQ(items[0]["context"], "Question: Which is a metal?\nAnswer:");
@@ -139,7 +142,9 @@ TEST(Importers, ArcBothLayouts) {
   EXPECT_EQ(items[0]["gold"], 1);
   EXPECT_EQ(items[1]["context"], "Question: Pick 3.\nAnswer:");
   EXPECT_EQ(items[1]["gold"], 2);
-  write_file_atomic(dir.path + "/bad.jsonl", R"({"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "Z"})" "\n");
+  write_file_atomic(dir.path + "/bad.jsonl",
+                    R"({"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "Z"})"
+                    "\n");
   EXPECT_THROW(import_arc(dir.path + "/bad.jsonl"), Error);
   EXPECT_THROW(import_suite("lambada", dir.path + "/bad.jsonl"), Error);
 }
@@ -152,20 +157,19 @@ namespace {
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
-  } catch (const Error& e) {
-    return e.what();
-  }
+  } catch (const Error& e) { return e.what(); }
   return "(no error)";
 }
 }  // namespace
 
 TEST(Importers, PiqaWithLabelsFileAndInline) {
   TempDir dir;
-  write_file_atomic(dir / "valid.jsonl",
-                    R"({"goal": "How do I dry wet shoes?", "sol1": "Stuff them with newspaper.", "sol2": "Put them in the freezer."})"
-                    "\n"
-                    R"({"goal": "Open a jar", "sol1": "twist the lid", "sol2": "shake the jar"})"
-                    "\n");
+  write_file_atomic(
+      dir / "valid.jsonl",
+      R"({"goal": "How do I dry wet shoes?", "sol1": "Stuff them with newspaper.", "sol2": "Put them in the freezer."})"
+      "\n"
+      R"({"goal": "Open a jar", "sol1": "twist the lid", "sol2": "shake the jar"})"
+      "\n");
   write_file_atomic(dir / "valid-labels.lst", "0\n1\n");
   auto items = import_piqa(dir / "valid.jsonl");
   ASSERT_EQ(items.size(), 2u);
@@ -174,10 +178,12 @@ TEST(Importers, PiqaWithLabelsFileAndInline) {
   EXPECT_EQ(items[0]["gold"], 0);
   EXPECT_EQ(items[1]["gold"], 1);
   // Hugging Face layout: the label inline, no .lst needed.
-  write_file_atomic(dir / "hf.jsonl", R"({"goal": "g", "sol1": "a", "sol2": "b", "label": 1})" "\n");
+  write_file_atomic(dir / "hf.jsonl", R"({"goal": "g", "sol1": "a", "sol2": "b", "label": 1})"
+                                      "\n");
   EXPECT_EQ(import_piqa(dir / "hf.jsonl")[0]["gold"], 1);
   // No label anywhere: the error names the line and the labels file it looked for.
-  write_file_atomic(dir / "test.jsonl", R"({"goal": "g", "sol1": "a", "sol2": "b"})" "\n");
+  write_file_atomic(dir / "test.jsonl", R"({"goal": "g", "sol1": "a", "sol2": "b"})"
+                                        "\n");
   auto e = error_of([&] { import_piqa(dir / "test.jsonl"); });
   EXPECT_NE(e.find("test.jsonl:1"), std::string::npos) << e;
   EXPECT_NE(e.find("test-labels.lst"), std::string::npos) << e;
@@ -185,16 +191,20 @@ TEST(Importers, PiqaWithLabelsFileAndInline) {
 
 TEST(Importers, SocialIqa) {
   TempDir dir;
-  write_file_atomic(dir / "dev.jsonl",
-                    R"({"context": "Tracy stayed up all night to finish the report.", "question": "How would Tracy feel afterwards?", "answerA": "tired", "answerB": "bored", "answerC": "hungry"})"
-                    "\n");
+  write_file_atomic(
+      dir / "dev.jsonl",
+      R"({"context": "Tracy stayed up all night to finish the report.", "question": "How would Tracy feel afterwards?", "answerA": "tired", "answerB": "bored", "answerC": "hungry"})"
+      "\n");
   write_file_atomic(dir / "dev-labels.lst", "1\n");
   auto items = import_siqa(dir / "dev.jsonl");
   ASSERT_EQ(items.size(), 1u);
-  EXPECT_EQ(items[0]["context"], "Q: Tracy stayed up all night to finish the report. How would Tracy feel afterwards?\nA:");
+  EXPECT_EQ(items[0]["context"],
+            "Q: Tracy stayed up all night to finish the report. How would Tracy feel afterwards?\nA:");
   EXPECT_EQ(items[0]["choices"], json({"tired", "bored", "hungry"}));
   EXPECT_EQ(items[0]["gold"], 0);  // label "1" - 1
-  write_file_atomic(dir / "x.jsonl", R"({"context": "c", "question": "q", "answerA": "a", "answerB": "b", "answerC": "c", "label": "4"})" "\n");
+  write_file_atomic(dir / "x.jsonl",
+                    R"({"context": "c", "question": "q", "answerA": "a", "answerB": "b", "answerC": "c", "label": "4"})"
+                    "\n");
   auto e = error_of([&] { import_siqa(dir / "x.jsonl"); });
   EXPECT_NE(e.find("x.jsonl:1"), std::string::npos) << e;
   EXPECT_NE(e.find("label '4'"), std::string::npos) << e;
@@ -202,29 +212,33 @@ TEST(Importers, SocialIqa) {
 
 TEST(Importers, BoolqSuperGlueAndOriginal) {
   TempDir dir;
-  write_file_atomic(dir / "val.jsonl",
-                    R"({"question": "is the sky blue on a clear day", "passage": "Sky - The daytime sky appears blue.", "idx": 0, "label": true})"
-                    "\n"
-                    R"({"question": "do fish fly", "title": "Fish", "answer": false, "passage": "Fish swim."})"
-                    "\n");
+  write_file_atomic(
+      dir / "val.jsonl",
+      R"({"question": "is the sky blue on a clear day", "passage": "Sky - The daytime sky appears blue.", "idx": 0, "label": true})"
+      "\n"
+      R"({"question": "do fish fly", "title": "Fish", "answer": false, "passage": "Fish swim."})"
+      "\n");
   auto items = import_boolq(dir / "val.jsonl");
   ASSERT_EQ(items.size(), 2u);
-  EXPECT_EQ(items[0]["context"], "Sky - The daytime sky appears blue.\nQuestion: is the sky blue on a clear day?\nAnswer:");
+  EXPECT_EQ(items[0]["context"],
+            "Sky - The daytime sky appears blue.\nQuestion: is the sky blue on a clear day?\nAnswer:");
   EXPECT_EQ(items[0]["choices"], json({"no", "yes"}));
   EXPECT_EQ(items[0]["gold"], 1);
   EXPECT_EQ(items[1]["context"], "Fish swim.\nQuestion: do fish fly?\nAnswer:");
   EXPECT_EQ(items[1]["gold"], 0);
-  write_file_atomic(dir / "bad.jsonl", R"({"question": "q", "passage": "p"})" "\n");
+  write_file_atomic(dir / "bad.jsonl", R"({"question": "q", "passage": "p"})"
+                                       "\n");
   EXPECT_NE(error_of([&] { import_boolq(dir / "bad.jsonl"); }).find("bad.jsonl:1"), std::string::npos);
 }
 
 TEST(Importers, CopaConnectorsAndLowerCasedChoices) {
   TempDir dir;
-  write_file_atomic(dir / "val.jsonl",
-                    R"({"premise": "My body cast a shadow over the grass. ", "choice1": "The sun was rising.", "choice2": "The grass was cut.", "question": "cause", "label": 0, "idx": 0})"
-                    "\n"
-                    R"({"premise": "The man broke his toe.", "choice1": "He got a hole in his sock.", "choice2": "He dropped a hammer on his foot.", "question": "effect", "label": 1, "idx": 1})"
-                    "\n");
+  write_file_atomic(
+      dir / "val.jsonl",
+      R"({"premise": "My body cast a shadow over the grass. ", "choice1": "The sun was rising.", "choice2": "The grass was cut.", "question": "cause", "label": 0, "idx": 0})"
+      "\n"
+      R"({"premise": "The man broke his toe.", "choice1": "He got a hole in his sock.", "choice2": "He dropped a hammer on his foot.", "question": "effect", "label": 1, "idx": 1})"
+      "\n");
   auto items = import_copa(dir / "val.jsonl");
   ASSERT_EQ(items.size(), 2u);
   // premise.strip()[:-1] + " because"/" therefore"; choices " " + first letter lower-cased.
@@ -234,24 +248,31 @@ TEST(Importers, CopaConnectorsAndLowerCasedChoices) {
   EXPECT_EQ(items[1]["context"], "The man broke his toe therefore");
   EXPECT_EQ(items[1]["choices"], json({" he got a hole in his sock.", " he dropped a hammer on his foot."}));
   EXPECT_EQ(items[1]["gold"], 1);
-  write_file_atomic(dir / "bad.jsonl", R"({"premise": "p.", "choice1": "a", "choice2": "b", "question": "why", "label": 0})" "\n");
+  write_file_atomic(dir / "bad.jsonl",
+                    R"({"premise": "p.", "choice1": "a", "choice2": "b", "question": "why", "label": 0})"
+                    "\n");
   EXPECT_NE(error_of([&] { import_copa(dir / "bad.jsonl"); }).find("cause"), std::string::npos);
 }
 
 TEST(Importers, RteGlueSuperGlueAndTsv) {
   TempDir dir;
   const std::string ctx = "The cat sat on the mat.\nQuestion: A cat is sitting. True or False?\nAnswer:";
-  write_file_atomic(dir / "glue.jsonl",
-                    R"({"sentence1": "The cat sat on the mat.", "sentence2": "A cat is sitting.", "label": 0, "idx": 3})" "\n");
+  write_file_atomic(
+      dir / "glue.jsonl",
+      R"({"sentence1": "The cat sat on the mat.", "sentence2": "A cat is sitting.", "label": 0, "idx": 3})"
+      "\n");
   auto g = import_rte(dir / "glue.jsonl");
   EXPECT_EQ(g[0]["context"], ctx);
   EXPECT_EQ(g[0]["choices"], json({"True", "False"}));
   EXPECT_EQ(g[0]["gold"], 0);
-  write_file_atomic(dir / "val.jsonl",
-                    R"({"premise": "The cat sat on the mat.", "hypothesis": "A cat is sitting.", "label": "not_entailment", "idx": 0})" "\n");
+  write_file_atomic(
+      dir / "val.jsonl",
+      R"({"premise": "The cat sat on the mat.", "hypothesis": "A cat is sitting.", "label": "not_entailment", "idx": 0})"
+      "\n");
   EXPECT_EQ(import_rte(dir / "val.jsonl")[0]["gold"], 1);
   EXPECT_EQ(import_rte(dir / "val.jsonl")[0]["context"], ctx);
-  write_file_atomic(dir / "dev.tsv", "index\tsentence1\tsentence2\tlabel\n0\tThe cat sat on the mat.\tA cat is sitting.\tentailment\n");
+  write_file_atomic(dir / "dev.tsv",
+                    "index\tsentence1\tsentence2\tlabel\n0\tThe cat sat on the mat.\tA cat is sitting.\tentailment\n");
   auto t = import_rte(dir / "dev.tsv");
   ASSERT_EQ(t.size(), 1u);
   EXPECT_EQ(t[0]["context"], ctx);
@@ -262,12 +283,14 @@ TEST(Importers, RteGlueSuperGlueAndTsv) {
 
 TEST(Importers, WinograndePartialScoring) {
   TempDir dir;
-  write_file_atomic(dir / "dev.jsonl",
-                    R"({"qID": "w-1", "sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.", "option1": "Sarah", "option2": "Maria", "answer": "1"})"
-                    "\n");
+  write_file_atomic(
+      dir / "dev.jsonl",
+      R"({"qID": "w-1", "sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.", "option1": "Sarah", "option2": "Maria", "answer": "1"})"
+      "\n");
   auto items = import_winogrande(dir / "dev.jsonl");
   ASSERT_EQ(items.size(), 1u);
-  EXPECT_EQ(items[0]["contexts"], json({"Sarah was a much better surgeon than Maria so Sarah", "Sarah was a much better surgeon than Maria so Maria"}));
+  EXPECT_EQ(items[0]["contexts"], json({"Sarah was a much better surgeon than Maria so Sarah",
+                                        "Sarah was a much better surgeon than Maria so Maria"}));
   EXPECT_EQ(items[0]["continuation"], "always got the harder cases.");
   EXPECT_EQ(items[0]["gold"], 0);
   EXPECT_EQ(items[0]["id"], "w-1");
@@ -277,17 +300,19 @@ TEST(Importers, WinograndePartialScoring) {
   ASSERT_EQ(t.mc.size(), 1u);
   EXPECT_EQ(t.mc[0].num_choices(), 2);
   EXPECT_EQ(t.mc[0].context(1), "Sarah was a much better surgeon than Maria so Maria");
-  write_file_atomic(dir / "bad.jsonl", R"({"sentence": "no blank", "option1": "a", "option2": "b", "answer": "1"})" "\n");
+  write_file_atomic(dir / "bad.jsonl", R"({"sentence": "no blank", "option1": "a", "option2": "b", "answer": "1"})"
+                                       "\n");
   EXPECT_NE(error_of([&] { import_winogrande(dir / "bad.jsonl"); }).find("blank"), std::string::npos);
 }
 
 TEST(Importers, OpenBookQaBothLayouts) {
   TempDir dir;
-  write_file_atomic(dir / "test.jsonl",
-                    R"({"id": "7-980", "question": {"stem": "The sun is responsible for", "choices": [{"text": "puppies learning new tricks", "label": "A"}, {"text": "plants sprouting, blooming and wilting", "label": "B"}]}, "answerKey": "B"})"
-                    "\n"
-                    R"({"id": "8-1", "question_stem": "Which is a liquid?", "choices": {"text": ["ice", "water"], "label": ["A", "B"]}, "answerKey": " A"})"
-                    "\n");
+  write_file_atomic(
+      dir / "test.jsonl",
+      R"({"id": "7-980", "question": {"stem": "The sun is responsible for", "choices": [{"text": "puppies learning new tricks", "label": "A"}, {"text": "plants sprouting, blooming and wilting", "label": "B"}]}, "answerKey": "B"})"
+      "\n"
+      R"({"id": "8-1", "question_stem": "Which is a liquid?", "choices": {"text": ["ice", "water"], "label": ["A", "B"]}, "answerKey": " A"})"
+      "\n");
   auto items = import_openbookqa(dir / "test.jsonl");
   ASSERT_EQ(items.size(), 2u);
   EXPECT_EQ(items[0]["context"], "The sun is responsible for");  // the stem alone
@@ -300,8 +325,9 @@ TEST(Importers, OpenBookQaBothLayouts) {
 TEST(Importers, RaceDocumentsAndEleutherJsonl) {
   TempDir dir;
   std::filesystem::create_directories(dir / "RACE/test/high");
-  write_file_atomic(dir / "RACE/test/high/1.txt",
-                    R"({"answers": ["B", "A", "C"], "options": [["red", "blue", "green", "pink"], ["a dog", "a cat", "a cow", "a hen"], ["Mon", "Tue", "Wed", "Thu"]], "questions": ["What colour is the sky?", "Tom has  _  .", "Which day was it?"], "article": "Tom looked up.", "id": "high1.txt"})");
+  write_file_atomic(
+      dir / "RACE/test/high/1.txt",
+      R"({"answers": ["B", "A", "C"], "options": [["red", "blue", "green", "pink"], ["a dog", "a cat", "a cow", "a hen"], ["Mon", "Tue", "Wed", "Thu"]], "questions": ["What colour is the sky?", "Tom has  _  .", "Which day was it?"], "article": "Tom looked up.", "id": "high1.txt"})");
   auto items = import_race(dir / "RACE/test/high");
   ASSERT_EQ(items.size(), 1u);
   // Version 3.0 (lm-eval 0.4.13) writes a cloze question less its last five characters, then
@@ -315,15 +341,17 @@ TEST(Importers, RaceDocumentsAndEleutherJsonl) {
   EXPECT_EQ(items[0]["gold"], 2);
   EXPECT_EQ(items[0]["id"], "high1.txt");
   // EleutherAI/race: "problems" is Python's str() of the list (quotes ' or ", escapes).
-  write_file_atomic(dir / "race.jsonl",
-                    R"({"article": "It's late.", "problems": "[{'answer': 'D', 'options': ['x', \"it's\", 'tab\\there', 'caf\\xe9'], 'question': 'Pick one.'}]"})"
-                    "\n");
+  write_file_atomic(
+      dir / "race.jsonl",
+      R"({"article": "It's late.", "problems": "[{'answer': 'D', 'options': ['x', \"it's\", 'tab\\there', 'caf\\xe9'], 'question': 'Pick one.'}]"})"
+      "\n");
   auto e = import_race(dir / "race.jsonl");
   ASSERT_EQ(e.size(), 1u);
   EXPECT_EQ(e[0]["context"], "Article: It's late.\n\nPick one.");
   EXPECT_EQ(e[0]["choices"], json({"x", "it's", "tab\there", "caf\xC3\xA9"}));
   EXPECT_EQ(e[0]["gold"], 3);
-  write_file_atomic(dir / "bad.jsonl", R"({"article": "a", "problems": "[{'answer': 'A', 'options': ['x'"})" "\n");
+  write_file_atomic(dir / "bad.jsonl", R"({"article": "a", "problems": "[{'answer': 'A', 'options': ['x'"})"
+                                       "\n");
   auto err = error_of([&] { import_race(dir / "bad.jsonl"); });
   EXPECT_NE(err.find("bad.jsonl:1"), std::string::npos) << err;
 }
@@ -345,8 +373,9 @@ TEST(Importers, TruthfulQaMc1Mc2BothLayouts) {
       "A: The 1992 Olympics were held in Barcelona, Spain.\n\n"
       "Q: What is the capital of France?\nA:";
   // data/mc_task.json: targets as {answer: label} in file order (not sorted: "Paris." first).
-  write_file_atomic(dir / "mc_task.json",
-                    R"([{"question": "What is the capital of France?", "mc1_targets": {"Paris.": 1, "London.": 0, "Berlin.": 0}, "mc2_targets": {"Paris.": 1, "The capital is Paris.": 1, "Lyon.": 0}}])");
+  write_file_atomic(
+      dir / "mc_task.json",
+      R"([{"question": "What is the capital of France?", "mc1_targets": {"Paris.": 1, "London.": 0, "Berlin.": 0}, "mc2_targets": {"Paris.": 1, "The capital is Paris.": 1, "Lyon.": 0}}])");
   auto mc1 = import_truthfulqa(dir / "mc_task.json", 1);
   ASSERT_EQ(mc1.size(), 1u);
   EXPECT_EQ(mc1[0]["context"], prompt);
@@ -357,14 +386,16 @@ TEST(Importers, TruthfulQaMc1Mc2BothLayouts) {
   EXPECT_EQ(mc2[0]["choices"], json({"Paris.", "The capital is Paris.", "Lyon."}));
   EXPECT_EQ(mc2[0]["labels"], json({1, 1, 0}));
   // Hugging Face truthful_qa/multiple_choice as JSONL.
-  write_file_atomic(dir / "validation.jsonl",
-                    R"({"question": "What is the capital of France?", "mc1_targets": {"choices": ["Paris.", "Nice."], "labels": [1, 0]}, "mc2_targets": {"choices": ["Lyon.", "Paris."], "labels": [0, 1]}})"
-                    "\n");
+  write_file_atomic(
+      dir / "validation.jsonl",
+      R"({"question": "What is the capital of France?", "mc1_targets": {"choices": ["Paris.", "Nice."], "labels": [1, 0]}, "mc2_targets": {"choices": ["Lyon.", "Paris."], "labels": [0, 1]}})"
+      "\n");
   auto hf = import_truthfulqa(dir / "validation.jsonl", 2);
   EXPECT_EQ(hf[0]["context"], prompt);
   EXPECT_EQ(hf[0]["choices"], json({"Lyon.", "Paris."}));
   EXPECT_EQ(hf[0]["labels"], json({0, 1}));
-  write_file_atomic(dir / "bad.jsonl", R"({"question": "q", "mc1_targets": {"choices": ["a"], "labels": [1]}})" "\n");
+  write_file_atomic(dir / "bad.jsonl", R"({"question": "q", "mc1_targets": {"choices": ["a"], "labels": [1]}})"
+                                       "\n");
   auto e = error_of([&] { import_truthfulqa(dir / "bad.jsonl", 2); });
   EXPECT_NE(e.find("bad.jsonl:1"), std::string::npos) << e;
   EXPECT_NE(e.find("mc2_targets"), std::string::npos) << e;
@@ -373,12 +404,16 @@ TEST(Importers, TruthfulQaMc1Mc2BothLayouts) {
 TEST(Importers, Gsm8kPromptsAndFewShotDraws) {
   TempDir dir;
   write_file_atomic(dir / "test.jsonl",
-                    R"({"question": "Ann has 2 apples and buys 3. How many?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"})" "\n"
-                    R"({"question": "What is 10 - 4?", "answer": "10 - 4 = 6\n#### 6"})" "\n");
-  write_file_atomic(dir / "train.jsonl",
-                    R"({"question": "T0?", "answer": "a0\n#### 0"})" "\n"
-                    R"({"question": "T1?", "answer": "a1\n#### 1"})" "\n"
-                    R"({"question": "T2?", "answer": "a2\n#### 2"})" "\n");
+                    R"({"question": "Ann has 2 apples and buys 3. How many?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"})"
+                    "\n"
+                    R"({"question": "What is 10 - 4?", "answer": "10 - 4 = 6\n#### 6"})"
+                    "\n");
+  write_file_atomic(dir / "train.jsonl", R"({"question": "T0?", "answer": "a0\n#### 0"})"
+                                         "\n"
+                                         R"({"question": "T1?", "answer": "a1\n#### 1"})"
+                                         "\n"
+                                         R"({"question": "T2?", "answer": "a2\n#### 2"})"
+                                         "\n");
   auto zero = import_gsm8k(dir / "test.jsonl");
   ASSERT_EQ(zero.size(), 2u);
   EXPECT_EQ(zero[0]["prompt"], "Question: Ann has 2 apples and buys 3. How many?\nAnswer:");
@@ -390,7 +425,9 @@ TEST(Importers, Gsm8kPromptsAndFewShotDraws) {
   EXPECT_EQ(two[0]["prompt"],
             "Question: T1?\nAnswer: a1\n#### 1\n\nQuestion: T0?\nAnswer: a0\n#### 0\n\n"
             "Question: Ann has 2 apples and buys 3. How many?\nAnswer:");
-  EXPECT_EQ(two[1]["prompt"], "Question: T0?\nAnswer: a0\n#### 0\n\nQuestion: T2?\nAnswer: a2\n#### 2\n\nQuestion: What is 10 - 4?\nAnswer:");
+  EXPECT_EQ(
+      two[1]["prompt"],
+      "Question: T0?\nAnswer: a0\n#### 0\n\nQuestion: T2?\nAnswer: a2\n#### 2\n\nQuestion: What is 10 - 4?\nAnswer:");
   // The items read back as generative items with their stop strings.
   std::string jsonl;
   for (const auto& it : two) jsonl += it.dump() + "\n";
@@ -398,7 +435,8 @@ TEST(Importers, Gsm8kPromptsAndFewShotDraws) {
   Task t = read_task(dir / "gsm8k.jsonl");
   ASSERT_EQ(t.gen.size(), 2u);
   EXPECT_EQ(t.gen[0].until, (std::vector<std::string>{"Question:", "</s>", "<|im_end|>"}));
-  write_file_atomic(dir / "bad.jsonl", R"({"question": "q", "answer": "no final line"})" "\n");
+  write_file_atomic(dir / "bad.jsonl", R"({"question": "q", "answer": "no final line"})"
+                                       "\n");
   EXPECT_NE(error_of([&] { import_gsm8k(dir / "bad.jsonl"); }).find("bad.jsonl:1"), std::string::npos);
   EXPECT_THROW(import_suite("piqa", dir / "test.jsonl", 2), Error);
 }

@@ -2,8 +2,8 @@
 // rounding equals torch's, malformed safetensors and config.json give clean, named errors.
 #include <algorithm>
 #include <cstring>
-#include <functional>
 #include <fstream>
+#include <functional>
 
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
@@ -19,9 +19,7 @@ namespace ft = flatune::testing;
 namespace {
 const char* kModels[] = {"llama-bias", "llama-gqa", "llama-mha", "llama3-rope", "qwen2-tied"};
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+void write_bytes(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 // 8-byte little-endian length + header + data.
 std::string safetensors_bytes(const std::string& header, const std::string& data, uint64_t len_override = 0) {
   uint64_t n = len_override ? len_override : header.size();
@@ -90,17 +88,23 @@ TEST(Config, FieldsAndDefaults) {
 TEST(Config, MalformedNamesTheField) {
   ft::TempDir tmp;
   const std::string base = R"("vocab_size":10,"intermediate_size":16,"num_hidden_layers":1,"num_key_value_heads":1)";
-  struct Case { std::string text, field; };
+  struct Case {
+    std::string text, field;
+  };
   std::vector<Case> cases = {
       {R"({"model_type":"llama", )", "line"},  // bad JSON: position reported
       {"{" + base + R"(,"model_type":"gpt2","hidden_size":8,"num_attention_heads":2})", "model_type"},
       {"{" + base + R"(,"model_type":"llama","num_attention_heads":2})", "hidden_size"},
       {"{" + base + R"(,"model_type":"llama","hidden_size":9,"num_attention_heads":2})", "num_attention_heads"},
-      {"{" + base + R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"rope_scaling":{"type":"yarn","factor":2}})", "yarn"},
+      {"{" + base +
+           R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"rope_scaling":{"type":"yarn","factor":2}})",
+       "yarn"},
       // Seen while writing bench/fuzz's config target: fields of the wrong JSON type escaped as
       // nlohmann type errors (exit 1) instead of naming the field.
-      {"{" + base + R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"rope_scaling":{"rope_type":3}})", "rope_scaling.rope_type"},
-      {"{" + base + R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"torch_dtype":16})", "torch_dtype"},
+      {"{" + base + R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"rope_scaling":{"rope_type":3}})",
+       "rope_scaling.rope_type"},
+      {"{" + base + R"(,"model_type":"llama","hidden_size":8,"num_attention_heads":2,"torch_dtype":16})",
+       "torch_dtype"},
   };
   for (const auto& c : cases) {
     write_bytes(tmp / "config.json", c.text);
@@ -113,7 +117,9 @@ TEST(Safetensors, MalformedFilesAreCleanErrors) {
   ft::TempDir tmp;
   const std::string ok_header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   const std::string data8(8, '\0');
-  struct Case { std::string name, bytes; };
+  struct Case {
+    std::string name, bytes;
+  };
   std::vector<Case> cases = {
       {"truncated", std::string("\x10\0\0", 3)},
       {"length_past_end", safetensors_bytes(ok_header, data8, 4096)},
@@ -122,8 +128,14 @@ TEST(Safetensors, MalformedFilesAreCleanErrors) {
       {"unknown_dtype", safetensors_bytes(R"({"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})", data8)},
       {"wrong_byte_count", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data8)},
       {"out_of_bounds", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", data8)},
-      {"overlap", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", data8)},
-      {"duplicate", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", data8)},
+      {"overlap",
+       safetensors_bytes(
+           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+           data8)},
+      {"duplicate",
+       safetensors_bytes(
+           R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+           data8)},
       {"non_integer_shape", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", data8)},
   };
   for (const auto& c : cases) {
@@ -140,8 +152,8 @@ TEST(Safetensors, MalformedFilesAreCleanErrors) {
 TEST(Safetensors, AllDtypesRoundTrip) {
   ft::TempDir tmp;
   NamedTensors t;
-  for (auto dt : {torch::kFloat64, torch::kFloat32, torch::kFloat16, torch::kBFloat16, torch::kInt64,
-                  torch::kInt32, torch::kInt16, torch::kInt8, torch::kUInt8, torch::kBool})
+  for (auto dt : {torch::kFloat64, torch::kFloat32, torch::kFloat16, torch::kBFloat16, torch::kInt64, torch::kInt32,
+                  torch::kInt16, torch::kInt8, torch::kUInt8, torch::kBool})
     t.emplace_back(torch_dtype_to_safetensors(dt), torch::arange(6).reshape({2, 3}).remainder(2 + 5).to(dt));
   write_safetensors(tmp / "x.safetensors", t, {{"format", "pt"}});
   expect_same(t, read_safetensors(tmp / "x.safetensors"));
@@ -229,7 +241,8 @@ TEST(Cli, GeneratePrintsNulBytes) {
   const std::string src = ft::testdata("models/llama-gqa");
   NamedTensors weights = load_checkpoint_weights(src);
   for (auto& [name, t] : weights) {
-    if (name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos) t = torch::zeros_like(t);
+    if (name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos)
+      t = torch::zeros_like(t);
     if (name == "model.embed_tokens.weight" || name == "model.norm.weight") t = torch::ones_like(t);
     if (name == "lm_head.weight") {
       t = torch::zeros_like(t);

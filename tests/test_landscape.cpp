@@ -311,9 +311,7 @@ TEST(LandscapeDirections, MismatchedShapesNameTheFileAndTheTensor) {
   try {
     load_directions(path, fewer);
     FAIL() << "a direction with an extra tensor loaded";
-  } catch (const Error& e) {
-    EXPECT_TRUE(contains(e.what(), "'m.norm' is not a parameter")) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_TRUE(contains(e.what(), "'m.norm' is not a parameter")) << e.what(); }
   NamedParams more = params;
   more.emplace_back("extra.weight", torch::zeros({1}));
   EXPECT_THROW(load_directions(path, more), Error);
@@ -337,7 +335,8 @@ TEST(LandscapeFixedBatches, LossIsTheTokenWeightedMeanOverExamples) {
   int64_t count = 0;
   torch::NoGradGuard ng;
   for (const auto& e : ex) {  // each example alone, unpadded
-    auto ids = torch::tensor(e.ids, torch::kLong).unsqueeze(0), labels = torch::tensor(e.labels, torch::kLong).unsqueeze(0);
+    auto ids = torch::tensor(e.ids, torch::kLong).unsqueeze(0),
+         labels = torch::tensor(e.labels, torch::kLong).unsqueeze(0);
     ForwardInput in;
     in.input_ids = ids;
     auto [s, n] = causal_lm_loss_sum(model->forward(in), labels);
@@ -365,7 +364,10 @@ TEST(LandscapePlots, AKnownSurfaceIsRenderedAsPngAndSvg) {
   ASSERT_GT(png.size(), 24u);
   EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
   // IHDR: width and height, big-endian, right after the signature and chunk header.
-  auto be32 = [&](size_t at) { return (uint32_t(uint8_t(png[at])) << 24) | (uint8_t(png[at + 1]) << 16) | (uint8_t(png[at + 2]) << 8) | uint8_t(png[at + 3]); };
+  auto be32 = [&](size_t at) {
+    return (uint32_t(uint8_t(png[at])) << 24) | (uint8_t(png[at + 1]) << 16) | (uint8_t(png[at + 2]) << 8) |
+           uint8_t(png[at + 3]);
+  };
   EXPECT_EQ(png.substr(12, 4), "IHDR");
   EXPECT_EQ(be32(16), 800u);
   EXPECT_EQ(be32(20), 560u);
@@ -443,7 +445,8 @@ TEST(LandscapeCli, OneDimensionalSurfaceWritesEverySettingAndReusesItsDirections
   FLATUNE_REQUIRE_TESTDATA("models/llama-mha");
   TempDir tmp;
   const std::string model = flatune::testing::testdata("models/llama-mha"), data = write_data(tmp);
-  const std::string common = " --model " + q(model) + " --data " + q(data) + " --template plain --batches 2 --batch-size 2 --points 5 --range -1:1";
+  const std::string common = " --model " + q(model) + " --data " + q(data) +
+                             " --template plain --batches 2 --batch-size 2 --points 5 --range -1:1";
   auto r = run_flatune("landscape" + common + " --seed 3 --out " + q(tmp / "a"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string header;
@@ -474,7 +477,8 @@ TEST(LandscapeCli, OneDimensionalSurfaceWritesEverySettingAndReusesItsDirections
   EXPECT_TRUE(is_png(tmp / "a/surface_1d.png"));
   EXPECT_TRUE(is_svg(tmp / "a/surface_1d.svg"));
   // The saved directions redraw the same curve, bit for bit.
-  r = run_flatune("landscape" + common + " --directions " + q(tmp / "a/directions.safetensors") + " --out " + q(tmp / "b"));
+  r = run_flatune("landscape" + common + " --directions " + q(tmp / "a/directions.safetensors") + " --out " +
+                  q(tmp / "b"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_file(tmp / "b/surface_1d.csv"), read_file(tmp / "a/surface_1d.csv"));
   EXPECT_EQ(read_json_file(tmp / "b/landscape.json")["settings"]["directions"]["seed"], "3");
@@ -484,8 +488,10 @@ TEST(LandscapeCli, TwoDimensionalGridAndInterpolation) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-mha");
   TempDir tmp;
   const std::string model = flatune::testing::testdata("models/llama-mha"), data = write_data(tmp);
-  auto r = run_flatune("landscape --model " + q(model) + " --data " + q(data) +
-                       " --template plain --batches 1 --batch-size 4 --grid 3 --range -0.5:0.5 --normalize none --ignore-1d --out " + q(tmp / "g"));
+  auto r = run_flatune(
+      "landscape --model " + q(model) + " --data " + q(data) +
+      " --template plain --batches 1 --batch-size 4 --grid 3 --range -0.5:0.5 --normalize none --ignore-1d --out " +
+      q(tmp / "g"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string header;
   auto rows = read_csv_numbers(tmp / "g/surface_2d.csv", &header);
@@ -526,9 +532,11 @@ TEST(LandscapeCli, SharpnessPrintsATableAndWritesEveryMetric) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-mha");
   TempDir tmp;
   const std::string model = flatune::testing::testdata("models/llama-mha"), data = write_data(tmp);
-  auto r = run_flatune("sharpness --model " + q(model) + " --data " + q(data) +
-                       " --template plain --batches 1 --batch-size 4 --metrics sam,eps,avg,lambda_max,trace --rho 0.01 --eps-steps 2"
-                       " --samples 3 --iters 4 --out " + q(tmp / "s"));
+  auto r = run_flatune(
+      "sharpness --model " + q(model) + " --data " + q(data) +
+      " --template plain --batches 1 --batch-size 4 --metrics sam,eps,avg,lambda_max,trace --rho 0.01 --eps-steps 2"
+      " --samples 3 --iters 4 --out " +
+      q(tmp / "s"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const char* m : {"sam", "eps", "avg", "lambda_max", "trace"}) EXPECT_TRUE(contains(r.output, m)) << r.output;
   json j = read_json_file(tmp / "s/sharpness.json");
@@ -606,7 +614,8 @@ TEST(LandscapeCli, BadInputIsOneCleanLineAndExitTwo) {
   write_file_atomic(tmp / "good.csv", "run,x,y\na,1,2\nb,2,3\nc,3,1\n");
   const std::string base = "landscape --model " + q(model) + " --template plain --out " + q(tmp / "o");
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {base + " --data " + q(data) + " --directions " + q(tmp / "gqa.safetensors"), "gqa.safetensors: direction 1: tensor"},
+      {base + " --data " + q(data) + " --directions " + q(tmp / "gqa.safetensors"),
+       "gqa.safetensors: direction 1: tensor"},
       {base + " --data " + q(tmp / "empty.json"), "empty.json"},
       {base + " --data " + q(tmp / "nothing.json"), "nothing.json"},
       {base + " --data " + q(data) + " --points 0", "--points"},

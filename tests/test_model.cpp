@@ -119,12 +119,12 @@ TEST(Model, GradientsMatchFiniteDifferences) {
   loss_at().backward();
   const double h = 1e-6;
   int checked = 0;
-  for (const char* name : {"model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
-                           "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
-                           "model.layers.1.self_attn.v_proj.weight", "model.layers.1.self_attn.o_proj.weight",
-                           "model.layers.0.self_attn.q_proj.bias", "model.layers.0.mlp.gate_proj.weight",
-                           "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight",
-                           "model.norm.weight", "lm_head.weight"}) {
+  for (const char* name :
+       {"model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+        "model.layers.1.self_attn.o_proj.weight", "model.layers.0.self_attn.q_proj.bias",
+        "model.layers.0.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight",
+        "model.layers.1.mlp.down_proj.weight", "model.norm.weight", "lm_head.weight"}) {
     torch::Tensor p = m->named_parameters()[name];
     auto flat = p.view({-1});
     auto grad = p.grad().view({-1});
@@ -176,7 +176,8 @@ TEST(FusedLoss, GradientMatchesFiniteDifferences) {
       flat[i] = orig - eps;
       double down = plain(h, w);
       flat[i] = orig;
-      EXPECT_NEAR(grad[i].item<double>(), 0.5 * (up - down) / (2 * eps), 1e-7) << (t == &h ? "h" : "w") << "[" << i << "]";
+      EXPECT_NEAR(grad[i].item<double>(), 0.5 * (up - down) / (2 * eps), 1e-7)
+          << (t == &h ? "h" : "w") << "[" << i << "]";
     }
   }
 }
@@ -191,7 +192,8 @@ TEST(FusedLoss, EqualsFullLogitsLossOnModel) {
     LlamaForCausalLM m(c);
     m->init_weights(5);
     m->to(torch::kDouble);
-    auto ids = torch::tensor({{1, 5, 9, 2, 30, 11, 4}, {3, 3, 8, 21, 7, 0, 36}, {2, 4, 6, 8, 10, 12, 14}}, torch::kLong);
+    auto ids =
+        torch::tensor({{1, 5, 9, 2, 30, 11, 4}, {3, 3, 8, 21, 7, 0, 36}, {2, 4, 6, 8, 10, 12, 14}}, torch::kLong);
     auto labels = ids.clone();
     labels[0][1] = -100;
     labels[0][2] = -100;
@@ -214,7 +216,8 @@ TEST(FusedLoss, EqualsFullLogitsLossOnModel) {
     EXPECT_EQ(n, 4 + 5 + 0);
     EXPECT_NEAR(sum.item<double>(), ref_sum.item<double>(), 1e-12) << "tied " << tied;
     for (auto& p : m->named_parameters())
-      EXPECT_LE((p.value().grad() - ref_grads[p.key()]).abs().max().item<double>(), 1e-12) << p.key() << " tied " << tied;
+      EXPECT_LE((p.value().grad() - ref_grads[p.key()]).abs().max().item<double>(), 1e-12)
+          << p.key() << " tied " << tied;
     torch::NoGradGuard ng;
     auto logits = m->forward(in).narrow(1, 0, 6).reshape({-1, c.vocab_size});
     auto expected = torch::nn::functional::cross_entropy(
@@ -342,17 +345,34 @@ TEST(Attention, SdpaEqualsEagerValuesAndGradients) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
   auto ids = torch::randint(0, c.vocab_size, {3, 11}, gen, torch::kLong);
   auto padding = torch::ones({3, 11}, torch::kLong);
-  padding[1].narrow(0, 0, 4).zero_();  // left padding
-  padding[2].narrow(0, 0, 10).zero_(); // a row with one real token
+  padding[1].narrow(0, 0, 4).zero_();   // left padding
+  padding[2].narrow(0, 0, 10).zero_();  // a row with one real token
   auto segments = torch::tensor({0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2}, torch::kLong).unsqueeze(0).expand({3, 11});
   struct Case {
     std::string name;
     std::function<ForwardInput()> input;
   };
   std::vector<Case> cases = {
-      {"causal", [&] { ForwardInput in; in.input_ids = ids; return in; }},
-      {"left padding", [&] { ForwardInput in; in.input_ids = ids; in.attention_mask = padding; return in; }},
-      {"packing", [&] { ForwardInput in; in.input_ids = ids; in.segment_ids = segments; return in; }},
+      {"causal",
+       [&] {
+         ForwardInput in;
+         in.input_ids = ids;
+         return in;
+       }},
+      {"left padding",
+       [&] {
+         ForwardInput in;
+         in.input_ids = ids;
+         in.attention_mask = padding;
+         return in;
+       }},
+      {"packing",
+       [&] {
+         ForwardInput in;
+         in.input_ids = ids;
+         in.segment_ids = segments;
+         return in;
+       }},
   };
   for (const auto& cs : cases) {
     std::vector<torch::Tensor> out, grads;
@@ -366,7 +386,8 @@ TEST(Attention, SdpaEqualsEagerValuesAndGradients) {
       (logits * w).sum().backward();
       out.push_back((logits * (w != 0)).detach());
       torch::Tensor flat;
-      for (auto& p : m->parameters()) flat = flat.defined() ? torch::cat({flat, p.grad().reshape({-1})}) : p.grad().reshape({-1});
+      for (auto& p : m->parameters())
+        flat = flat.defined() ? torch::cat({flat, p.grad().reshape({-1})}) : p.grad().reshape({-1});
       grads.push_back(flat);
     }
     EXPECT_LE((out[0] - out[1]).abs().max().item<double>(), 1e-12) << cs.name;
@@ -489,6 +510,7 @@ TEST(Bf16Autocast, CloseToFp32AndSeesInPlaceWeightChanges) {
   }
   auto [loss32b, g32b] = loss_and_grads(false);
   auto [loss16b, g16b] = loss_and_grads(true);
-  EXPECT_GT(std::abs(loss32b - loss32), 20 * std::abs(loss16 - loss32));  // the change matters more than bf16's rounding
+  EXPECT_GT(std::abs(loss32b - loss32),
+            20 * std::abs(loss16 - loss32));  // the change matters more than bf16's rounding
   EXPECT_LT(std::abs(loss16b - loss32b), 1e-2 * loss32b);
 }

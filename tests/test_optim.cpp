@@ -32,7 +32,9 @@ struct Quadratic {
     f.backward();
     return f.item<double>();
   }
-  NamedParams params() const { return {{"model.layers.0.mlp.up_proj.weight", W}, {"model.layers.1.self_attn.q_proj.bias", v}}; }
+  NamedParams params() const {
+    return {{"model.layers.0.mlp.up_proj.weight", W}, {"model.layers.1.self_attn.q_proj.bias", v}};
+  }
 };
 
 SamSettings settings(const std::string& kind, double rho) {
@@ -183,7 +185,8 @@ TEST(Sam, AccumulationEqualsOneLargeBatch) {
 }
 
 TEST(Optim, ClippingMatchesHandComputation) {
-  auto a = torch::zeros({2}, torch::kDouble).requires_grad_(true), b = torch::zeros({1}, torch::kDouble).requires_grad_(true);
+  auto a = torch::zeros({2}, torch::kDouble).requires_grad_(true),
+       b = torch::zeros({1}, torch::kDouble).requires_grad_(true);
   a.mutable_grad() = torch::tensor({3.0, 0.0}, torch::kDouble);
   b.mutable_grad() = torch::tensor({4.0}, torch::kDouble);
   EXPECT_DOUBLE_EQ(clip_grad_norm({a, b}, 1.0), 5.0);
@@ -217,9 +220,9 @@ TEST(Optim, SchedulesMatchHandValues) {
   st.steps_per_epoch = 4;
   st.decay_every_epochs = 2;
   st.gamma = 0.5;
-  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 7), 1.0);   // epoch 1
-  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 8), 0.5);   // epoch 2
-  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 17), 0.25); // epoch 4
+  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 7), 1.0);    // epoch 1
+  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 8), 0.5);    // epoch 2
+  EXPECT_DOUBLE_EQ(learning_rate_at(st, 1.0, 17), 0.25);  // epoch 4
   Schedule bad;
   bad.kind = "exp";
   EXPECT_THROW(learning_rate_at(bad, 1.0, 20), Error);
@@ -228,8 +231,10 @@ TEST(Optim, SchedulesMatchHandValues) {
 TEST(Optim, AdamWGroupsExemptNormsBiasesAndEmbeddings) {
   auto W = torch::ones({2, 2}).requires_grad_(true), bias = torch::ones({2}).requires_grad_(true);
   auto E = torch::ones({3, 2}).requires_grad_(true), n = torch::ones({2}).requires_grad_(true);
-  NamedParams ps = {{"model.layers.0.mlp.up_proj.weight", W}, {"model.layers.0.self_attn.q_proj.bias", bias},
-                    {"model.embed_tokens.weight", E}, {"model.norm.weight", n}};
+  NamedParams ps = {{"model.layers.0.mlp.up_proj.weight", W},
+                    {"model.layers.0.self_attn.q_proj.bias", bias},
+                    {"model.embed_tokens.weight", E},
+                    {"model.norm.weight", n}};
   auto opt = make_adamw(ps, AdamWSettings{0.1, 0.9, 0.999, 1e-8, 0.5});
   ASSERT_EQ(opt->param_groups().size(), 2u);
   EXPECT_EQ(opt->param_groups()[0].params().size(), 1u);

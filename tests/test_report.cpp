@@ -64,7 +64,8 @@ TEST(Plot, WritesValidPngAndSvg) {
     a.push_back(-1 + i * 0.1);
     l.push_back(a.back() * a.back());
   }
-  plot_lines(dir / "c.png", "a parabola", "alpha", "loss", {{"x^2", a, l}, {"x^2/2", a, std::vector<double>(l.size(), 0.3)}});
+  plot_lines(dir / "c.png", "a parabola", "alpha", "loss",
+             {{"x^2", a, l}, {"x^2/2", a, std::vector<double>(l.size(), 0.3)}});
   plot_lines(dir / "c.svg", "a parabola", "alpha", "loss", {{"x^2", a, l}});
   std::vector<std::vector<double>> z(5, std::vector<double>(5));
   std::vector<double> g = {-1, -0.5, 0, 0.5, 1};
@@ -88,9 +89,7 @@ template <typename F>
 std::string error_of(F f) {
   try {
     f();
-  } catch (const Error& e) {
-    return e.what();
-  }
+  } catch (const Error& e) { return e.what(); }
   return "";
 }
 
@@ -99,8 +98,7 @@ std::string error_of(F f) {
 TEST(RunTable, CsvLabelsRowsAndLeavesMissingCellsOut) {
   TempDir tmp;
   // A quoted label may hold a comma; a blank line is no run.
-  write_file_atomic(tmp / "runs.csv",
-                    "lambda_max,run,forgetting\n1.5,a,0.25\nnan,b,n/a\n,c,NaN\n\n-2e-1,\"d,e\",3\n");
+  write_file_atomic(tmp / "runs.csv", "lambda_max,run,forgetting\n1.5,a,0.25\nnan,b,n/a\n,c,NaN\n\n-2e-1,\"d,e\",3\n");
   RunTable t = read_runs_csv(tmp / "runs.csv");
   EXPECT_EQ(t.labels, (std::vector<std::string>{"a", "b", "c", "d,e"}));
   ASSERT_EQ(t.values.size(), 4u);
@@ -172,32 +170,38 @@ TEST(RunTable, ExperimentFolderJoinsFlatnessSharpnessAndForgetting) {
 TEST(Study, QuickDemoRunsEndToEndAndResumes) {
   if (!file_exists("/usr/share/wordnet/data.noun")) GTEST_SKIP() << "wordnet-base not installed";
   TempDir dir;
-  auto r = run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
+  auto r =
+      run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* f : {"report.md", "report.html", "forgetting.md", "forgetting.json", "grid.yaml", "figures/surface_target.png",
-                        "figures/interpolation_target.png", "figures/sharpness_vs_forgetting.png", "runs/math__sam__s2/DONE",
-                        "runs/math__adamw__s1/flatness.json", "base/eval/knowledge.json"})
+  for (const char* f :
+       {"report.md", "report.html", "forgetting.md", "forgetting.json", "grid.yaml", "figures/surface_target.png",
+        "figures/interpolation_target.png", "figures/sharpness_vs_forgetting.png", "runs/math__sam__s2/DONE",
+        "runs/math__adamw__s1/flatness.json", "base/eval/knowledge.json"})
     EXPECT_TRUE(file_exists(dir / "study/" + f)) << f;
   std::string md = read_file(dir / "study/report.md");
-  for (const char* s : {"## Forgetting per run", "| **overall** |", "## Against the baseline (adamw)", "Pearson", "## Findings"})
+  for (const char* s :
+       {"## Forgetting per run", "| **overall** |", "## Against the baseline (adamw)", "Pearson", "## Findings"})
     EXPECT_NE(md.find(s), std::string::npos) << s;
   auto forgetting = read_json_file(dir / "study/forgetting.json");
   EXPECT_EQ(forgetting["tuned"].size(), 4u);
   // A second invocation finds every run done and rebuilds the same report numbers.
-  auto again = run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
+  auto again =
+      run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(read_json_file(dir / "study/forgetting.json"), forgetting);
   // An interrupted run (its DONE and evaluation gone, checkpoints kept) resumes to the same numbers.
   std::filesystem::remove(dir / "study/runs/math__sam__s1/DONE");
   std::filesystem::remove_all(dir / "study/runs/math__sam__s1/eval");
-  auto resumed = run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
+  auto resumed =
+      run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(read_json_file(dir / "study/forgetting.json"), forgetting);
 
   // Killed for real (SIGKILL) while the third run trains, then started again: the same numbers
   // as the uninterrupted study (the before model comes from the shared cache).
   const std::string killed = dir / "killed";
-  std::vector<std::string> args = {FLATUNE_BINARY, "demo", "--preset", "quick", "--threads", "1", "--out", killed, "--cache", dir / "cache"};
+  std::vector<std::string> args = {FLATUNE_BINARY, "demo", "--preset", "quick",      "--threads", "1",
+                                   "--out",        killed, "--cache",  dir / "cache"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -211,8 +215,10 @@ TEST(Study, QuickDemoRunsEndToEndAndResumes) {
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFSIGNALED(status)) << "the study finished before it could be killed";
   EXPECT_FALSE(file_exists(killed + "/runs/math__sam__s1/DONE"));
-  auto restarted = run_flatune("demo --preset quick --threads 1 --out '" + killed + "' --cache '" + (dir / "cache") + "'");
+  auto restarted =
+      run_flatune("demo --preset quick --threads 1 --out '" + killed + "' --cache '" + (dir / "cache") + "'");
   ASSERT_EQ(restarted.exit_code, 0) << restarted.output;
   auto after_kill = read_json_file(killed + "/forgetting.json");
-  for (const char* key : {"categories", "overall", "targets", "tasks"}) EXPECT_EQ(after_kill[key], forgetting[key]) << key;
+  for (const char* key : {"categories", "overall", "targets", "tasks"})
+    EXPECT_EQ(after_kill[key], forgetting[key]) << key;
 }

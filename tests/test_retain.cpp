@@ -26,8 +26,8 @@
 
 using namespace flatune;
 using flatune::testing::adamw_state;
-using flatune::testing::same_file;
 using flatune::testing::run_flatune;
+using flatune::testing::same_file;
 using flatune::testing::TempDir;
 using flatune::testing::testdata;
 
@@ -128,7 +128,8 @@ std::map<std::string, torch::Tensor> by_name(const NamedTensors& ts) {
 
 // Alpaca records whose instruction/output are the same for every row, so every row has the
 // same token count.
-std::string write_repeated_alpaca(const std::string& path, int n, const std::string& instruction, const std::string& output) {
+std::string write_repeated_alpaca(const std::string& path, int n, const std::string& instruction,
+                                  const std::string& output) {
   json rows = json::array();
   for (int i = 0; i < n; ++i) rows.push_back({{"instruction", instruction}, {"input", ""}, {"output", output}});
   write_file_atomic(path, rows.dump());
@@ -139,7 +140,8 @@ std::string write_sums_alpaca(const std::string& path, int n) {
   json rows = json::array();
   for (int i = 0; i < n; ++i) {
     int a = (i * 7) % 23, b = (i * 5) % 19;
-    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)}, {"input", ""},
+    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)},
+                    {"input", ""},
                     {"output", std::to_string(a + b)}});
   }
   write_file_atomic(path, rows.dump());
@@ -151,7 +153,6 @@ std::vector<json> metrics_lines(const std::string& run) {
   for_each_jsonl(run + "/metrics.jsonl", [&](const json& j, size_t) { out.push_back(j); });
   return out;
 }
-
 
 void expect_one_line_error(const flatune::testing::CommandResult& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
@@ -187,7 +188,8 @@ TEST(Penalty, FullFineTuningGradientsMatchFiniteDifferences) {
     double expected = 0;
     for (const auto& [n, t] : params) {
       auto d2 = (t.detach() - base.at(n)).pow(2);
-      expected += 0.5 * l2 * d2.sum().item<double>() + 0.5 * ewc * (f.at(n).to(torch::kDouble) * d2).sum().item<double>();
+      expected +=
+          0.5 * l2 * d2.sum().item<double>() + 0.5 * ewc * (f.at(n).to(torch::kDouble) * d2).sum().item<double>();
     }
     EXPECT_NEAR(penalty.value(model).item<double>(), expected, 1e-12 * expected);
     expect_gradients_match_differences(penalty, model, params);
@@ -199,7 +201,8 @@ TEST(Penalty, LoraEffectiveWeightAndAdapterGradientsMatchFiniteDifferences) {
   for (bool on_adapters : {false, true}) {
     auto model = tiny_double_model();
     std::string fisher = write_random_fisher(model, dir / "fisher.safetensors");
-    RetainPenalty penalty = make_retain_penalty(model, on_adapters ? "" : fisher, on_adapters ? 0 : 0.7, 0.3, on_adapters);
+    RetainPenalty penalty =
+        make_retain_penalty(model, on_adapters ? "" : fisher, on_adapters ? 0 : 0.7, 0.3, on_adapters);
     LoraOptions lo;
     lo.rank = 2;
     lo.alpha = 4;
@@ -220,7 +223,8 @@ TEST(Penalty, LoraEffectiveWeightAndAdapterGradientsMatchFiniteDifferences) {
         auto* proj = dynamic_cast<ProjectionImpl*>(m.value().get());
         if (!proj || !proj->has_lora()) continue;
         auto d2 = (torch::matmul(proj->lora_B, proj->lora_A) * 2.0).detach().pow(2);
-        expected += 0.15 * d2.sum().item<double>() + 0.35 * (f.at(m.key() + ".weight").to(torch::kDouble) * d2).sum().item<double>();
+        expected += 0.15 * d2.sum().item<double>() +
+                    0.35 * (f.at(m.key() + ".weight").to(torch::kDouble) * d2).sum().item<double>();
       }
       EXPECT_NEAR(penalty.value(model).item<double>(), expected, 1e-12 * expected);
     }
@@ -320,9 +324,7 @@ TEST(Fisher, TrueFisherIsSeededAndShapedLikeTheModel) {
   try {
     compute_fisher(model, data, FisherOptions{"magic", 1, 0});
     FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.where(), "--kind");
-  }
+  } catch (const Error& e) { EXPECT_EQ(e.where(), "--kind"); }
 }
 
 // ------------------------------------------------------------------ Wise-FT
@@ -342,8 +344,9 @@ TEST(WiseFt, EndpointsAreBitwiseAndTheMidpointIsExact) {
     ASSERT_EQ(merged.size(), base.size());
     auto m = by_name(merged), t = by_name(tuned);
     for (const auto& [n, b] : base) {
-      torch::Tensor want = alpha == 0 ? b : alpha == 1 ? t.at(n)
-                                           : ((b.to(torch::kDouble) + t.at(n).to(torch::kDouble)) / 2).to(torch::kFloat);
+      torch::Tensor want = alpha == 0   ? b
+                           : alpha == 1 ? t.at(n)
+                                        : ((b.to(torch::kDouble) + t.at(n).to(torch::kDouble)) / 2).to(torch::kFloat);
       EXPECT_TRUE(torch::equal(m.at(n), want)) << n << " alpha " << alpha;
     }
     auto model = load_llama(out);  // a complete folder
@@ -373,7 +376,8 @@ TEST(WiseFt, LoraMergeScalesTheAdapterByAlpha) {
   std::map<std::string, torch::Tensor> delta;
   for (const auto& m : model->named_modules())
     if (auto* p = dynamic_cast<ProjectionImpl*>(m.value().get()); p && p->has_lora())
-      delta[m.key() + ".weight"] = torch::matmul(p->lora_B.detach().to(torch::kDouble), p->lora_A.detach().to(torch::kDouble)) * 2.0;
+      delta[m.key() + ".weight"] =
+          torch::matmul(p->lora_B.detach().to(torch::kDouble), p->lora_A.detach().to(torch::kDouble)) * 2.0;
   ASSERT_EQ(delta.size(), 9u);
   for (double alpha : {0.0, 0.3, 1.0}) {
     const std::string out = dir / ("merged-" + std::to_string(alpha));
@@ -409,16 +413,12 @@ TEST(Replay, MixRowsAndErrors) {
     try {
       make_replay("general.json", ratio, batch, three);
       FAIL() << ratio << " x " << batch;
-    } catch (const Error& e) {
-      EXPECT_EQ(e.where(), where) << e.what();
-    }
+    } catch (const Error& e) { EXPECT_EQ(e.where(), where) << e.what(); }
   }
   try {
     make_replay("/data/general.json", 0.25, 8, [](const std::string&) { return std::vector<Example>{}; });
     FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.where(), "/data/general.json");
-  }
+  } catch (const Error& e) { EXPECT_EQ(e.where(), "/data/general.json"); }
 }
 
 TEST(Replay, OrderContinuesAcrossARestore) {
@@ -448,7 +448,8 @@ TEST(Replay, AnEpochReplaysExactlyTheRatio) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
   const std::string target = write_repeated_alpaca(dir / "target.json", 24, "say yes", "yes");
-  const std::string general = write_repeated_alpaca(dir / "general.json", 5, "tell me about the sea", "it is wide and deep");
+  const std::string general =
+      write_repeated_alpaca(dir / "general.json", 5, "tell me about the sea", "it is wide and deep");
   auto tok = load_tokenizer(testdata("models/llama-gqa"));
   const std::string tpl = resolve_template("auto", *tok);
   auto length = [&](const std::string& path) {
@@ -499,7 +500,8 @@ TEST(Composition, SamEwcLoraReplayResumesBitIdentically) {
     auto model = load_llama(model_dir);
     auto tok = load_tokenizer(model_dir);
     TokenizeStats st;
-    auto ex = tokenize_conversations(read_conversations(general, "auto"), *tok, {resolve_template("auto", *tok), 128, false}, &st);
+    auto ex = tokenize_conversations(read_conversations(general, "auto"), *tok,
+                                     {resolve_template("auto", *tok), 128, false}, &st);
     write_safetensors(dir / "fisher.safetensors", compute_fisher(model, ex, FisherOptions{}));
   }
   TrainOptions o;
@@ -577,20 +579,17 @@ TEST(BadInput, FisherFromAnotherArchitectureNamesTheFile) {
   try {
     make_retain_penalty(gqa, fisher, 1.0, 0, false);
     FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.where(), fisher) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_EQ(e.where(), fisher) << e.what(); }
   // And through the CLI: one line, exit code 2.
-  auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + write_sums_alpaca(dir / "d.json", 8) +
-                       "' --ewc '" + fisher + "' --ewc-lambda 1 --max-steps 1 --out '" + (dir / "run") + "'");
+  auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" +
+                       write_sums_alpaca(dir / "d.json", 8) + "' --ewc '" + fisher +
+                       "' --ewc-lambda 1 --max-steps 1 --out '" + (dir / "run") + "'");
   expect_one_line_error(r, "flatune: " + fisher + ": ");
   // A Fisher file without a strength would silently train without EWC.
   try {
     make_retain_penalty(gqa, fisher, 0.0, 0, false);
     FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.where(), "--ewc-lambda") << e.what();
-  }
+  } catch (const Error& e) { EXPECT_EQ(e.where(), "--ewc-lambda") << e.what(); }
 }
 
 TEST(BadInput, AlphaOutsideTheUnitIntervalNeedsExtrapolate) {
@@ -601,16 +600,15 @@ TEST(BadInput, AlphaOutsideTheUnitIntervalNeedsExtrapolate) {
     try {
       interpolate_weights(w, w, alpha, false, "tuned");
       FAIL() << alpha;
-    } catch (const Error& e) {
-      EXPECT_EQ(e.where(), "--alpha");
-    }
+    } catch (const Error& e) { EXPECT_EQ(e.where(), "--alpha"); }
   }
   EXPECT_NO_THROW(interpolate_weights(w, w, 1.5, true, "tuned"));
   const std::string m = testdata("models/llama-gqa");
   auto r = run_flatune("merge --base '" + m + "' --tuned '" + m + "' --alpha 1.5 --out '" + (dir / "merged") + "'");
   expect_one_line_error(r, "flatune: --alpha: must be in [0, 1]");
   EXPECT_FALSE(std::filesystem::exists(dir / "merged"));
-  r = run_flatune("merge --base '" + m + "' --tuned '" + m + "' --alpha 1.5 --extrapolate --out '" + (dir / "merged") + "'");
+  r = run_flatune("merge --base '" + m + "' --tuned '" + m + "' --alpha 1.5 --extrapolate --out '" + (dir / "merged") +
+                  "'");
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
@@ -631,11 +629,9 @@ TEST(BadInput, EmptyReplayFileNamesTheFile) {
     try {
       train(o);
       FAIL() << name;
-    } catch (const Error& e) {
-      EXPECT_EQ(e.where(), dir / name) << e.what();
-    }
-    auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --replay '" + (dir / name) +
-                         "' --replay-ratio 0.25 --max-steps 1 --out '" + (dir / "cli-run") + "'");
+    } catch (const Error& e) { EXPECT_EQ(e.where(), dir / name) << e.what(); }
+    auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --replay '" +
+                         (dir / name) + "' --replay-ratio 0.25 --max-steps 1 --out '" + (dir / "cli-run") + "'");
     expect_one_line_error(r, "flatune: " + (dir / name) + ": ");
   }
 }

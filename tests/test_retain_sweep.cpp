@@ -27,11 +27,12 @@ std::string write_mc_task(const std::string& path, int n, int offset) {
   std::string out;
   for (int i = 0; i < n; ++i) {
     int a = (i * 3 + offset) % 10, b = (i * 7 + offset) % 10;
-    json item = {{"id", std::to_string(i)},
-                 {"context", std::to_string(a) + " plus " + std::to_string(b) + " is"},
-                 {"choices", {" " + std::to_string(a + b), " " + std::to_string(a + b + 1), " " + std::to_string(a * b + 2)}},
-                 {"gold", i % 3},
-                 {"category", "sums"}};
+    json item = {
+        {"id", std::to_string(i)},
+        {"context", std::to_string(a) + " plus " + std::to_string(b) + " is"},
+        {"choices", {" " + std::to_string(a + b), " " + std::to_string(a + b + 1), " " + std::to_string(a * b + 2)}},
+        {"gold", i % 3},
+        {"category", "sums"}};
     out += item.dump() + "\n";
   }
   write_file_atomic(path, out);
@@ -113,9 +114,9 @@ TEST(WiseFtSweep, EndRowsEqualEvaluatingBaseAndTuned) {
   EXPECT_GT(svg.size(), 1000u);
 
   // The CLI verb runs the same function: the same table.
-  auto r = run_flatune("wiseft-sweep --base '" + base_dir + "' --tuned '" + (dir / "tuned") + "' --alphas 1,0.5 --tasks '" +
-                       o.general_tasks[0] + "' '" + o.general_tasks[1] + "' --target '" + o.target_task + "' --threads 1 --out '" +
-                       (dir / "cli") + "'");
+  auto r = run_flatune("wiseft-sweep --base '" + base_dir + "' --tuned '" + (dir / "tuned") +
+                       "' --alphas 1,0.5 --tasks '" + o.general_tasks[0] + "' '" + o.general_tasks[1] + "' --target '" +
+                       o.target_task + "' --threads 1 --out '" + (dir / "cli") + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_file(dir / "cli/wiseft_sweep.csv"), csv);
   EXPECT_TRUE(std::filesystem::exists(dir / "cli/wiseft_sweep.png"));
@@ -127,9 +128,7 @@ TEST(WiseFtSweep, AlphaListsAndBadInput) {
     try {
       parse_alpha_list(bad, "--alphas");
       FAIL() << bad;
-    } catch (const Error& e) {
-      EXPECT_EQ(e.where(), "--alphas") << bad;
-    }
+    } catch (const Error& e) { EXPECT_EQ(e.where(), "--alphas") << bad; }
   }
   WiseFtSweepOptions o;
   o.base_dir = o.tuned_dir = "/nonexistent";
@@ -139,17 +138,15 @@ TEST(WiseFtSweep, AlphaListsAndBadInput) {
   try {
     run_wiseft_sweep(o);  // the alpha is refused before any file is read
     FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.where(), "--alphas") << e.what();
-  }
+  } catch (const Error& e) { EXPECT_EQ(e.where(), "--alphas") << e.what(); }
 }
 
 TEST(WiseFtSweep, CliRefusesAnAlphaOutsideTheUnitInterval) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
   const std::string m = testdata("models/llama-gqa");
-  auto r = run_flatune("wiseft-sweep --base '" + m + "' --tuned '" + m + "' --alphas 0,2 --tasks a.jsonl --target t.jsonl --out '" +
-                       (dir / "sweep") + "'");
+  auto r = run_flatune("wiseft-sweep --base '" + m + "' --tuned '" + m +
+                       "' --alphas 0,2 --tasks a.jsonl --target t.jsonl --out '" + (dir / "sweep") + "'");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_EQ(r.output.rfind("flatune: --alphas: each alpha must be in [0, 1]", 0), 0u) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;

@@ -35,7 +35,8 @@ TEST_P(TokenizerVectors, IdsAndDecodingMatchReference) {
     const std::string text = row.at("text");
     EXPECT_EQ(tok->encode(text, false), ids_of(row.at("ids"))) << GetParam() << " line " << line << ": " << text;
     EXPECT_EQ(tok->encode(text, true), ids_of(row.at("ids_with_special"))) << GetParam() << " line " << line;
-    EXPECT_EQ(tok->decode(ids_of(row.at("ids"))), row.at("decoded").get<std::string>()) << GetParam() << " line " << line;
+    EXPECT_EQ(tok->decode(ids_of(row.at("ids"))), row.at("decoded").get<std::string>())
+        << GetParam() << " line " << line;
     ++lines;
   });
   EXPECT_EQ(lines, 120);
@@ -66,13 +67,24 @@ TEST(Tokenizer, ByteLevelRoundTripsRandomUnicode) {
       int n = rng() % 12;
       for (int k = 0; k < n; ++k) {
         // ASCII, Latin, CJK, emoji and whitespace.
-        static const uint32_t ranges[][2] = {{0x20, 0x7e}, {0xa0, 0x17f}, {0x4e00, 0x4e80}, {0x1f600, 0x1f640}, {0x09, 0x0a}};
+        static const uint32_t ranges[][2] = {
+            {0x20, 0x7e}, {0xa0, 0x17f}, {0x4e00, 0x4e80}, {0x1f600, 0x1f640}, {0x09, 0x0a}};
         auto& r = ranges[rng() % 5];
         uint32_t cp = r[0] + rng() % (r[1] - r[0] + 1);
         if (cp < 0x80) s += char(cp);
-        else if (cp < 0x800) { s += char(0xC0 | (cp >> 6)); s += char(0x80 | (cp & 0x3F)); }
-        else if (cp < 0x10000) { s += char(0xE0 | (cp >> 12)); s += char(0x80 | ((cp >> 6) & 0x3F)); s += char(0x80 | (cp & 0x3F)); }
-        else { s += char(0xF0 | (cp >> 18)); s += char(0x80 | ((cp >> 12) & 0x3F)); s += char(0x80 | ((cp >> 6) & 0x3F)); s += char(0x80 | (cp & 0x3F)); }
+        else if (cp < 0x800) {
+          s += char(0xC0 | (cp >> 6));
+          s += char(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+          s += char(0xE0 | (cp >> 12));
+          s += char(0x80 | ((cp >> 6) & 0x3F));
+          s += char(0x80 | (cp & 0x3F));
+        } else {
+          s += char(0xF0 | (cp >> 18));
+          s += char(0x80 | ((cp >> 12) & 0x3F));
+          s += char(0x80 | ((cp >> 6) & 0x3F));
+          s += char(0x80 | (cp & 0x3F));
+        }
       }
       if (cleans && (s.find(" ") != std::string::npos)) continue;  // clean-up changes spaces by design
       EXPECT_EQ(tok->decode(tok->encode(s, false)), s) << name;
@@ -115,17 +127,23 @@ TEST(Tokenizer, BadInputIsACleanError) {
   const std::string model = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
   expect_error(R"({"model": {"type": "WordPiece", "vocab": {}}})", "unsupported model type 'WordPiece'");
   expect_error("{" + model + R"(, "normalizer": {"type": "NFKD"}})", "unsupported normalizer type 'NFKD'");
-  expect_error("{" + model + R"(, "pre_tokenizer": {"type": "Whitespace"}})", "unsupported pre_tokenizer type 'Whitespace'");
+  expect_error("{" + model + R"(, "pre_tokenizer": {"type": "Whitespace"}})",
+               "unsupported pre_tokenizer type 'Whitespace'");
   expect_error("{" + model + R"(, "decoder": {"type": "WordPiece"}})", "unsupported decoder type 'WordPiece'");
   expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a zz"]}})", "unknown token 'zz'");
   expect_error(R"({"model": {"type": "BPE", "vocab": )", "malformed JSON");
   // Ids index a dense table: an absurd or negative id is refused before anything is allocated,
   // and a post-processor may only add ids the vocabulary has.
-  expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})", "id 2000000000 of token 'a' is outside");
-  expect_error("{" + model + R"(, "added_tokens": [{"id": -1, "content": "<x>", "special": true}]})", "id -1 of token '<x>' is outside");
-  expect_error("{" + model + R"(, "added_tokens": [{"id": 1.5, "content": "<x>", "special": true}]})", "id of token '<x>' is not an integer");
-  expect_error("{" + model + R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"ids": [99]}}}})",
-               "post_processor adds id 99");
+  expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})",
+               "id 2000000000 of token 'a' is outside");
+  expect_error("{" + model + R"(, "added_tokens": [{"id": -1, "content": "<x>", "special": true}]})",
+               "id -1 of token '<x>' is outside");
+  expect_error("{" + model + R"(, "added_tokens": [{"id": 1.5, "content": "<x>", "special": true}]})",
+               "id of token '<x>' is not an integer");
+  expect_error(
+      "{" + model +
+          R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"ids": [99]}}}})",
+      "post_processor adds id 99");
   write_file_atomic(dir / "tokenizer.model", "this is not a protobuf");
   EXPECT_THROW(load_sentencepiece_tokenizer(dir / "tokenizer.model", json(), false), Error);
   EXPECT_THROW(load_tokenizer(dir / "missing"), Error);
@@ -154,14 +172,17 @@ TEST(Cli, TokenizeMatchesReferenceVectors) {
     write_file_atomic(tmp / "ids.jsonl", id_lines);
     auto plain = flatune::testing::run_flatune("tokenize --tokenizer '" + dir + "' --input '" + tmp / "in.jsonl" + "'");
     ASSERT_EQ(plain.exit_code, 0) << plain.output;
-    auto special = flatune::testing::run_flatune("tokenize --add-special --tokenizer '" + dir + "' --input '" + tmp / "in.jsonl" + "'");
+    auto special = flatune::testing::run_flatune("tokenize --add-special --tokenizer '" + dir + "' --input '" +
+                                                 tmp / "in.jsonl" + "'");
     ASSERT_EQ(special.exit_code, 0) << special.output;
-    auto decoded = flatune::testing::run_flatune("tokenize --decode --tokenizer '" + dir + "' --input '" + tmp / "ids.jsonl" + "'");
+    auto decoded = flatune::testing::run_flatune("tokenize --decode --tokenizer '" + dir + "' --input '" +
+                                                 tmp / "ids.jsonl" + "'");
     ASSERT_EQ(decoded.exit_code, 0) << decoded.output;
     auto lines = [](const std::string& s) {
       std::vector<json> out;
       size_t pos = 0;
-      for (size_t end; (end = s.find('\n', pos)) != std::string::npos; pos = end + 1) out.push_back(json::parse(s.substr(pos, end - pos)));
+      for (size_t end; (end = s.find('\n', pos)) != std::string::npos; pos = end + 1)
+        out.push_back(json::parse(s.substr(pos, end - pos)));
       return out;
     };
     auto p = lines(plain.output), s = lines(special.output), d = lines(decoded.output);
@@ -185,11 +206,14 @@ TEST(Cli, TokenizeBadTokenizerIsOneLineExit2) {
   write_file_atomic(tmp / "truncated/tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0)");
   std::filesystem::create_directories(tmp / "notspm");
   write_file_atomic(tmp / "notspm/tokenizer.model", "this is not a protobuf");
-  struct Case { std::string tokenizer, named; };
+  struct Case {
+    std::string tokenizer, named;
+  };
   for (const Case& c : std::vector<Case>{{tmp / "missing", tmp / "missing"},
                                          {tmp / "truncated", tmp / "truncated/tokenizer.json"},
                                          {tmp / "notspm", tmp / "notspm/tokenizer.model"}}) {
-    auto r = flatune::testing::run_flatune("tokenize --tokenizer '" + c.tokenizer + "' --input '" + tmp / "in.txt" + "'");
+    auto r =
+        flatune::testing::run_flatune("tokenize --tokenizer '" + c.tokenizer + "' --input '" + tmp / "in.txt" + "'");
     EXPECT_EQ(r.exit_code, 2) << r.output;
     EXPECT_EQ(r.output.rfind("flatune: " + c.named + ": ", 0), 0u) << r.output;
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;

@@ -1,9 +1,9 @@
 // The training run end to end on the testdata models: learning, resume bit for bit, crash
 // safety, accumulation, data parallel equivalence, and bad input.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
-#include <fcntl.h>
 #include <sys/wait.h>
 
 #include <filesystem>
@@ -21,11 +21,11 @@
 #include "train_test_util.h"
 
 using namespace flatune;
+using flatune::testing::adamw_state;
 using flatune::testing::run_flatune;
+using flatune::testing::same_file;
 using flatune::testing::TempDir;
 using flatune::testing::testdata;
-using flatune::testing::adamw_state;
-using flatune::testing::same_file;
 
 extern char** environ;
 
@@ -35,7 +35,8 @@ std::string write_alpaca(const TempDir& dir, int n = 48) {
   json rows = json::array();
   for (int i = 0; i < n; ++i) {
     int a = (i * 7) % 23, b = (i * 5) % 19;
-    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)}, {"input", ""},
+    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)},
+                    {"input", ""},
                     {"output", std::to_string(a + b)}});
   }
   write_file_atomic(dir / "alpaca.json", rows.dump());
@@ -154,13 +155,24 @@ TEST_P(Resume, IsBitIdentical) {
   o.keep_last = 0;
   const std::string variant = GetParam();
   if (variant == "sam") o.sam = "sam";
-  if (variant == "looksam") { o.sam = "looksam"; o.looksam_k = 4; }
-  if (variant == "lora-sam") { o.sam = "sam"; o.lora_rank = 4; o.lora_targets = {"q_proj", "v_proj", "down_proj"}; }
-  if (variant == "pack-accum") { o.pack = true; o.grad_accum = 2; }
+  if (variant == "looksam") {
+    o.sam = "looksam";
+    o.looksam_k = 4;
+  }
+  if (variant == "lora-sam") {
+    o.sam = "sam";
+    o.lora_rank = 4;
+    o.lora_targets = {"q_proj", "v_proj", "down_proj"};
+  }
+  if (variant == "pack-accum") {
+    o.pack = true;
+    o.grad_accum = 2;
+  }
   train(o);
   // The interrupted run: only what was on disk at step 6.
   std::filesystem::create_directories(dir / "resumed/checkpoints");
-  std::filesystem::copy(dir / "straight/checkpoints/step-6", dir / "resumed/checkpoints/step-6", std::filesystem::copy_options::recursive);
+  std::filesystem::copy(dir / "straight/checkpoints/step-6", dir / "resumed/checkpoints/step-6",
+                        std::filesystem::copy_options::recursive);
   TrainOptions r = o;
   r.out = dir / "resumed";
   r.resume = true;
@@ -171,7 +183,8 @@ TEST_P(Resume, IsBitIdentical) {
   auto sa = adamw_state(a, o), sb = adamw_state(b, o);
   ASSERT_EQ(sa.size(), sb.size());
   ASSERT_FALSE(sa.empty());
-  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i], sb[i])) << variant << " optimizer tensor " << i;
+  for (size_t i = 0; i < sa.size(); ++i)
+    EXPECT_TRUE(torch::equal(sa[i], sb[i])) << variant << " optimizer tensor " << i;
   EXPECT_TRUE(same_file(a + "/trainer_tensors.safetensors", b + "/trainer_tensors.safetensors")) << variant;
   EXPECT_TRUE(same_file(dir / "straight/final/model.safetensors", dir / "resumed/final/model.safetensors")) << variant;
   // The resumed log reads as one run: 12 lines, the last ones equal.
@@ -235,10 +248,11 @@ TEST(Train, TwoProcessResumeIsBitIdentical) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
   std::string data = write_alpaca(dir);
-  const std::string launch = "launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' train --model '" +
-                             testdata("models/llama-gqa") + "' --data '" + data +
-                             "' --max-steps 12 --batch-size 4 --lr 2e-3 --seed 3 --threads 1 --sam sam --rho 0.1 --log-every 1"
-                             " --save-every 6 --keep-last 0 --out ";
+  const std::string launch =
+      "launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' train --model '" + testdata("models/llama-gqa") +
+      "' --data '" + data +
+      "' --max-steps 12 --batch-size 4 --lr 2e-3 --seed 3 --threads 1 --sam sam --rho 0.1 --log-every 1"
+      " --save-every 6 --keep-last 0 --out ";
   auto straight = run_flatune(launch + "'" + (dir / "straight") + "'");
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
   std::filesystem::create_directories(dir / "resumed/checkpoints");
@@ -267,19 +281,29 @@ TEST(Train, TwoProcessEvaluationEqualsOneProcess) {
   for (int i = 0; i < 9; ++i) {
     json choices = json::array();
     for (int c = 0; c < 2 + i % 3; ++c) choices.push_back("choice " + std::to_string(c * 7 + i));
-    mc += json({{"id", "m" + std::to_string(i)}, {"context", "question " + std::to_string(i) + ": which one?"},
-                {"choices", choices}, {"gold", i % 2}, {"category", i < 5 ? "a" : "b"}}).dump() + "\n";
+    mc += json({{"id", "m" + std::to_string(i)},
+                {"context", "question " + std::to_string(i) + ": which one?"},
+                {"choices", choices},
+                {"gold", i % 2},
+                {"category", i < 5 ? "a" : "b"}})
+              .dump() +
+          "\n";
   }
   for (int i = 0; i < 3; ++i)
-    gen += json({{"id", "g" + std::to_string(i)}, {"prompt", "add " + std::to_string(i) + " and 1"}, {"answer", std::to_string(i + 1)}})
-               .dump() + "\n";
+    gen += json({{"id", "g" + std::to_string(i)},
+                 {"prompt", "add " + std::to_string(i) + " and 1"},
+                 {"answer", std::to_string(i + 1)}})
+               .dump() +
+           "\n";
   write_file_atomic(dir / "mc.jsonl", mc);
   write_file_atomic(dir / "gen.jsonl", gen);
-  const std::string args = "eval --model '" + testdata("models/llama-gqa") + "' --tasks '" + (dir / "mc.jsonl") + "' '" +
-                           (dir / "gen.jsonl") + "' --shots 1 --batch-size 2 --max-new-tokens 4 --threads 1 --out ";
+  const std::string args = "eval --model '" + testdata("models/llama-gqa") + "' --tasks '" + (dir / "mc.jsonl") +
+                           "' '" + (dir / "gen.jsonl") +
+                           "' --shots 1 --batch-size 2 --max-new-tokens 4 --threads 1 --out ";
   auto one = run_flatune(args + "'" + (dir / "one") + "'");
   ASSERT_EQ(one.exit_code, 0) << one.output;
-  auto two = run_flatune("launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' " + args + "'" + (dir / "two") + "'");
+  auto two =
+      run_flatune("launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' " + args + "'" + (dir / "two") + "'");
   ASSERT_EQ(two.exit_code, 0) << two.output;
   for (const char* task : {"mc", "gen"}) {
     json a = read_json_file(dir / "one/eval/" + task + ".json"), b = read_json_file(dir / "two/eval/" + task + ".json");
@@ -312,11 +336,14 @@ TEST(Train, TwoProcessLandscapeAndSharpnessEqualOneProcess) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
   std::string data = write_alpaca(dir);
-  const std::string on = " --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --batches 2 --batch-size 2 --threads 1";
+  const std::string on =
+      " --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --batches 2 --batch-size 2 --threads 1";
   const std::string launch = "launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' ";
   const std::string surface = "landscape" + on + " --grid 3 --range -0.5:0.5 --seed 4 --out ";
-  const std::string sharpness = "sharpness" + on + " --metrics sam,eps,avg,lambda_max,trace --eps-steps 2 --samples 2 --iters 6 --out ";
-  for (const auto& [args, name] : std::vector<std::pair<std::string, std::string>>{{surface, "surface"}, {sharpness, "sharpness"}}) {
+  const std::string sharpness =
+      "sharpness" + on + " --metrics sam,eps,avg,lambda_max,trace --eps-steps 2 --samples 2 --iters 6 --out ";
+  for (const auto& [args, name] :
+       std::vector<std::pair<std::string, std::string>>{{surface, "surface"}, {sharpness, "sharpness"}}) {
     auto one = run_flatune(args + "'" + (dir / "one-") + name + "'");
     ASSERT_EQ(one.exit_code, 0) << one.output;
     auto two = run_flatune(launch + args + "'" + (dir / "two-") + name + "'");
@@ -349,9 +376,11 @@ TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
   std::string data = write_alpaca(dir);
-  std::vector<std::string> args = {FLATUNE_BINARY, "train", "--model", testdata("models/llama-gqa"), "--data", data,
-                                   "--out", dir / "run", "--max-steps", "400", "--save-every", "1", "--keep-last", "3",
-                                   "--threads", "1", "--batch-size", "2", "--schedule", "constant"};
+  std::vector<std::string> args = {FLATUNE_BINARY, "train", "--model",      testdata("models/llama-gqa"),
+                                   "--data",       data,    "--out",        dir / "run",
+                                   "--max-steps",  "400",   "--save-every", "1",
+                                   "--keep-last",  "3",     "--threads",    "1",
+                                   "--batch-size", "2",     "--schedule",   "constant"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -360,15 +389,16 @@ TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
   // Wait until a few checkpoints exist, then kill it mid-stream (it checkpoints every step, so
   // the kill lands during or between writes).
   RunFolder run{dir / "run"};
-  for (int i = 0; i < 3000 && list_checkpoints(run).size() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 3000 && list_checkpoints(run).size() < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
   auto newest = newest_checkpoint(run);
   ASSERT_TRUE(newest.has_value());
   auto model = load_llama(run.checkpoint_dir(*newest));  // complete and loadable
-  auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --out '" + (dir / "run") +
-                       "' --max-steps " + std::to_string(*newest + 2) +
+  auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --out '" +
+                       (dir / "run") + "' --max-steps " + std::to_string(*newest + 2) +
                        " --save-every 1 --threads 1 --batch-size 2 --schedule constant --resume");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(file_exists(dir / "run/final/model.safetensors"));
@@ -391,7 +421,7 @@ pid_t spawn_flatune(std::vector<std::string> args, const std::string& log, bool 
   posix_spawn_file_actions_init(&files);
   posix_spawn_file_actions_addopen(&files, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&files, 1, 2);
-  struct sigaction ignore {}, old {};
+  struct sigaction ignore{}, old{};
   ignore.sa_handler = SIG_IGN;
   if (ignore_sigint) sigaction(SIGINT, &ignore, &old);
   pid_t pid = -1;
@@ -428,9 +458,10 @@ TEST(Train, SignalSavesACheckpointAndExitsNonZeroWithAResumeHint) {
     ASSERT_TRUE(step.has_value());
     const std::string log = read_file(dir / "log.txt");
     const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
-    EXPECT_NE(log.find("flatune: interrupted by " + name + " at step " + std::to_string(*step) + " of 100000; saved " +
-                       out + "/checkpoints/step-" + std::to_string(*step) + "; to continue, run the same command with --resume"),
-              std::string::npos)
+    EXPECT_NE(
+        log.find("flatune: interrupted by " + name + " at step " + std::to_string(*step) + " of 100000; saved " + out +
+                 "/checkpoints/step-" + std::to_string(*step) + "; to continue, run the same command with --resume"),
+        std::string::npos)
         << log;
     EXPECT_FALSE(file_exists(out + "/final/config.json"));
   }
@@ -460,8 +491,10 @@ TEST(Train, SignalWhileStartingStopsBeforeAnythingIsWritten) {
     FAIL() << "still running 30 s after the first SIGINT";
   }
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130)
-      << (WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status)) : "exit " + std::to_string(WEXITSTATUS(status)))
-      << "\n" << read_file(dir / "log.txt");
+      << (WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
+                              : "exit " + std::to_string(WEXITSTATUS(status)))
+      << "\n"
+      << read_file(dir / "log.txt");
   EXPECT_NE(read_file(dir / "log.txt").find("flatune: interrupted by SIGINT"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir / "run"));
 }
@@ -478,13 +511,15 @@ TEST(Train, ResumeRefusesChangedOptionsAndRecordsAllowedOnes) {
   auto first = run_flatune(common + " --max-steps 5 --lr 0.002");
   ASSERT_EQ(first.exit_code, 0) << first.output;
   EXPECT_EQ(list_checkpoints(RunFolder{run}), (std::vector<int64_t>{3, 5}));  // the last step too, to extend from
-  const std::string config = read_file(run + "/config.yaml"), final_weights = read_file(run + "/final/model.safetensors");
+  const std::string config = read_file(run + "/config.yaml"),
+                    final_weights = read_file(run + "/final/model.safetensors");
 
   auto refused = run_flatune(common + " --max-steps 5 --sam sam --resume --lr 0.001");
   EXPECT_EQ(refused.exit_code, 2) << refused.output;
-  EXPECT_NE(refused.output.find(run + "/config.yaml: --resume with options that change the run: --lr 0.001 (run: 0.002), "
-                                      "--sam sam (run: none)"),
-            std::string::npos)
+  EXPECT_NE(
+      refused.output.find(run + "/config.yaml: --resume with options that change the run: --lr 0.001 (run: 0.002), "
+                                "--sam sam (run: none)"),
+      std::string::npos)
       << refused.output;
   auto shorter = run_flatune(common + " --max-steps 4 --lr 0.002 --resume");
   EXPECT_EQ(shorter.exit_code, 2) << shorter.output;
@@ -572,7 +607,8 @@ TEST(Train, ConfigFileSetsTheVerbsFlagsAndItsErrorsNameFileLineAndKey) {
            {"max-steps: 2\nlr: abc\n", "bad.yaml: line 2: key 'lr': "},
            {"max-steps: 2\nrho: [1, [2]]\n", "bad.yaml: line 2: key 'rho': list items must be single values"},
            {"max-steps: 2\nlr: {a: 1}\n", "bad.yaml: line 2: key 'lr': must be a value or a list of values"},
-           {"max-steps: 2\n\nnonsense-key: 3\n", "bad.yaml: line 3: key 'nonsense-key': not an option of `flatune train`"},
+           {"max-steps: 2\n\nnonsense-key: 3\n",
+            "bad.yaml: line 3: key 'nonsense-key': not an option of `flatune train`"},
            {"[1]: 2\n", "bad.yaml: line 1: a key must be a flag name"},
            {"lr: [1\n", "bad.yaml: line 2: malformed YAML"},
            {"- 1\n", "bad.yaml: line 1: expected a map of flag: value"},

@@ -16,9 +16,9 @@ inline std::string shared_dir() {
 inline std::string testdata(const std::string& rel) { return shared_dir() + "/testdata/" + rel; }
 
 // Skips the test with a message when the reference data is absent.
-#define FLATUNE_REQUIRE_TESTDATA(rel)                                                    \
-  do {                                                                                   \
-    if (!std::filesystem::exists(::flatune::testing::testdata(rel)))                     \
+#define FLATUNE_REQUIRE_TESTDATA(rel)                                                      \
+  do {                                                                                     \
+    if (!std::filesystem::exists(::flatune::testing::testdata(rel)))                       \
       GTEST_SKIP() << "reference data " << ::flatune::testing::testdata(rel) << " absent"; \
   } while (0)
 

@@ -11,7 +11,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // What the reader trusts afterwards: every tensor's bytes are inside the file.
     for (const auto& t : h.tensors)
       if (t.begin > t.end || h.data_offset + t.end > size) std::abort();
-  } catch (const flatune::Error&) {
-  }
+  } catch (const flatune::Error&) {}
   return 0;
 }

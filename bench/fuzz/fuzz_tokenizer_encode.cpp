@@ -18,7 +18,11 @@ bool valid_utf8(const std::string& s) {
   size_t i = 0;
   while (i < s.size()) {
     unsigned char c = s[i];
-    size_t n = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+    size_t n = c < 0x80                   ? 1
+               : (c >= 0xC2 && c <= 0xDF) ? 2
+               : (c >= 0xE0 && c <= 0xEF) ? 3
+               : (c >= 0xF0 && c <= 0xF4) ? 4
+                                          : 0;
     if (n == 0 || i + n > s.size()) return false;
     for (size_t k = 1; k < n; ++k) {
       unsigned char d = s[i + k];
@@ -38,7 +42,8 @@ bool valid_utf8(const std::string& s) {
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* env = std::getenv("FLATUNE_SHARED");
   const std::string dir = std::string(env ? env : FLATUNE_SHARED_DEFAULT) + "/testdata/tokenizers/";
-  for (const char* name : {"bytes-320", "spm-bpe-32k", "qwen3"}) tokenizers.push_back(flatune::load_tokenizer(dir + name));
+  for (const char* name : {"bytes-320", "spm-bpe-32k", "qwen3"})
+    tokenizers.push_back(flatune::load_tokenizer(dir + name));
   exact = tokenizers[0].get();
   return 0;
 }

@@ -31,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::fclose(f);
   try {
     auto tok = flatune::load_hf_tokenizer(path, flatune::json());
-    for (const char* s : {"Hello world", " a  b\n\tc", "\xC3\xA9t\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC", "<s>x</s>", "\xff\xfe"}) {
+    for (const char* s :
+         {"Hello world", " a  b\n\tc", "\xC3\xA9t\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC", "<s>x</s>", "\xff\xfe"}) {
       auto ids = tok->encode(s, true);
       for (int32_t id : ids)
         if (id < 0 || id >= tok->vocab_size()) std::abort();  // every id must name a token
@@ -39,7 +40,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       tok->decode(ids, true);
     }
     tok->decode({0, 1, 2, -1, 1 << 30}, false);
-  } catch (const flatune::Error&) {
-  }
+  } catch (const flatune::Error&) {}
   return 0;
 }

@@ -1,10 +1,10 @@
 // What differs between CPU and CUDA builds of libtorch (>= 2.6) and between CPUs, so the rest of
 // the code calls one spelling.
 #pragma once
-#include <torch/torch.h>
-#include <torch/version.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/CPUAllocator.h>
+#include <torch/torch.h>
+#include <torch/version.h>
 
 #include <atomic>
 #include <cstring>
@@ -112,8 +112,7 @@ class CountingCpuAllocator final : public c10::Allocator {
     }
     const int64_t now = live_.fetch_add(bytes) + bytes;
     int64_t seen = peak_.load();
-    while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
-    }
+    while (now > seen && !peak_.compare_exchange_weak(seen, now)) {}
     return c10::DataPtr(data, data, &release, c10::Device(c10::DeviceType::CPU));
   }
   static void release(void* data) {

@@ -1,7 +1,7 @@
 // Reading JSON and JSONL files with errors that name the file, line and column.
 #pragma once
-#include <nlohmann/json.hpp>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace flatune {

@@ -8,8 +8,12 @@
 namespace flatune {
 
 Progress::Progress(std::string label, int64_t total, std::string unit, double log_every_s)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(total), log_every_s_(log_every_s),
-      tty_(::isatty(STDERR_FILENO) != 0), start_(std::chrono::steady_clock::now()),
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(total),
+      log_every_s_(log_every_s),
+      tty_(::isatty(STDERR_FILENO) != 0),
+      start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 
 Progress::~Progress() {
@@ -56,15 +60,14 @@ void Progress::draw(bool final) {
   char rate_buf[48];
   std::snprintf(rate_buf, sizeof rate_buf, "%.2f %s/s", rate, unit_.c_str());
   std::string tail = std::string(rate_buf) + " elapsed " + format_duration(el) +
-                     (final ? "" : " eta " + format_duration(eta)) +
-                     (status_.empty() ? "" : "  " + status_);
+                     (final ? "" : " eta " + format_duration(eta)) + (status_.empty() ? "" : "  " + status_);
   if (tty_) {
     const int width = 24;
     int filled = total_ > 0 ? static_cast<int>(width * std::min<double>(1.0, double(done_) / total_)) : 0;
     std::string bar(filled, '#');
     bar.resize(width, '.');
-    std::fprintf(stderr, "\r\033[K%s [%s] %lld/%lld %s", label_.c_str(), bar.c_str(),
-                 static_cast<long long>(done_), static_cast<long long>(total_), tail.c_str());
+    std::fprintf(stderr, "\r\033[K%s [%s] %lld/%lld %s", label_.c_str(), bar.c_str(), static_cast<long long>(done_),
+                 static_cast<long long>(total_), tail.c_str());
     if (final) std::fputc('\n', stderr);
     std::fflush(stderr);
   } else {

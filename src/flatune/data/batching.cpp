@@ -109,7 +109,8 @@ void DataOrder::build() {
 }
 
 void DataOrder::group_by_length(std::vector<int64_t> lengths, size_t group) {
-  if (lengths.size() != n_) fail("length grouping", "expected " + std::to_string(n_) + " lengths, got " + std::to_string(lengths.size()));
+  if (lengths.size() != n_)
+    fail("length grouping", "expected " + std::to_string(n_) + " lengths, got " + std::to_string(lengths.size()));
   if (group == 0) fail("length grouping", "group size must be positive");
   lengths_ = std::move(lengths);
   group_ = group;

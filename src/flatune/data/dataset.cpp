@@ -60,7 +60,9 @@ std::string normalise_role(const std::string& r, const std::string& where) {
 }
 
 Conversation from_messages(const json& msgs, const char* role_key, const char* content_key, const std::string& where) {
-  if (!msgs.is_array()) fail(where, std::string("field '") + (std::string(role_key) == "from" ? "conversations" : "messages") + "' must be a list");
+  if (!msgs.is_array())
+    fail(where, std::string("field '") + (std::string(role_key) == "from" ? "conversations" : "messages") +
+                    "' must be a list");
   Conversation c;
   for (size_t i = 0; i < msgs.size(); ++i) {
     std::string w = where + " turn " + std::to_string(i);
@@ -93,10 +95,12 @@ std::vector<Conversation> read_conversations(const std::string& path, const std:
     if (!r.is_object()) fail(where, "expected a JSON object");
     Conversation c;
     if (format == "alpaca") {
-      Turn u{"user", require_string(r, "instruction", where), r.contains("input") && r["input"].is_string() ? r["input"].get<std::string>() : ""};
+      Turn u{"user", require_string(r, "instruction", where),
+             r.contains("input") && r["input"].is_string() ? r["input"].get<std::string>() : ""};
       c.turns = {u, Turn{"assistant", require_string(r, "output", where), ""}};
     } else if (format == "metamath") {
-      c.turns = {Turn{"user", require_string(r, "query", where), ""}, Turn{"assistant", require_string(r, "response", where), ""}};
+      c.turns = {Turn{"user", require_string(r, "query", where), ""},
+                 Turn{"assistant", require_string(r, "response", where), ""}};
     } else if (format == "sharegpt") {
       if (r.contains("conversations")) c = from_messages(r["conversations"], "from", "value", where);
       else if (r.contains("messages")) c = from_messages(r["messages"], "role", "content", where);
@@ -105,7 +109,9 @@ std::vector<Conversation> read_conversations(const std::string& path, const std:
         c.turns.insert(c.turns.begin(), Turn{"system", r["system"].get<std::string>(), ""});
     } else if (format == "jsonl") {
       if (r.contains("messages")) c = from_messages(r["messages"], "role", "content", where);
-      else if (r.contains("prompt")) c.turns = {Turn{"user", require_string(r, "prompt", where), ""}, Turn{"assistant", require_string(r, "response", where), ""}};
+      else if (r.contains("prompt"))
+        c.turns = {Turn{"user", require_string(r, "prompt", where), ""},
+                   Turn{"assistant", require_string(r, "response", where), ""}};
       else if (r.contains("text")) c.text = require_string(r, "text", where);
       else fail(where, "expected 'prompt'/'response', 'messages' or 'text'");
     } else {
@@ -150,12 +156,16 @@ std::vector<Segment> render(const Conversation& c, const std::string& tpl) {
     for (const auto& t : turns) {
       if (t.role == "user") {
         if (!t.input.empty())
-          prompt("Below is an instruction that describes a task, paired with an input that provides further context. "
-                 "Write a response that appropriately completes the request.\n\n### Instruction:\n" + t.content +
-                 "\n\n### Input:\n" + t.input + "\n\n### Response:");
+          prompt(
+              "Below is an instruction that describes a task, paired with an input that provides further context. "
+              "Write a response that appropriately completes the request.\n\n### Instruction:\n" +
+              t.content + "\n\n### Input:\n" + t.input + "\n\n### Response:");
         else
-          prompt("Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-                 "### Instruction:\n" + t.content + "\n\n### Response:");
+          prompt(
+              "Below is an instruction that describes a task. Write a response that appropriately completes the "
+              "request.\n\n"
+              "### Instruction:\n" +
+              t.content + "\n\n### Response:");
       } else {
         reply(t.content, true);
       }
@@ -186,14 +196,17 @@ std::vector<Segment> render(const Conversation& c, const std::string& tpl) {
   } else if (tpl == "llama3") {
     if (!system.empty()) prompt("<|start_header_id|>system<|end_header_id|>\n\n" + system + "<|eot_id|>");
     for (const auto& t : turns) {
-      if (t.role == "user") prompt("<|start_header_id|>user<|end_header_id|>\n\n" + t.content + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+      if (t.role == "user")
+        prompt("<|start_header_id|>user<|end_header_id|>\n\n" + t.content +
+               "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
       else reply(t.content + "<|eot_id|>", false);
     }
   } else if (tpl == "vicuna") {
     // FastChat's vicuna_v1.1.
-    std::string sys = system.empty() ? "A chat between a curious user and an artificial intelligence assistant. "
-                                       "The assistant gives helpful, detailed, and polite answers to the user's questions."
-                                     : system;
+    std::string sys = system.empty()
+                          ? "A chat between a curious user and an artificial intelligence assistant. "
+                            "The assistant gives helpful, detailed, and polite answers to the user's questions."
+                          : system;
     bool first = true;
     for (const auto& t : turns) {
       if (t.role == "user") {
@@ -295,7 +308,8 @@ int64_t validation_size(int64_t n, double v) {
 void split_validation(std::vector<Example>& train, std::vector<Example>& val, int64_t val_count, uint64_t seed) {
   val.clear();
   if (val_count <= 0) return;
-  if (val_count >= static_cast<int64_t>(train.size())) fail("--val-count", "validation split would leave no training data");
+  if (val_count >= static_cast<int64_t>(train.size()))
+    fail("--val-count", "validation split would leave no training data");
   std::vector<size_t> idx(train.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);

@@ -10,9 +10,9 @@
 namespace flatune {
 
 struct Turn {
-  std::string role;     // system | user | assistant
+  std::string role;  // system | user | assistant
   std::string content;
-  std::string input;    // Alpaca's optional input, on a user turn
+  std::string input;  // Alpaca's optional input, on a user turn
 };
 
 // One training example before tokenisation: a conversation, or raw text (pretraining rows of

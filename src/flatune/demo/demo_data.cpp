@@ -24,7 +24,9 @@ struct Rng {
   explicit Rng(uint64_t seed) : g(seed) {}
   uint64_t below(uint64_t n) { return g() % n; }
   template <typename T>
-  const T& pick(const std::vector<T>& v) { return v[below(v.size())]; }
+  const T& pick(const std::vector<T>& v) {
+    return v[below(v.size())];
+  }
   template <typename T>
   void shuffle(std::vector<T>& v) {
     for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[below(i)]);
@@ -43,8 +45,8 @@ struct Fact {
 };
 
 // Choices with the right answer at a seeded position; distractors differ from it and each other.
-json mc_item(const std::string& id, const std::string& context, const std::string& right, const std::vector<std::string>& pool,
-             int n, const std::string& category, Rng& rng) {
+json mc_item(const std::string& id, const std::string& context, const std::string& right,
+             const std::vector<std::string>& pool, int n, const std::string& category, Rng& rng) {
   std::vector<std::string> choices = {right};
   for (int guard = 0; static_cast<int>(choices.size()) < n && guard < 1000; ++guard) {
     const std::string& d = rng.pick(pool);
@@ -70,10 +72,11 @@ void write_jsonl(const std::string& path, const std::vector<json>& rows) {
 }  // namespace
 
 std::string demo_data_key(const DemoDataOptions& o) {
-  std::string s = std::to_string(kFormatVersion) + "|" + std::to_string(o.seed) + "|" + std::to_string(o.nouns) + "|" + std::to_string(o.fact_repeats) + "|" +
-                  std::to_string(o.glosses) + "|" + std::to_string(o.antonyms) + "|" + std::to_string(o.suite_items) + "|" +
-                  std::to_string(o.target_train) + "|" + std::to_string(o.target_test) + "|" + std::to_string(o.instructions) +
-                  "|" + std::to_string(o.vocab_size);
+  std::string s = std::to_string(kFormatVersion) + "|" + std::to_string(o.seed) + "|" + std::to_string(o.nouns) + "|" +
+                  std::to_string(o.fact_repeats) + "|" + std::to_string(o.glosses) + "|" + std::to_string(o.antonyms) +
+                  "|" + std::to_string(o.suite_items) + "|" + std::to_string(o.target_train) + "|" +
+                  std::to_string(o.target_test) + "|" + std::to_string(o.instructions) + "|" +
+                  std::to_string(o.vocab_size);
   uint64_t h = 1469598103934665603ull;  // FNV-1a
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
   char buf[32];
@@ -101,7 +104,8 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
   p.test_math = join_path(out_dir, "target_math_test.jsonl");
   p.test_stem = join_path(out_dir, "target_stem_test.jsonl");
   p.test_chat = join_path(out_dir, "target_chat_test.jsonl");
-  for (const char* s : {"knowledge", "reasoning", "understanding", "exams"}) p.suites.push_back(join_path(out_dir, std::string(s) + ".jsonl"));
+  for (const char* s : {"knowledge", "reasoning", "understanding", "exams"})
+    p.suites.push_back(join_path(out_dir, std::string(s) + ".jsonl"));
   p.categories = join_path(out_dir, "categories.yaml");
   const std::string done = join_path(out_dir, "DONE");
   if (file_exists(done) && read_file(done) == demo_data_key(o) + "\n") return p;
@@ -199,9 +203,15 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
               "--shuffle_input_sentence=true", "--num_threads=2", "--random_seed=" + std::to_string(o.seed)},
              join_path(out_dir, "spm_train.log"));
   std::remove(join_path(p.tokenizer_dir, "tokenizer.vocab").c_str());
-  json tcfg = {{"add_bos_token", true}, {"add_eos_token", false}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
-               {"unk_token", "<unk>"}, {"pad_token", "<pad>"}, {"clean_up_tokenization_spaces", false},
-               {"tokenizer_class", "LlamaTokenizer"}, {"model_max_length", 256}};
+  json tcfg = {{"add_bos_token", true},
+               {"add_eos_token", false},
+               {"bos_token", "<s>"},
+               {"eos_token", "</s>"},
+               {"unk_token", "<unk>"},
+               {"pad_token", "<pad>"},
+               {"clean_up_tokenization_spaces", false},
+               {"tokenizer_class", "LlamaTokenizer"},
+               {"model_max_length", 256}};
   write_file_atomic(join_path(p.tokenizer_dir, "tokenizer_config.json"), tcfg.dump(2) + "\n");
 
   // ---- General instructions (Alpaca) for the "before" stage: the same knowledge, asked in
@@ -211,7 +221,8 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
     switch (rng.below(3)) {
       case 0: {
         const Fact& f = rng.pick(facts);
-        gen.push_back({{"instruction", "Name the broader category of the word."}, {"input", f.word},
+        gen.push_back({{"instruction", "Name the broader category of the word."},
+                       {"input", f.word},
                        {"output", "The " + f.word + " belongs to the category " + f.hypernym + "."}});
         break;
       }
@@ -232,8 +243,9 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
   std::vector<json> knowledge, reasoning, understanding, exams;
   for (int64_t i = 0; i < o.suite_items; ++i) {
     const Fact& f = facts[i % facts.size()];
-    knowledge.push_back(mc_item("k" + std::to_string(i), "q: what is " + article(f.word) + " " + f.word + "? a: it is a",
-                                f.hypernym, hypernym_pool, 4, "knowledge", rng));
+    knowledge.push_back(mc_item("k" + std::to_string(i),
+                                "q: what is " + article(f.word) + " " + f.word + "? a: it is a", f.hypernym,
+                                hypernym_pool, 4, "knowledge", rng));
     // Yes/no verification, half true (BoolQ-like).
     const Fact& g = facts[(i * 7 + 3) % facts.size()];
     bool truth = rng.below(2) == 0;
@@ -241,19 +253,22 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
     if (!truth && claim == g.hypernym) truth = true;
     reasoning.push_back({{"id", "r" + std::to_string(i)},
                          {"context", "question: is every " + g.word + " " + article(claim) + " " + claim + "? answer:"},
-                         {"choices", {"no", "yes"}}, {"gold", truth ? 1 : 0}, {"category", "reasoning"}});
+                         {"choices", {"no", "yes"}},
+                         {"gold", truth ? 1 : 0},
+                         {"category", "reasoning"}});
     const Fact& u = facts[(i * 13 + 5) % facts.size()];
-    understanding.push_back(mc_item("u" + std::to_string(i), "read: \"" + u.gloss + ".\" the word described is", u.word, word_pool, 4,
-                                    "understanding", rng));
+    understanding.push_back(mc_item("u" + std::to_string(i), "read: \"" + u.gloss + ".\" the word described is", u.word,
+                                    word_pool, 4, "understanding", rng));
     const auto& [x, y] = antonyms[i % antonyms.size()];
-    exams.push_back(mc_item("e" + std::to_string(i), "question: which word means the opposite of " + x + "? answer:", y, adj_pool, 4,
-                            "exams", rng));
+    exams.push_back(mc_item("e" + std::to_string(i), "question: which word means the opposite of " + x + "? answer:", y,
+                            adj_pool, 4, "exams", rng));
   }
   write_jsonl(p.suites[0], knowledge);
   write_jsonl(p.suites[1], reasoning);
   write_jsonl(p.suites[2], understanding);
   write_jsonl(p.suites[3], exams);
-  write_file_atomic(p.categories, "knowledge: [knowledge]\nreasoning: [reasoning]\nunderstanding: [understanding]\nexams: [exams]\n");
+  write_file_atomic(p.categories,
+                    "knowledge: [knowledge]\nreasoning: [reasoning]\nunderstanding: [understanding]\nexams: [exams]\n");
 
   // ---- Targets: math word problems (MetaMathQA), STEM/logic (Open-Platypus/Alpaca), chat
   // (ShareGPT). Train and test prompts are disjoint.
@@ -268,12 +283,14 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
       // so the target is visibly learned; larger numbers are not, and the table would show none.
       int64_t a = 1 + rng.below(9), b = 1 + rng.below(9);
       bool add = rng.below(2) == 0 || b > a;
-      *query = add ? n + " has " + std::to_string(a) + " " + t + " and gets " + std::to_string(b) + " more. how many " + t + " does " + n + " have now?"
-                   : n + " has " + std::to_string(a) + " " + t + " and gives away " + std::to_string(b) + ". how many " + t + " does " + n + " have left?";
+      *query = add ? n + " has " + std::to_string(a) + " " + t + " and gets " + std::to_string(b) + " more. how many " +
+                         t + " does " + n + " have now?"
+                   : n + " has " + std::to_string(a) + " " + t + " and gives away " + std::to_string(b) +
+                         ". how many " + t + " does " + n + " have left?";
       if (!used.insert(*query).second) continue;
       *answer = add ? a + b : a - b;
-      *response = n + " has " + std::to_string(a) + (add ? " + " : " - ") + std::to_string(b) + " = " + std::to_string(*answer) + " " + t +
-                  ". The answer is: " + std::to_string(*answer);
+      *response = n + " has " + std::to_string(a) + (add ? " + " : " - ") + std::to_string(b) + " = " +
+                  std::to_string(*answer) + " " + t + ". The answer is: " + std::to_string(*answer);
       return;
     }
   };
@@ -284,7 +301,8 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
     int64_t ans;
     math_item(&q, &r, &ans);
     if (i < o.target_train) math.push_back({{"query", q}, {"response", r}});
-    else math_test.push_back({{"id", "m" + std::to_string(i)}, {"prompt", q}, {"answer", "#### " + std::to_string(ans)}});
+    else
+      math_test.push_back({{"id", "m" + std::to_string(i)}, {"prompt", q}, {"answer", "#### " + std::to_string(ans)}});
   }
   write_file_atomic(p.target_math, math.dump(1) + "\n");
   write_jsonl(p.test_math, math_test);
@@ -307,7 +325,8 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
       } else {
         const Fact& f = rng.pick(facts);
         const Fact& g = rng.pick(facts);
-        ins = "all " + f.word + "s are " + g.word + "s. is every " + f.word + " " + article(g.word) + " " + g.word + "?";
+        ins =
+            "all " + f.word + "s are " + g.word + "s. is every " + f.word + " " + article(g.word) + " " + g.word + "?";
         answer = "yes";
         out = "yes.";
       }
@@ -326,14 +345,17 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
   rng.shuffle(words);
   const size_t n_test = std::min<size_t>(o.target_test, words.size() / 2);
   for (size_t i = 0; i < n_test; ++i)
-    chat_test.push_back({{"id", "c" + std::to_string(i)}, {"prompt", "can you spell " + words[i] + "?"}, {"answer", "sure: " + spaced(words[i]) + "."}});
+    chat_test.push_back({{"id", "c" + std::to_string(i)},
+                         {"prompt", "can you spell " + words[i] + "?"},
+                         {"answer", "sure: " + spaced(words[i]) + "."}});
   for (int64_t i = 0; i < o.target_train; ++i) {
     const std::string& w = words[n_test + rng.below(words.size() - n_test)];
     std::string rev(w.rbegin(), w.rend());
-    chat.push_back({{"conversations", {{{"from", "human"}, {"value", "can you spell " + w + "?"}},
-                                       {{"from", "gpt"}, {"value", "sure: " + spaced(w) + "."}},
-                                       {{"from", "human"}, {"value", "and backwards?"}},
-                                       {{"from", "gpt"}, {"value", spaced(rev) + "."}}}}});
+    chat.push_back({{"conversations",
+                     {{{"from", "human"}, {"value", "can you spell " + w + "?"}},
+                      {{"from", "gpt"}, {"value", "sure: " + spaced(w) + "."}},
+                      {{"from", "human"}, {"value", "and backwards?"}},
+                      {{"from", "gpt"}, {"value", spaced(rev) + "."}}}}});
   }
   write_file_atomic(p.target_chat, chat.dump(1) + "\n");
   write_jsonl(p.test_chat, chat_test);

@@ -12,24 +12,24 @@ namespace flatune {
 
 struct DemoDataOptions {
   uint64_t seed = 1;
-  int64_t nouns = 300;         // noun -> hypernym facts
-  int64_t fact_repeats = 6;    // copies of each fact phrasing in the corpus (facts are rarer than text)
-  int64_t glosses = 6000;      // definition lines of general text
-  int64_t antonyms = 120;      // adjective pairs
-  int64_t suite_items = 150;   // per general-ability suite
-  int64_t target_train = 2000; // per target dataset
+  int64_t nouns = 300;          // noun -> hypernym facts
+  int64_t fact_repeats = 6;     // copies of each fact phrasing in the corpus (facts are rarer than text)
+  int64_t glosses = 6000;       // definition lines of general text
+  int64_t antonyms = 120;       // adjective pairs
+  int64_t suite_items = 150;    // per general-ability suite
+  int64_t target_train = 2000;  // per target dataset
   int64_t target_test = 100;
-  int64_t instructions = 1500; // general instructions for the "before" stage
+  int64_t instructions = 1500;  // general instructions for the "before" stage
   int64_t vocab_size = 1000;
 };
 
 struct DemoDataPaths {
   std::string dir;
   std::string corpus, heldout, tokenizer_dir, general_instructions;
-  std::string target_math, target_stem, target_chat;                  // train files
-  std::string test_math, test_stem, test_chat;                        // generative test sets
-  std::vector<std::string> suites;                                    // knowledge reasoning understanding exams
-  std::string categories;                                             // YAML grouping of the suites
+  std::string target_math, target_stem, target_chat;  // train files
+  std::string test_math, test_stem, test_chat;        // generative test sets
+  std::vector<std::string> suites;                    // knowledge reasoning understanding exams
+  std::string categories;                             // YAML grouping of the suites
 };
 
 // A short hash of the options and the format version: the cache folder's name.

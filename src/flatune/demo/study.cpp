@@ -21,10 +21,14 @@ struct Preset {
 
 Preset preset_for(const std::string& name) {
   Preset p{};
-  p.model = {{"model_type", "llama"}, {"vocab_size", 1000}, {"hidden_size", 128}, {"intermediate_size", 344},
-             {"num_hidden_layers", 4}, {"num_attention_heads", 4}, {"num_key_value_heads", 4}, {"max_position_embeddings", 256},
-             {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"tie_word_embeddings", true}, {"bos_token_id", 1},
-             {"eos_token_id", 2}, {"pad_token_id", 3}, {"initializer_range", 0.02}, {"torch_dtype", "float32"}};
+  p.model = {{"model_type", "llama"},       {"vocab_size", 1000},
+             {"hidden_size", 128},          {"intermediate_size", 344},
+             {"num_hidden_layers", 4},      {"num_attention_heads", 4},
+             {"num_key_value_heads", 4},    {"max_position_embeddings", 256},
+             {"rms_norm_eps", 1e-5},        {"rope_theta", 10000.0},
+             {"tie_word_embeddings", true}, {"bos_token_id", 1},
+             {"eos_token_id", 2},           {"pad_token_id", 3},
+             {"initializer_range", 0.02},   {"torch_dtype", "float32"}};
   if (name == "quick") {
     p.data.nouns = 200;
     p.data.glosses = 800;
@@ -77,13 +81,15 @@ std::string write_demo_grid(const std::string& preset_name, const std::string& o
   if (!file_exists(model_cfg)) write_file_atomic(model_cfg, p.model.dump(2) + "\n");
   std::ostringstream stages;
   stages << "stages:\n"
-         << "  - name: pretrain\n    train: {init: " << model_cfg << ", tokenizer: " << d.tokenizer_dir << ", data: " << d.corpus
-         << ", format: text, max-length: 128, batch-size: " << 2 * p.batch << ", max-steps: " << p.pretrain_steps
-         << ", lr: 3e-3, warmup-steps: " << p.pretrain_steps / 20 << ", schedule: cosine, min-lr-ratio: 0.1, weight-decay: 0.1, val-count: 64, eval-every: "
+         << "  - name: pretrain\n    train: {init: " << model_cfg << ", tokenizer: " << d.tokenizer_dir
+         << ", data: " << d.corpus << ", format: text, max-length: 128, batch-size: " << 2 * p.batch
+         << ", max-steps: " << p.pretrain_steps << ", lr: 3e-3, warmup-steps: " << p.pretrain_steps / 20
+         << ", schedule: cosine, min-lr-ratio: 0.1, weight-decay: 0.1, val-count: 64, eval-every: "
          << std::max(1, p.pretrain_steps / 5) << ", seed: 1}\n"
-         << "  - name: instruct\n    train: {data: " << d.general_instructions << ", format: alpaca, template: plain, max-length: 256, "
-         << "batch-size: " << p.batch << ", max-steps: " << p.instruct_steps << ", lr: 1e-3, warmup-steps: " << p.instruct_steps / 10
-         << ", seed: 1}\n";
+         << "  - name: instruct\n    train: {data: " << d.general_instructions
+         << ", format: alpaca, template: plain, max-length: 256, "
+         << "batch-size: " << p.batch << ", max-steps: " << p.instruct_steps
+         << ", lr: 1e-3, warmup-steps: " << p.instruct_steps / 10 << ", seed: 1}\n";
   // The stage models depend on the data, the model config and the stage settings.
   const std::string stage_cache = join_path(data_dir, "stages-" + hash_text(stages.str()));
   std::ostringstream y;
@@ -97,7 +103,8 @@ std::string write_demo_grid(const std::string& preset_name, const std::string& o
       << "  - {name: chat, data: " << d.target_chat << ", format: sharegpt, test: " << d.test_chat << "}\n";
   y << "methods:\n  - {name: adamw}\n  - {name: sam, sam: sam, rho: 0.05}\n";
   if (p.full)
-    y << "  - {name: sam-rho0.2, sam: sam, rho: 0.2}\n  - {name: asam, sam: asam, rho: 0.5}\n  - {name: looksam, sam: looksam, rho: 0.05, looksam-k: 5}\n"
+    y << "  - {name: sam-rho0.2, sam: sam, rho: 0.2}\n  - {name: asam, sam: asam, rho: 0.5}\n  - {name: looksam, sam: "
+         "looksam, rho: 0.05, looksam-k: 5}\n"
       << "  - {name: adamw-wiseft, wiseft-alpha: 0.5}\n  - {name: sam-wiseft, sam: sam, rho: 0.05, wiseft-alpha: 0.5}\n"
       << "  - {name: adamw-replay, replay: " << d.general_instructions << ", replay-ratio: 0.25}\n"
       << "  - {name: sam-replay, sam: sam, rho: 0.05, replay: " << d.general_instructions << ", replay-ratio: 0.25}\n";
@@ -108,10 +115,10 @@ std::string write_demo_grid(const std::string& preset_name, const std::string& o
     << ", lr: 1e-3, warmup-steps: " << std::max(1, p.target_steps / 10) << ", schedule: cosine, max-grad-norm: 1.0}\n"
     << "eval:\n  suites: [";
   for (size_t i = 0; i < d.suites.size(); ++i) y << (i ? ", " : "") << d.suites[i];
-  y << "]\n  perplexity: [" << d.heldout << "]\n  categories: " << d.categories << "\n  template: plain\n  wiseft-sweep: "
-    << (p.full ? "[0, 0.25, 0.5, 0.75, 1]" : "[0, 0.5, 1]") << "\n"
-    << "flatness: {batches: 2, points: " << (preset_name == "quick" ? 5 : 11) << ", range: 1.0, lambda-iters: "
-    << (preset_name == "quick" ? 3 : 15) << ", rho: 0.05}\n";
+  y << "]\n  perplexity: [" << d.heldout << "]\n  categories: " << d.categories
+    << "\n  template: plain\n  wiseft-sweep: " << (p.full ? "[0, 0.25, 0.5, 0.75, 1]" : "[0, 0.5, 1]") << "\n"
+    << "flatness: {batches: 2, points: " << (preset_name == "quick" ? 5 : 11)
+    << ", range: 1.0, lambda-iters: " << (preset_name == "quick" ? 3 : 15) << ", rho: 0.05}\n";
   make_dirs(out);
   std::string grid = join_path(out, "grid.yaml");
   write_file_atomic(grid, y.str());

@@ -8,9 +8,9 @@ namespace flatune {
 
 struct Synset {
   std::string offset;
-  std::vector<std::string> words;  // lemmas, '_' for spaces
+  std::vector<std::string> words;                               // lemmas, '_' for spaces
   std::vector<std::string> hypernyms, part_meronyms, antonyms;  // offsets of related synsets
-  std::string gloss;  // definition without the quoted examples
+  std::string gloss;                                            // definition without the quoted examples
 };
 
 // All synsets of one data file, in file order. Missing file: an Error naming it and the Debian

@@ -42,9 +42,15 @@ void score_choices(const std::vector<double>& ll, const std::vector<std::string>
   double best = -INFINITY, best_norm = -INFINITY;
   for (size_t i = 0; i < ll.size(); ++i) {
     // np.argmax keeps the first of equal values.
-    if (ll[i] > best) { best = ll[i]; *pred = static_cast<int>(i); }
+    if (ll[i] > best) {
+      best = ll[i];
+      *pred = static_cast<int>(i);
+    }
     double norm = ll[i] / static_cast<double>(std::max<size_t>(1, code_points(choices[i])));
-    if (norm > best_norm) { best_norm = norm; *pred_norm = static_cast<int>(i); }
+    if (norm > best_norm) {
+      best_norm = norm;
+      *pred_norm = static_cast<int>(i);
+    }
   }
 }
 
@@ -122,7 +128,8 @@ std::vector<json> gather_items(const std::vector<json>& own, size_t n, const Eva
     for (const auto& r : own) all[r.at("i").get<size_t>()] = r;
     return all;
   }
-  if (!o.gather) fail("evaluation", "sharded over " + std::to_string(o.shards) + " processes without a way to gather results");
+  if (!o.gather)
+    fail("evaluation", "sharded over " + std::to_string(o.shards) + " processes without a way to gather results");
   for (const auto& part : o.gather(json(own).dump()))
     for (const auto& r : json::parse(part)) all[r.at("i").get<size_t>()] = r;
   for (size_t i = 0; i < n; ++i)
@@ -182,11 +189,12 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
       const McItem& item = task.mc[i];
       const std::vector<double> values = scored[i].at("loglik").get<std::vector<double>>();
       std::vector<std::string> choices;
-      for (int c = 0; c < item.num_choices(); ++c) choices.push_back(item.choices.size() > 1 ? item.choices[c] : item.choices[0]);
+      for (int c = 0; c < item.num_choices(); ++c)
+        choices.push_back(item.choices.size() > 1 ? item.choices[c] : item.choices[0]);
       int pred = 0, pred_norm = 0;
       score_choices(values, choices, &pred, &pred_norm);
-      json log = {{"id", item.id}, {"loglik", values}, {"gold", item.gold}, {"pred_acc", pred}, {"pred_acc_norm", pred_norm},
-                  {"category", item.category}};
+      json log = {{"id", item.id},    {"loglik", values},           {"gold", item.gold},
+                  {"pred_acc", pred}, {"pred_acc_norm", pred_norm}, {"category", item.category}};
       if (!item.labels.empty()) {
         any_mc2 = true;
         const double mass = true_probability_mass(values, item.labels);
@@ -231,7 +239,8 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
       auto out = generate(model, {ids}, g)[0];
       std::vector<int32_t> out32;
       for (int64_t t : out)
-        if (std::find(g.eos_ids.begin(), g.eos_ids.end(), t) == g.eos_ids.end()) out32.push_back(static_cast<int32_t>(t));
+        if (std::find(g.eos_ids.begin(), g.eos_ids.end(), t) == g.eos_ids.end())
+          out32.push_back(static_cast<int32_t>(t));
       std::string text = tok.decode(out32, true);
       for (const auto& s : item.until.empty() ? o.stop : item.until) {
         auto pos = text.find(s);
@@ -254,7 +263,12 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
         got = norm(text);
         want = norm(item.answer);
       }
-      own.push_back({{"i", i}, {"id", item.id}, {"output", text}, {"extracted", got}, {"answer", want}, {"correct", !got.empty() && got == want}});
+      own.push_back({{"i", i},
+                     {"id", item.id},
+                     {"output", text},
+                     {"extracted", got},
+                     {"answer", want},
+                     {"correct", !got.empty() && got == want}});
       progress.update(static_cast<int64_t>(i + 1));
     }
     progress.finish();
@@ -304,9 +318,15 @@ json perplexity_to_json(const std::string& name, const PerplexityResult& p) {
   return {{"task", name},
           {"kind", "perplexity"},
           {"n", p.tokens},
-          {"metrics", {{"loglik", p.loglik}, {"tokens", p.tokens}, {"bytes", p.bytes}, {"words", p.words},
-                       {"token_perplexity", p.token_perplexity()}, {"word_perplexity", p.word_perplexity()},
-                       {"byte_perplexity", p.byte_perplexity()}, {"bits_per_byte", p.bits_per_byte()}}}};
+          {"metrics",
+           {{"loglik", p.loglik},
+            {"tokens", p.tokens},
+            {"bytes", p.bytes},
+            {"words", p.words},
+            {"token_perplexity", p.token_perplexity()},
+            {"word_perplexity", p.word_perplexity()},
+            {"byte_perplexity", p.byte_perplexity()},
+            {"bits_per_byte", p.bits_per_byte()}}}};
 }
 
 double PerplexityResult::token_perplexity() const { return std::exp(-loglik / std::max<int64_t>(1, tokens)); }
@@ -314,7 +334,8 @@ double PerplexityResult::word_perplexity() const { return std::exp(-loglik / std
 double PerplexityResult::byte_perplexity() const { return std::exp(-loglik / std::max<int64_t>(1, bytes)); }
 double PerplexityResult::bits_per_byte() const { return -loglik / (std::max<int64_t>(1, bytes) * std::log(2.0)); }
 
-PerplexityResult rolling_perplexity(LlamaForCausalLM& model, const Tokenizer& tok, const std::string& text, int64_t max_length) {
+PerplexityResult rolling_perplexity(LlamaForCausalLM& model, const Tokenizer& tok, const std::string& text,
+                                    int64_t max_length) {
   torch::NoGradGuard ng;
   PerplexityResult r;
   auto ids32 = tok.encode(text, false);

@@ -17,12 +17,13 @@
 namespace flatune {
 
 struct EvalOptions {
-  int shots = 0;                 // few-shot examples from the same file, never the item itself
-  uint64_t seed = 1234;          // few-shot sampling seed (lm-eval's default)
-  int64_t max_length = 0;        // 0: the model's window
-  int64_t limit = 0;             // first N items only (0: all)
-  bool naive = false;            // score every choice with its own forward pass
-  int64_t batch_size = 4;        // contexts per forward (items sorted by length); on 2 CPU cores 4 was 3.1x naive, 16 only 2.0x
+  int shots = 0;           // few-shot examples from the same file, never the item itself
+  uint64_t seed = 1234;    // few-shot sampling seed (lm-eval's default)
+  int64_t max_length = 0;  // 0: the model's window
+  int64_t limit = 0;       // first N items only (0: all)
+  bool naive = false;      // score every choice with its own forward pass
+  int64_t batch_size =
+      4;  // contexts per forward (items sorted by length); on 2 CPU cores 4 was 3.1x naive, 16 only 2.0x
   std::string target_delimiter = " ";
   std::string fewshot_delimiter = "\n\n";
   // Generative tasks.
@@ -44,7 +45,7 @@ struct MetricValue {
 struct TaskResult {
   std::string task, kind;
   int64_t n = 0;
-  std::map<std::string, MetricValue> metrics;                          // acc, acc_norm | acc (MC2) | exact_match
+  std::map<std::string, MetricValue> metrics;                            // acc, acc_norm | acc (MC2) | exact_match
   std::map<std::string, std::map<std::string, MetricValue>> categories;  // category -> metric -> value
   std::map<std::string, int64_t> category_counts;
   json items = json::array();  // per-item log
@@ -55,7 +56,8 @@ MetricValue mean_with_stderr(const std::vector<double>& xs);
 
 // acc: argmax of the summed log-likelihood; acc_norm: argmax of loglik / len(choice) in
 // characters (code points).
-void score_choices(const std::vector<double>& loglik, const std::vector<std::string>& choices, int* pred, int* pred_norm);
+void score_choices(const std::vector<double>& loglik, const std::vector<std::string>& choices, int* pred,
+                   int* pred_norm);
 
 // TruthfulQA MC2 (lm-eval's process_results_mc2): the probabilities exp(loglik) normalised over
 // the choices, summed over the true ones (labels 1). Computed with the maximum subtracted first,
@@ -97,6 +99,7 @@ struct PerplexityResult {
 // {"task", "kind": "perplexity", "n", "metrics": {loglik, tokens, bytes, words, and the perplexities}}.
 json perplexity_to_json(const std::string& name, const PerplexityResult& p);
 
-PerplexityResult rolling_perplexity(LlamaForCausalLM& model, const Tokenizer& tok, const std::string& text, int64_t max_length);
+PerplexityResult rolling_perplexity(LlamaForCausalLM& model, const Tokenizer& tok, const std::string& text,
+                                    int64_t max_length);
 
 }  // namespace flatune

@@ -31,9 +31,7 @@ Categories load_categories(const std::string& path) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    fail(path, "malformed YAML: " + e.msg);
-  }
+  } catch (const YAML::Exception& e) { fail(path, "malformed YAML: " + e.msg); }
   if (!root.IsMap()) fail(path, "expected a map {category: [task prefixes]}");
   Categories c;
   for (const auto& kv : root) {
@@ -62,7 +60,8 @@ std::map<std::string, json> read_results(const std::string& dir) {
   std::map<std::string, json> out;
   for (const auto& e : fs::directory_iterator(eval_dir)) {
     std::string name = e.path().filename().string();
-    if (name.size() < 5 || name.compare(name.size() - 5, 5, ".json") != 0 || name.find(".items.") != std::string::npos) continue;
+    if (name.size() < 5 || name.compare(name.size() - 5, 5, ".json") != 0 || name.find(".items.") != std::string::npos)
+      continue;
     json j = read_json_file(e.path().string());
     if (!j.contains("metrics")) fail(e.path().string(), "not an evaluation result (no 'metrics')");
     out[name.substr(0, name.size() - 5)] = j;
@@ -79,8 +78,8 @@ double mean(const std::vector<double>& xs) {
 
 }  // namespace
 
-ForgettingTable forgetting_table(const std::string& base_dir, const std::vector<std::string>& tuned_dirs, const Categories& cats,
-                                 const std::vector<std::string>& targets) {
+ForgettingTable forgetting_table(const std::string& base_dir, const std::vector<std::string>& tuned_dirs,
+                                 const Categories& cats, const std::vector<std::string>& targets) {
   ForgettingTable t;
   auto base = read_results(base_dir);
   std::vector<std::map<std::string, json>> tuned;
@@ -149,7 +148,8 @@ std::string fmt_delta(double x) {
 }
 void md_rows(std::ostringstream& out, const std::vector<ForgettingRow>& rows, bool bold = false) {
   for (const auto& r : rows) {
-    out << "| " << (bold ? "**" + r.name + "**" : r.name) << " | " << r.category << " | " << r.metric << " | " << fmt(r.base);
+    out << "| " << (bold ? "**" + r.name + "**" : r.name) << " | " << r.category << " | " << r.metric << " | "
+        << fmt(r.base);
     for (double v : r.tuned) out << " | " << fmt(v) << " | " << fmt_delta(v - r.base);
     out << " |\n";
   }
@@ -193,12 +193,20 @@ json forgetting_json(const ForgettingTable& t) {
     for (const auto& r : rs) {
       json d = json::array();
       for (double v : r.tuned) d.push_back(v - r.base);
-      a.push_back({{"name", r.name}, {"category", r.category}, {"metric", r.metric}, {"base", r.base}, {"tuned", r.tuned}, {"delta", d}});
+      a.push_back({{"name", r.name},
+                   {"category", r.category},
+                   {"metric", r.metric},
+                   {"base", r.base},
+                   {"tuned", r.tuned},
+                   {"delta", d}});
     }
     return a;
   };
-  return {{"tuned", t.tuned_names}, {"tasks", rows(t.tasks)}, {"categories", rows(t.categories)},
-          {"overall", rows({t.overall})[0]}, {"targets", rows(t.targets)}};
+  return {{"tuned", t.tuned_names},
+          {"tasks", rows(t.tasks)},
+          {"categories", rows(t.categories)},
+          {"overall", rows({t.overall})[0]},
+          {"targets", rows(t.targets)}};
 }
 
 }  // namespace flatune

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <functional>
-#include <filesystem>
-#include <map>
 #include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -66,7 +66,8 @@ std::string capitalize(std::string s) {
   return s;
 }
 
-std::vector<json> jsonl_items(const std::string& path, const std::function<json(const json&, const std::string&)>& convert) {
+std::vector<json> jsonl_items(const std::string& path,
+                              const std::function<json(const json&, const std::string&)>& convert) {
   std::vector<json> out;
   for_each_jsonl(path, [&](const json& j, size_t line) {
     const std::string where = path + ":" + std::to_string(line);
@@ -80,35 +81,71 @@ std::vector<json> jsonl_items(const std::string& path, const std::function<json(
 }  // namespace
 
 const std::vector<std::string>& importable_suites() {
-  static const std::vector<std::string> s = {"mmlu",     "arc",        "hellaswag", "piqa",           "siqa",
-                                             "boolq",    "copa",       "rte",       "winogrande",     "openbookqa",
-                                             "race",     "truthfulqa_mc1", "truthfulqa_mc2", "gsm8k"};
+  static const std::vector<std::string> s = {
+      "mmlu", "arc",        "hellaswag",  "piqa", "siqa",           "boolq",          "copa",
+      "rte",  "winogrande", "openbookqa", "race", "truthfulqa_mc1", "truthfulqa_mc2", "gsm8k"};
   return s;
 }
 
 std::string mmlu_category(const std::string& subject) {
   // lm_eval/tasks/mmlu/_generate_configs.py SUBJECTS.
-  static const std::map<std::string, std::string> groups = {
-      {"abstract_algebra", "stem"}, {"anatomy", "stem"}, {"astronomy", "stem"}, {"business_ethics", "other"},
-      {"clinical_knowledge", "other"}, {"college_biology", "stem"}, {"college_chemistry", "stem"},
-      {"college_computer_science", "stem"}, {"college_mathematics", "stem"}, {"college_medicine", "other"},
-      {"college_physics", "stem"}, {"computer_security", "stem"}, {"conceptual_physics", "stem"},
-      {"econometrics", "social_sciences"}, {"electrical_engineering", "stem"}, {"elementary_mathematics", "stem"},
-      {"formal_logic", "humanities"}, {"global_facts", "other"}, {"high_school_biology", "stem"},
-      {"high_school_chemistry", "stem"}, {"high_school_computer_science", "stem"},
-      {"high_school_european_history", "humanities"}, {"high_school_geography", "social_sciences"},
-      {"high_school_government_and_politics", "social_sciences"}, {"high_school_macroeconomics", "social_sciences"},
-      {"high_school_mathematics", "stem"}, {"high_school_microeconomics", "social_sciences"},
-      {"high_school_physics", "stem"}, {"high_school_psychology", "social_sciences"}, {"high_school_statistics", "stem"},
-      {"high_school_us_history", "humanities"}, {"high_school_world_history", "humanities"}, {"human_aging", "other"},
-      {"human_sexuality", "social_sciences"}, {"international_law", "humanities"}, {"jurisprudence", "humanities"},
-      {"logical_fallacies", "humanities"}, {"machine_learning", "stem"}, {"management", "other"}, {"marketing", "other"},
-      {"medical_genetics", "other"}, {"miscellaneous", "other"}, {"moral_disputes", "humanities"},
-      {"moral_scenarios", "humanities"}, {"nutrition", "other"}, {"philosophy", "humanities"},
-      {"prehistory", "humanities"}, {"professional_accounting", "other"}, {"professional_law", "humanities"},
-      {"professional_medicine", "other"}, {"professional_psychology", "social_sciences"},
-      {"public_relations", "social_sciences"}, {"security_studies", "social_sciences"}, {"sociology", "social_sciences"},
-      {"us_foreign_policy", "social_sciences"}, {"virology", "other"}, {"world_religions", "humanities"}};
+  static const std::map<std::string, std::string> groups = {{"abstract_algebra", "stem"},
+                                                            {"anatomy", "stem"},
+                                                            {"astronomy", "stem"},
+                                                            {"business_ethics", "other"},
+                                                            {"clinical_knowledge", "other"},
+                                                            {"college_biology", "stem"},
+                                                            {"college_chemistry", "stem"},
+                                                            {"college_computer_science", "stem"},
+                                                            {"college_mathematics", "stem"},
+                                                            {"college_medicine", "other"},
+                                                            {"college_physics", "stem"},
+                                                            {"computer_security", "stem"},
+                                                            {"conceptual_physics", "stem"},
+                                                            {"econometrics", "social_sciences"},
+                                                            {"electrical_engineering", "stem"},
+                                                            {"elementary_mathematics", "stem"},
+                                                            {"formal_logic", "humanities"},
+                                                            {"global_facts", "other"},
+                                                            {"high_school_biology", "stem"},
+                                                            {"high_school_chemistry", "stem"},
+                                                            {"high_school_computer_science", "stem"},
+                                                            {"high_school_european_history", "humanities"},
+                                                            {"high_school_geography", "social_sciences"},
+                                                            {"high_school_government_and_politics", "social_sciences"},
+                                                            {"high_school_macroeconomics", "social_sciences"},
+                                                            {"high_school_mathematics", "stem"},
+                                                            {"high_school_microeconomics", "social_sciences"},
+                                                            {"high_school_physics", "stem"},
+                                                            {"high_school_psychology", "social_sciences"},
+                                                            {"high_school_statistics", "stem"},
+                                                            {"high_school_us_history", "humanities"},
+                                                            {"high_school_world_history", "humanities"},
+                                                            {"human_aging", "other"},
+                                                            {"human_sexuality", "social_sciences"},
+                                                            {"international_law", "humanities"},
+                                                            {"jurisprudence", "humanities"},
+                                                            {"logical_fallacies", "humanities"},
+                                                            {"machine_learning", "stem"},
+                                                            {"management", "other"},
+                                                            {"marketing", "other"},
+                                                            {"medical_genetics", "other"},
+                                                            {"miscellaneous", "other"},
+                                                            {"moral_disputes", "humanities"},
+                                                            {"moral_scenarios", "humanities"},
+                                                            {"nutrition", "other"},
+                                                            {"philosophy", "humanities"},
+                                                            {"prehistory", "humanities"},
+                                                            {"professional_accounting", "other"},
+                                                            {"professional_law", "humanities"},
+                                                            {"professional_medicine", "other"},
+                                                            {"professional_psychology", "social_sciences"},
+                                                            {"public_relations", "social_sciences"},
+                                                            {"security_studies", "social_sciences"},
+                                                            {"sociology", "social_sciences"},
+                                                            {"us_foreign_policy", "social_sciences"},
+                                                            {"virology", "other"},
+                                                            {"world_religions", "humanities"}};
   auto it = groups.find(subject);
   if (it == groups.end()) fail("mmlu", "unknown subject '" + subject + "' (expected one of the 57 MMLU subjects)");
   return it->second;
@@ -125,9 +162,11 @@ std::vector<MmluRow> read_mmlu_csv(const std::string& file) {
   for (size_t r = 0; r < rows.size(); ++r) {
     const auto& row = rows[r];
     const std::string where = file + ": row " + std::to_string(r + 1);
-    if (row.size() != 6) fail(where, "expected 6 columns (question,A,B,C,D,answer), found " + std::to_string(row.size()));
+    if (row.size() != 6)
+      fail(where, "expected 6 columns (question,A,B,C,D,answer), found " + std::to_string(row.size()));
     const std::string answer = strip(row[5]);
-    if (answer.size() != 1 || answer[0] < 'A' || answer[0] > 'D') fail(where, "answer must be A, B, C or D, found '" + row[5] + "'");
+    if (answer.size() != 1 || answer[0] < 'A' || answer[0] > 'D')
+      fail(where, "answer must be A, B, C or D, found '" + row[5] + "'");
     // lm-eval: "{{question.strip()}}\nA. {{choices[0]}}\nB. …\nD. {{choices[3]}}\nAnswer:"
     std::string context = strip(row[0]);
     for (int c = 0; c < 4; ++c) context += std::string("\n") + static_cast<char>('A' + c) + ". " + row[1 + c];
@@ -161,13 +200,19 @@ std::vector<json> import_mmlu(const std::string& path, int shots, const std::str
     if (shots > 0) {
       if (dev_dir.empty()) fail("mmlu", "few-shot import needs the dev folder (data/dev with <subject>_dev.csv)");
       auto dev = read_mmlu_csv(join_path(dev_dir, subject + "_dev.csv"));
-      if (static_cast<int>(dev.size()) < shots) fail(join_path(dev_dir, subject + "_dev.csv"), "fewer rows than --shots");
-      for (int k = 0; k < shots; ++k) description += dev[k].context + " " + std::string(1, static_cast<char>('A' + dev[k].gold)) + "\n\n";
+      if (static_cast<int>(dev.size()) < shots)
+        fail(join_path(dev_dir, subject + "_dev.csv"), "fewer rows than --shots");
+      for (int k = 0; k < shots; ++k)
+        description += dev[k].context + " " + std::string(1, static_cast<char>('A' + dev[k].gold)) + "\n\n";
     }
     auto rows = read_mmlu_csv(file);
     for (size_t r = 0; r < rows.size(); ++r)
-      out.push_back({{"id", subject + "/" + std::to_string(r)}, {"description", description}, {"context", rows[r].context},
-                     {"choices", {"A", "B", "C", "D"}}, {"gold", rows[r].gold}, {"category", category}});
+      out.push_back({{"id", subject + "/" + std::to_string(r)},
+                     {"description", description},
+                     {"context", rows[r].context},
+                     {"choices", {"A", "B", "C", "D"}},
+                     {"gold", rows[r].gold},
+                     {"category", category}});
   }
   return out;
 }
@@ -190,7 +235,8 @@ LetteredQuestion lettered_question(const json& j, const std::string& hf_stem, co
     q.stem = require_string(qq, "stem", where);
     const json& cs = require_field(qq, "choices", where);
     if (!cs.is_array()) fail(where, "question.choices must be a list of {text, label}");
-    for (const auto& c : cs) q.texts.push_back(require_string(c, "text", where)), labels.push_back(require_string(c, "label", where));
+    for (const auto& c : cs)
+      q.texts.push_back(require_string(c, "text", where)), labels.push_back(require_string(c, "label", where));
   } else {  // Hugging Face layout
     q.stem = require_string(j, hf_stem, where);
     const json& cs = require_field(j, "choices", where);
@@ -205,7 +251,8 @@ LetteredQuestion lettered_question(const json& j, const std::string& hf_stem, co
   }
   if (q.texts.empty() || q.texts.size() != labels.size()) fail(where, "choices need as many labels as texts");
   std::string key = require_string(j, "answerKey", where);
-  key.erase(0, key.find_first_not_of(" \t\n\r\f\v") == std::string::npos ? key.size() : key.find_first_not_of(" \t\n\r\f\v"));
+  key.erase(
+      0, key.find_first_not_of(" \t\n\r\f\v") == std::string::npos ? key.size() : key.find_first_not_of(" \t\n\r\f\v"));
   auto it = std::find(labels.begin(), labels.end(), key);
   if (it == labels.end()) fail(where, "answerKey '" + key + "' is not one of the choice labels");
   q.gold = it - labels.begin();
@@ -216,7 +263,8 @@ LetteredQuestion lettered_question(const json& j, const std::string& hf_stem, co
 std::vector<json> import_arc(const std::string& path) {
   return jsonl_items(path, [](const json& j, const std::string& where) {
     LetteredQuestion q = lettered_question(j, "question", where);
-    json item = {{"context", "Question: " + q.stem + "\nAnswer:"}, {"choices", q.texts}, {"gold", q.gold}, {"category", "arc"}};
+    json item = {
+        {"context", "Question: " + q.stem + "\nAnswer:"}, {"choices", q.texts}, {"gold", q.gold}, {"category", "arc"}};
     if (j.contains("id")) item["id"] = j["id"];
     return item;
   });
@@ -249,11 +297,15 @@ std::vector<json> import_hellaswag(const std::string& path) {
     const json& l = require_field(j, "label", where);
     int64_t gold = -1;
     if (l.is_number_integer()) gold = l.get<int64_t>();
-    else if (l.is_string() && l.get<std::string>().size() == 1 && std::isdigit(static_cast<unsigned char>(l.get<std::string>()[0])))
+    else if (l.is_string() && l.get<std::string>().size() == 1 &&
+             std::isdigit(static_cast<unsigned char>(l.get<std::string>()[0])))
       gold = l.get<std::string>()[0] - '0';
     else fail(where, "field 'label' must be an ending index (0-3 or \"0\"-\"3\")");
     if (gold < 0 || gold >= static_cast<int64_t>(choices.size())) fail(where, "label out of range");
-    json item = {{"context", hellaswag_preprocess(label + ": " + ctx)}, {"choices", choices}, {"gold", gold}, {"category", label}};
+    json item = {{"context", hellaswag_preprocess(label + ": " + ctx)},
+                 {"choices", choices},
+                 {"gold", gold},
+                 {"category", label}};
     if (j.contains("ind")) item["id"] = j["ind"];
     return item;
   });
@@ -287,13 +339,16 @@ std::string label_of(const json& j, const std::string& key, const std::vector<st
     if (l.is_number_integer()) return std::to_string(l.get<int64_t>());
     fail(where, "field '" + key + "' must be a number or a string");
   }
-  if (lst.empty()) fail(where, "no field '" + key + "' and no " + std::filesystem::path(path).stem().string() + "-labels.lst beside the file");
+  if (lst.empty())
+    fail(where, "no field '" + key + "' and no " + std::filesystem::path(path).stem().string() +
+                    "-labels.lst beside the file");
   if (index >= lst.size()) fail(where, "the -labels.lst file has fewer lines than the data file");
   return lst[index];
 }
 
 // Items from a JSONL file whose converter also gets the record's index (for -labels.lst).
-std::vector<json> indexed_items(const std::string& path, const std::function<json(const json&, size_t, const std::string&)>& convert) {
+std::vector<json> indexed_items(const std::string& path,
+                                const std::function<json(const json&, size_t, const std::string&)>& convert) {
   size_t index = 0;
   return jsonl_items(path, [&](const json& j, const std::string& where) { return convert(j, index++, where); });
 }
@@ -338,7 +393,9 @@ class PyLiteral {
   const std::string& s_;
   std::string where_;
   size_t i_ = 0;
-  [[noreturn]] void bad(const std::string& what) { fail(where_, "'problems' is not a Python literal: " + what + " at offset " + std::to_string(i_)); }
+  [[noreturn]] void bad(const std::string& what) {
+    fail(where_, "'problems' is not a Python literal: " + what + " at offset " + std::to_string(i_));
+  }
   void skip() {
     while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
   }
@@ -388,7 +445,8 @@ class PyLiteral {
     if (cp < 0x80) out += static_cast<char>(cp);
     else if (cp < 0x800) out += static_cast<char>(0xC0 | (cp >> 6)), out += static_cast<char>(0x80 | (cp & 0x3F));
     else if (cp < 0x10000)
-      out += static_cast<char>(0xE0 | (cp >> 12)), out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), out += static_cast<char>(0x80 | (cp & 0x3F));
+      out += static_cast<char>(0xE0 | (cp >> 12)), out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+          out += static_cast<char>(0x80 | (cp & 0x3F));
     else
       out += static_cast<char>(0xF0 | (cp >> 18)), out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
           out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), out += static_cast<char>(0x80 | (cp & 0x3F));
@@ -413,16 +471,35 @@ class PyLiteral {
         return v;
       };
       switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case '\\': out += '\\'; break;
-        case '\'': out += '\''; break;
-        case '"': out += '"'; break;
-        case 'x': put_utf8(out, hex(2)); break;
-        case 'u': put_utf8(out, hex(4)); break;
-        case 'U': put_utf8(out, hex(8)); break;
-        default: out += '\\', out += e;  // Python keeps unknown escapes as written
+        case 'n':
+          out += '\n';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '\'':
+          out += '\'';
+          break;
+        case '"':
+          out += '"';
+          break;
+        case 'x':
+          put_utf8(out, hex(2));
+          break;
+        case 'u':
+          put_utf8(out, hex(4));
+          break;
+        case 'U':
+          put_utf8(out, hex(8));
+          break;
+        default:
+          out += '\\', out += e;  // Python keeps unknown escapes as written
       }
     }
     return out;
@@ -471,7 +548,8 @@ json race_document(const std::string& file) {
   if (!qs.is_array() || !os.is_array() || !as.is_array() || qs.size() != os.size() || qs.size() != as.size())
     fail(file, "'questions', 'options' and 'answers' must be lists of equal length");
   json problems = json::array();
-  for (size_t k = 0; k < qs.size(); ++k) problems.push_back({{"question", qs[k]}, {"options", os[k]}, {"answer", as[k]}});
+  for (size_t k = 0; k < qs.size(); ++k)
+    problems.push_back({{"question", qs[k]}, {"options", os[k]}, {"answer", as[k]}});
   json item = race_item(require_string(j, "article", file), problems, file);
   item["id"] = j.contains("id") ? j["id"] : json(std::filesystem::path(file).filename().string());
   return item;
@@ -535,10 +613,13 @@ std::vector<json> import_siqa(const std::string& path) {
   const auto lst = labels_beside(path);
   return indexed_items(path, [&](const json& j, size_t index, const std::string& where) {
     const int64_t gold = label_index(label_of(j, "label", lst, index, path, where), {"1", "2", "3"}, where);
-    return json{{"context", "Q: " + require_string(j, "context", where) + " " + require_string(j, "question", where) + "\nA:"},
-                {"choices", {require_string(j, "answerA", where), require_string(j, "answerB", where), require_string(j, "answerC", where)}},
-                {"gold", gold},
-                {"category", "siqa"}};
+    return json{
+        {"context", "Q: " + require_string(j, "context", where) + " " + require_string(j, "question", where) + "\nA:"},
+        {"choices",
+         {require_string(j, "answerA", where), require_string(j, "answerB", where),
+          require_string(j, "answerC", where)}},
+        {"gold", gold},
+        {"category", "siqa"}};
   });
 }
 
@@ -551,7 +632,8 @@ std::vector<json> import_boolq(const std::string& path) {
     if (l.is_boolean()) gold = l.get<bool>();
     else if (l.is_number_integer() && (l.get<int64_t>() == 0 || l.get<int64_t>() == 1)) gold = l.get<int64_t>();
     else fail(where, std::string("field '") + key + "' must be true/false or 0/1");
-    return with_id({{"context", require_string(j, "passage", where) + "\nQuestion: " + require_string(j, "question", where) + "?\nAnswer:"},
+    return with_id({{"context", require_string(j, "passage", where) +
+                                    "\nQuestion: " + require_string(j, "question", where) + "?\nAnswer:"},
                     {"choices", {"no", "yes"}},
                     {"gold", gold},
                     {"category", "boolq"}},
@@ -584,7 +666,9 @@ std::vector<json> import_copa(const std::string& path) {
 
 std::vector<json> import_rte(const std::string& path) {
   auto item = [](const std::string& s1, const std::string& s2, int64_t gold) {
-    return json{{"context", s1 + "\nQuestion: " + s2 + " True or False?\nAnswer:"}, {"choices", {"True", "False"}}, {"gold", gold},
+    return json{{"context", s1 + "\nQuestion: " + s2 + " True or False?\nAnswer:"},
+                {"choices", {"True", "False"}},
+                {"gold", gold},
                 {"category", "rte"}};
   };
   if (std::filesystem::path(path).extension() == ".tsv") {
@@ -597,7 +681,7 @@ std::vector<json> import_rte(const std::string& path) {
       ++n;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       std::vector<std::string> cols;
-      for (size_t b = 0, e; ; b = e + 1) {
+      for (size_t b = 0, e;; b = e + 1) {
         e = line.find('\t', b);
         cols.push_back(line.substr(b, e == std::string::npos ? std::string::npos : e - b));
         if (e == std::string::npos) break;
@@ -641,11 +725,12 @@ std::vector<json> import_winogrande(const std::string& path) {
     if (blank == std::string::npos) fail(where, "field 'sentence' has no '_' blank");
     const std::string prefix = sentence.substr(0, blank);
     const int64_t gold = label_index(label_of(j, "answer", {}, 0, path, where), {"1", "2"}, where);
-    return with_id({{"contexts", {prefix + require_string(j, "option1", where), prefix + require_string(j, "option2", where)}},
-                    {"continuation", strip(sentence.substr(blank + 1))},
-                    {"gold", gold},
-                    {"category", "winogrande"}},
-                   j, "qID");
+    return with_id(
+        {{"contexts", {prefix + require_string(j, "option1", where), prefix + require_string(j, "option2", where)}},
+         {"continuation", strip(sentence.substr(blank + 1))},
+         {"gold", gold},
+         {"category", "winogrande"}},
+        j, "qID");
   });
 }
 
@@ -691,9 +776,7 @@ std::vector<json> import_truthfulqa(const std::string& path, int mc) {
     nlohmann::ordered_json all;
     try {
       all = nlohmann::ordered_json::parse(text);
-    } catch (const std::exception& e) {
-      fail(path, std::string("malformed JSON: ") + e.what());
-    }
+    } catch (const std::exception& e) { fail(path, std::string("malformed JSON: ") + e.what()); }
     for (size_t k = 0; k < all.size(); ++k) docs.emplace_back(all[k], path + ": item " + std::to_string(k + 1));
   } else {  // Hugging Face truthful_qa/multiple_choice as JSONL
     std::istringstream in(text);
@@ -710,7 +793,8 @@ std::vector<json> import_truthfulqa(const std::string& path, int mc) {
   std::vector<json> out;
   for (size_t k = 0; k < docs.size(); ++k) {
     const auto& [d, where] = docs[k];
-    if (!d.is_object() || !d.contains("question") || !d["question"].is_string()) fail(where, "expected an object with a string 'question'");
+    if (!d.is_object() || !d.contains("question") || !d["question"].is_string())
+      fail(where, "expected an object with a string 'question'");
     if (!d.contains(key)) fail(where, "missing field '" + key + "'");
     std::vector<std::string> choices;
     std::vector<int> labels;
@@ -764,10 +848,12 @@ std::vector<json> import_gsm8k(const std::string& path, int shots, const std::st
   return out;
 }
 
-std::vector<json> import_suite(const std::string& suite, const std::string& path, int shots, const std::string& dev_dir) {
+std::vector<json> import_suite(const std::string& suite, const std::string& path, int shots,
+                               const std::string& dev_dir) {
   if (suite == "mmlu") return import_mmlu(path, shots, dev_dir);
   if (suite == "gsm8k") return import_gsm8k(path, shots, dev_dir);
-  if (shots > 0) fail("--shots", "only the MMLU and GSM8K importers take few-shot examples (others: flatune eval --shots)");
+  if (shots > 0)
+    fail("--shots", "only the MMLU and GSM8K importers take few-shot examples (others: flatune eval --shots)");
   if (suite == "arc") return import_arc(path);
   if (suite == "hellaswag") return import_hellaswag(path);
   if (suite == "piqa") return import_piqa(path);
@@ -780,11 +866,12 @@ std::vector<json> import_suite(const std::string& suite, const std::string& path
   if (suite == "race") return import_race(path);
   if (suite == "truthfulqa_mc1") return import_truthfulqa(path, 1);
   if (suite == "truthfulqa_mc2") return import_truthfulqa(path, 2);
-  fail("--suite", "unknown suite '" + suite + "' (this build imports " + [] {
-    std::string all;
-    for (const auto& s : importable_suites()) all += (all.empty() ? "" : ", ") + s;
-    return all;
-  }() + ")");
+  fail(
+      "--suite", "unknown suite '" + suite + "' (this build imports " + [] {
+        std::string all;
+        for (const auto& s : importable_suites()) all += (all.empty() ? "" : ", ") + s;
+        return all;
+      }() + ")");
 }
 
 }  // namespace flatune

@@ -64,9 +64,11 @@ std::vector<json> import_truthfulqa(const std::string& path, int mc);
 // GSM8K: JSONL {"question","answer" ending "#### N"} into generative items {"prompt":
 // "Question: …\nAnswer:", "answer", "until"}; with shots > 0, examples drawn from `train_path`
 // as lm-eval draws them (random.Random(seed).sample per item, consumed in item order).
-std::vector<json> import_gsm8k(const std::string& path, int shots = 0, const std::string& train_path = "", uint64_t seed = 1234);
+std::vector<json> import_gsm8k(const std::string& path, int shots = 0, const std::string& train_path = "",
+                               uint64_t seed = 1234);
 
 // `dev_dir`: MMLU's dev folder, or GSM8K's train file.
-std::vector<json> import_suite(const std::string& suite, const std::string& path, int shots = 0, const std::string& dev_dir = "");
+std::vector<json> import_suite(const std::string& suite, const std::string& path, int shots = 0,
+                               const std::string& dev_dir = "");
 
 }  // namespace flatune

@@ -86,8 +86,8 @@ struct Group {
 
 // One padded forward for the contexts of `batch`, one for all their continuations over the
 // shared caches (see score_batched).
-void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, const std::vector<const Group*>& batch,
-                       std::vector<Loglik>& out) {
+void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs,
+                       const std::vector<const Group*>& batch, std::vector<Loglik>& out) {
   const int64_t G = static_cast<int64_t>(batch.size());
   int64_t Lc = 0;
   for (const Group* g : batch) Lc = std::max<int64_t>(Lc, static_cast<int64_t>(g->context->size()));
@@ -112,7 +112,8 @@ void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& 
   // Only the last real row of each context is needed: it predicts every continuation's first token.
   std::vector<int64_t> last_index;
   for (int64_t g = 0; g < G; ++g) last_index.push_back(g * Lc + static_cast<int64_t>(batch[g]->context->size()) - 1);
-  auto last_logits = torch::nn::functional::linear(hidden.reshape({G * Lc, -1}).index_select(0, torch::tensor(last_index)), weight);
+  auto last_logits =
+      torch::nn::functional::linear(hidden.reshape({G * Lc, -1}).index_select(0, torch::tensor(last_index)), weight);
 
   // Every continuation without its last token, right-padded, each over its group's cache.
   std::vector<int64_t> row_group;
@@ -157,7 +158,8 @@ void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& 
     cin.cache = &shared;
     auto h = model->hidden_states(cin);  // [R, Lk, H]
     if (!real_rows.empty())
-      cont_logits = torch::nn::functional::linear(h.reshape({R * Lk, -1}).index_select(0, torch::tensor(real_rows)), weight);
+      cont_logits =
+          torch::nn::functional::linear(h.reshape({R * Lk, -1}).index_select(0, torch::tensor(real_rows)), weight);
   }
   for (int64_t r = 0; r < R; ++r) {
     const auto& c = pairs[row_pair[r]].continuation;
@@ -193,7 +195,8 @@ std::vector<Loglik> score_batched(LlamaForCausalLM& model, const std::vector<Enc
   // Longest first (lm-eval's order too); stable, so equal lengths keep the items' order.
   std::vector<size_t> order(groups.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return groups[a].longest > groups[b].longest; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return groups[a].longest > groups[b].longest; });
   int64_t done = 0;
   for (size_t start = 0; start < order.size(); start += static_cast<size_t>(batch_size)) {
     std::vector<const Group*> batch;

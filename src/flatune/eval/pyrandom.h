@@ -11,7 +11,7 @@ namespace flatune {
 struct PyRandom {
   explicit PyRandom(uint64_t seed);
   uint32_t genrand_uint32();
-  uint64_t getrandbits(int k);  // k in [0, 64]
+  uint64_t getrandbits(int k);     // k in [0, 64]
   uint64_t randbelow(uint64_t n);  // _randbelow_with_getrandbits
   // random.sample(range(n), k): indices in selection order (both of CPython's algorithms).
   std::vector<int64_t> sample(int64_t n, int64_t k);

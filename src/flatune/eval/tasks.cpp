@@ -57,17 +57,20 @@ Task read_task(const std::string& path) {
     }
     int64_t gold = require_int(j, "gold", where);
     if (gold < 0 || gold >= item.num_choices())
-      fail(where, "gold " + std::to_string(gold) + " is out of range for " + std::to_string(item.num_choices()) + " choices");
+      fail(where,
+           "gold " + std::to_string(gold) + " is out of range for " + std::to_string(item.num_choices()) + " choices");
     item.gold = static_cast<int>(gold);
     if (j.contains("labels")) {
       const json& l = j["labels"];
       if (!l.is_array() || static_cast<int>(l.size()) != item.num_choices())
         fail(where, "field 'labels' must hold one 0/1 per choice");
       for (const auto& v : l) {
-        if (!v.is_number_integer() || (v.get<int>() != 0 && v.get<int>() != 1)) fail(where, "field 'labels' must hold one 0/1 per choice");
+        if (!v.is_number_integer() || (v.get<int>() != 0 && v.get<int>() != 1))
+          fail(where, "field 'labels' must hold one 0/1 per choice");
         item.labels.push_back(v.get<int>());
       }
-      if (std::find(item.labels.begin(), item.labels.end(), 1) == item.labels.end()) fail(where, "field 'labels' marks no true choice");
+      if (std::find(item.labels.begin(), item.labels.end(), 1) == item.labels.end())
+        fail(where, "field 'labels' marks no true choice");
     }
     t.mc.push_back(std::move(item));
   });

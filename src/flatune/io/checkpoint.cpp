@@ -33,7 +33,8 @@ NamedTensors load_checkpoint_weights(const std::string& dir) {
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
     if (!it.value().is_string()) fail(index, "weight_map entry '" + it.key() + "' is not a file name");
     std::string shard = it.value().get<std::string>();
-    if (shard.find('/') != std::string::npos || shard == ".." ) fail(index, "shard name '" + shard + "' must be a file in the folder");
+    if (shard.find('/') != std::string::npos || shard == "..")
+      fail(index, "shard name '" + shard + "' must be a file in the folder");
     where[it.key()] = shard;
     if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
   }
@@ -44,12 +45,15 @@ NamedTensors load_checkpoint_weights(const std::string& dir) {
     SafetensorsFile f(path);
     for (const auto& e : f.header().tensors) {
       auto it = where.find(e.name);
-      if (it == where.end() || it->second != shard) fail(path, "tensor '" + e.name + "' is not mapped to this shard in the index");
+      if (it == where.end() || it->second != shard)
+        fail(path, "tensor '" + e.name + "' is not mapped to this shard in the index");
       out.emplace_back(e.name, f.load(e.name));
       where.erase(it);
     }
   }
-  if (!where.empty()) fail(join_path(dir, where.begin()->second), "tensor '" + where.begin()->first + "' named in the index is not in the shard");
+  if (!where.empty())
+    fail(join_path(dir, where.begin()->second),
+         "tensor '" + where.begin()->first + "' named in the index is not in the shard");
   return out;
 }
 
@@ -63,11 +67,16 @@ void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir
 namespace {
 std::string dtype_name(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat: return "float32";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kHalf: return "float16";
-    case torch::kDouble: return "float64";
-    default: fail("save", std::string("unsupported weight dtype ") + c10::toString(t));
+    case torch::kFloat:
+      return "float32";
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kHalf:
+      return "float16";
+    case torch::kDouble:
+      return "float64";
+    default:
+      fail("save", std::string("unsupported weight dtype ") + c10::toString(t));
   }
 }
 }  // namespace

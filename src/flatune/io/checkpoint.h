@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string>
 
-#include "flatune/io/safetensors.h"
 #include <nlohmann/json.hpp>
+#include "flatune/io/safetensors.h"
 
 namespace flatune {
 

@@ -31,24 +31,35 @@ torch::ScalarType safetensors_dtype_to_torch(const std::string& dtype, const std
 
 std::string torch_dtype_to_safetensors(torch::ScalarType t) {
   switch (t) {
-    case torch::kDouble: return "F64";
-    case torch::kFloat: return "F32";
-    case torch::kHalf: return "F16";
-    case torch::kBFloat16: return "BF16";
-    case torch::kLong: return "I64";
-    case torch::kInt: return "I32";
-    case torch::kShort: return "I16";
-    case torch::kChar: return "I8";
-    case torch::kByte: return "U8";
-    case torch::kBool: return "BOOL";
-    default: fail("safetensors", std::string("dtype ") + c10::toString(t) + " cannot be stored");
+    case torch::kDouble:
+      return "F64";
+    case torch::kFloat:
+      return "F32";
+    case torch::kHalf:
+      return "F16";
+    case torch::kBFloat16:
+      return "BF16";
+    case torch::kLong:
+      return "I64";
+    case torch::kInt:
+      return "I32";
+    case torch::kShort:
+      return "I16";
+    case torch::kChar:
+      return "I8";
+    case torch::kByte:
+      return "U8";
+    case torch::kBool:
+      return "BOOL";
+    default:
+      fail("safetensors", std::string("dtype ") + c10::toString(t) + " cannot be stored");
   }
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     fail(path, "not a regular file");
@@ -99,7 +110,8 @@ NamedTensors read_safetensors(const std::string& path) {
   return out;
 }
 
-void write_safetensors(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+void write_safetensors(const std::string& path, const NamedTensors& tensors,
+                       const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<torch::Tensor> cpu;

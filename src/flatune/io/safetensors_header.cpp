@@ -29,8 +29,12 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
   if (size < 8) fail(where, "truncated: " + std::to_string(size) + " bytes, too short for a safetensors header");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | data[i];
-  if (n > kMaxHeaderBytes) fail(where, "header length " + std::to_string(n) + " exceeds the limit of " + std::to_string(kMaxHeaderBytes) + " bytes");
-  if (n > size - 8) fail(where, "header length " + std::to_string(n) + " runs past the end of the file (" + std::to_string(size) + " bytes)");
+  if (n > kMaxHeaderBytes)
+    fail(where,
+         "header length " + std::to_string(n) + " exceeds the limit of " + std::to_string(kMaxHeaderBytes) + " bytes");
+  if (n > size - 8)
+    fail(where,
+         "header length " + std::to_string(n) + " runs past the end of the file (" + std::to_string(size) + " bytes)");
   SafetensorsHeader h;
   h.data_offset = 8 + n;
   const uint64_t data_size = size - h.data_offset;
@@ -45,10 +49,9 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
     return true;
   };
   try {
-    j = nlohmann::json::parse(reinterpret_cast<const char*>(data + 8), reinterpret_cast<const char*>(data + 8 + n), on_event);
-  } catch (const nlohmann::json::exception&) {
-    fail(where, "header is not valid JSON");
-  }
+    j = nlohmann::json::parse(reinterpret_cast<const char*>(data + 8), reinterpret_cast<const char*>(data + 8 + n),
+                              on_event);
+  } catch (const nlohmann::json::exception&) { fail(where, "header is not valid JSON"); }
   if (!duplicate.empty()) fail(where, "duplicate tensor name '" + duplicate + "'");
   if (!j.is_object()) fail(where, "header is not a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -88,14 +91,18 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
     e.begin = v["data_offsets"][0].get<uint64_t>();
     e.end = v["data_offsets"][1].get<uint64_t>();
     if (e.end < e.begin) fail(where, at + " has data_offsets with end before begin");
-    if (e.end > data_size) fail(where, at + " spans bytes [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + ") past the end of the data (" + std::to_string(data_size) + " bytes)");
+    if (e.end > data_size)
+      fail(where, at + " spans bytes [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                      ") past the end of the data (" + std::to_string(data_size) + " bytes)");
     if (count > UINT64_MAX / static_cast<uint64_t>(elem) || count * elem != e.end - e.begin)
-      fail(where, at + " has " + std::to_string(e.end - e.begin) + " bytes but its shape and dtype need " + std::to_string(count * elem));
+      fail(where, at + " has " + std::to_string(e.end - e.begin) + " bytes but its shape and dtype need " +
+                      std::to_string(count * elem));
     h.tensors.push_back(std::move(e));
   }
   std::vector<const TensorEntry*> by_offset;
   for (const auto& e : h.tensors) by_offset.push_back(&e);
-  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->begin < b->begin || (a->begin == b->begin && a->end < b->end); });
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](auto* a, auto* b) { return a->begin < b->begin || (a->begin == b->begin && a->end < b->end); });
   for (size_t i = 1; i < by_offset.size(); ++i)
     if (by_offset[i]->begin < by_offset[i - 1]->end)
       fail(where, "tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap");

@@ -43,7 +43,8 @@ NamedTensors align_direction(const NamedParams& params, const NamedTensors& dir,
     auto it = by_name.find(name);
     if (it == by_name.end()) fail(where, "no direction for the model's tensor '" + name + "'");
     if (!it->second->sizes().equals(p.sizes()))
-      fail(where, "tensor '" + name + "' has shape " + shape_str(it->second->sizes()) + ", the model's is " + shape_str(p.sizes()));
+      fail(where, "tensor '" + name + "' has shape " + shape_str(it->second->sizes()) + ", the model's is " +
+                      shape_str(p.sizes()));
     out.emplace_back(name, *it->second);
     by_name.erase(it);
   }
@@ -64,13 +65,15 @@ DirectionSet load_directions(const std::string& path, const NamedParams& params)
   for (const auto& e : f.header().tensors) {
     size_t slash = e.name.find('/');
     std::string prefix = e.name.substr(0, slash);
-    if (slash == std::string::npos || prefix.size() != 2 || prefix[0] != 'd' || prefix[1] < '1' || prefix[1] > static_cast<char>('0' + n))
+    if (slash == std::string::npos || prefix.size() != 2 || prefix[0] != 'd' || prefix[1] < '1' ||
+        prefix[1] > static_cast<char>('0' + n))
       fail(path, "tensor '" + e.name + "' is not d1/<name> or d" + count + "/<name>");
     raw[prefix[1] - '1'].emplace_back(e.name.substr(slash + 1), f.load(e.name));
   }
   DirectionSet set;
   set.settings = meta;
-  for (size_t k = 0; k < n; ++k) set.directions.push_back(align_direction(params, raw[k], path + ": direction " + std::to_string(k + 1)));
+  for (size_t k = 0; k < n; ++k)
+    set.directions.push_back(align_direction(params, raw[k], path + ": direction " + std::to_string(k + 1)));
   return set;
 }
 

@@ -10,7 +10,7 @@
 namespace flatune {
 
 struct DirectionSet {
-  std::vector<NamedTensors> directions;        // 1 or 2, each in the model's parameter order
+  std::vector<NamedTensors> directions;         // 1 or 2, each in the model's parameter order
   std::map<std::string, std::string> settings;  // the __metadata__ (strings)
 };
 

@@ -22,16 +22,21 @@ FixedBatches fixed_batches(const std::vector<Example>& examples, int n_batches, 
     fb.examples += static_cast<int64_t>(rows.size());
   }
   if (fb.batches.empty()) fail(where, "no examples to measure the loss on");
-  if (fb.label_tokens == 0) fail(where, "no token of the first " + std::to_string(fb.examples) + " examples counts in the loss");
+  if (fb.label_tokens == 0)
+    fail(where, "no token of the first " + std::to_string(fb.examples) + " examples counts in the loss");
   return fb;
 }
 
-LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb) { return fixed_batches_loss(model, fb, 0, 1, {}); }
+LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb) {
+  return fixed_batches_loss(model, fb, 0, 1, {});
+}
 
-LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb, int rank, int world, CrossProcessSum sum) {
+LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& fb, int rank, int world,
+                               CrossProcessSum sum) {
   const int64_t n = static_cast<int64_t>(fb.batches.size());
   if (n < world)
-    fail("--batches", std::to_string(n) + " fixed batches cannot be shared by " + std::to_string(world) + " processes; use at least as many");
+    fail("--batches", std::to_string(n) + " fixed batches cannot be shared by " + std::to_string(world) +
+                          " processes; use at least as many");
   const auto [begin, end] = shard_range(n, rank, world);
   auto share = [&model, &fb, begin = begin, end = end](AttentionKernel kernel) {
     AttentionKernelScope scope(*model, kernel);

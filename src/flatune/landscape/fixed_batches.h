@@ -28,6 +28,7 @@ LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& batc
 // The same loss measured by `world` processes: this one (`rank`) sums its contiguous share of
 // the batches, still over all label_tokens, and `sum` adds the shares. Errors when there are
 // fewer batches than processes (a process with nothing to do would have no graph to give).
-LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& batches, int rank, int world, CrossProcessSum sum);
+LossClosure fixed_batches_loss(LlamaForCausalLM& model, const FixedBatches& batches, int rank, int world,
+                               CrossProcessSum sum);
 
 }  // namespace flatune

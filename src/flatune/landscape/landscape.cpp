@@ -10,7 +10,9 @@ namespace flatune {
 
 namespace {
 
-bool is_lora(const std::string& n) { return n.find("lora_A") != std::string::npos || n.find("lora_B") != std::string::npos; }
+bool is_lora(const std::string& n) {
+  return n.find("lora_A") != std::string::npos || n.find("lora_B") != std::string::npos;
+}
 
 // Copies of the weights; restores them bit for bit when it goes out of scope.
 struct WeightGuard {
@@ -103,7 +105,8 @@ NamedTensors difference_direction(const NamedTensors& from, const NamedTensors& 
   NamedTensors out;
   for (const auto& [name, t] : to) {
     auto it = f.find(name);
-    if (it == f.end() || !it->second.sizes().equals(t.sizes())) fail(where, "tensor '" + name + "' differs between the two models");
+    if (it == f.end() || !it->second.sizes().equals(t.sizes()))
+      fail(where, "tensor '" + name + "' differs between the two models");
     out.emplace_back(name, t - it->second.to(t.dtype()));
   }
   if (f.size() != to.size()) fail(where, "the two models have different tensors");
@@ -111,14 +114,18 @@ NamedTensors difference_direction(const NamedTensors& from, const NamedTensors& 
 }
 
 void check_direction(const NamedParams& params, const NamedTensors& dir, const std::string& where) {
-  if (dir.size() != params.size()) fail(where, "direction has " + std::to_string(dir.size()) + " tensors, the model " + std::to_string(params.size()));
+  if (dir.size() != params.size())
+    fail(where, "direction has " + std::to_string(dir.size()) + " tensors, the model " + std::to_string(params.size()));
   for (size_t i = 0; i < params.size(); ++i) {
-    if (dir[i].first != params[i].first) fail(where, "direction tensor '" + dir[i].first + "' where the model has '" + params[i].first + "'");
-    if (!dir[i].second.sizes().equals(params[i].second.sizes())) fail(where, "direction tensor '" + dir[i].first + "' has the wrong shape");
+    if (dir[i].first != params[i].first)
+      fail(where, "direction tensor '" + dir[i].first + "' where the model has '" + params[i].first + "'");
+    if (!dir[i].second.sizes().equals(params[i].second.sizes()))
+      fail(where, "direction tensor '" + dir[i].first + "' has the wrong shape");
   }
 }
 
-Surface1D surface_1d(const NamedParams& params, const NamedTensors& dir, const LossClosure& loss, double from, double to, int points) {
+Surface1D surface_1d(const NamedParams& params, const NamedTensors& dir, const LossClosure& loss, double from,
+                     double to, int points) {
   if (points < 2) fail("--points", "a surface needs at least 2 points");
   check_direction(params, dir, "direction");
   WeightGuard g(params);
@@ -135,13 +142,13 @@ Surface1D surface_1d(const NamedParams& params, const NamedTensors& dir, const L
   return s;
 }
 
-Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss, double range,
-                     int points) {
+Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss,
+                     double range, int points) {
   return surface_2d(params, d1, d2, loss, -range, range, points);
 }
 
-Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss, double from,
-                     double to, int points) {
+Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss,
+                     double from, double to, int points) {
   if (points < 3) fail("--points", "a 2-D surface needs at least 3 points per axis");
   check_direction(params, d1, "direction 1");
   check_direction(params, d2, "direction 2");
@@ -218,19 +225,21 @@ SharpnessValue epsilon_sharpness(const NamedParams& params, const LossClosure& l
     torch::NoGradGuard ng;
     NamedTensors d;
     for (size_t i = 0; i < delta.size(); ++i) {
-      if (g[i].defined()) delta[i] = torch::max(torch::min(delta[i] + g[i].sign() * bound[i] * 0.2, bound[i]), -bound[i]);
+      if (g[i].defined())
+        delta[i] = torch::max(torch::min(delta[i] + g[i].sign() * bound[i] * 0.2, bound[i]), -bound[i]);
       d.emplace_back(params[i].first, delta[i]);
     }
     set_weights(guard, {&d}, {1.0});
     v.iterations = s + 1;
   }
   best = std::max(best, loss_value(loss));
-  v.detail = best - base;                     // absolute increase
+  v.detail = best - base;                          // absolute increase
   v.value = 100.0 * (best - base) / (1.0 + base);  // Keskar et al.'s relative measure
   return v;
 }
 
-SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& loss, double sigma, int samples, uint64_t seed) {
+SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& loss, double sigma, int samples,
+                                 uint64_t seed) {
   WeightGuard guard(params);
   const double base = loss_value(loss);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -238,8 +247,10 @@ SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& l
   for (int s = 0; s < samples; ++s) {
     NamedTensors d;
     for (size_t i = 0; i < guard.saved.size(); ++i)
-      d.emplace_back(params[i].first, torch::randn(guard.saved[i].sizes(), gen, torch::TensorOptions().dtype(torch::kFloat))
-                                          .to(guard.saved[i].dtype()) * guard.saved[i].abs() * sigma);
+      d.emplace_back(params[i].first,
+                     torch::randn(guard.saved[i].sizes(), gen, torch::TensorOptions().dtype(torch::kFloat))
+                             .to(guard.saved[i].dtype()) *
+                         guard.saved[i].abs() * sigma);
     set_weights(guard, {&d}, {1.0});
     incs.push_back(loss_value(loss) - base);
   }
@@ -255,7 +266,8 @@ SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& l
   return v;
 }
 
-std::vector<torch::Tensor> hessian_vector_product(const NamedParams& params, const LossClosure& loss, const std::vector<torch::Tensor>& v) {
+std::vector<torch::Tensor> hessian_vector_product(const NamedParams& params, const LossClosure& loss,
+                                                  const std::vector<torch::Tensor>& v) {
   std::vector<torch::Tensor> ps;
   for (auto& [n, t] : params) ps.push_back(t);
   torch::Tensor l = loss.share_twice_differentiable ? loss.share_twice_differentiable() : loss.share();
@@ -273,8 +285,8 @@ std::vector<torch::Tensor> hessian_vector_product(const NamedParams& params, con
 namespace {
 
 // Power iteration on (H - shift I): converges to its eigenvalue of largest magnitude.
-SharpnessValue power_iteration(const NamedParams& params, const LossClosure& loss, int max_iters, double tol, uint64_t seed,
-                               double shift) {
+SharpnessValue power_iteration(const NamedParams& params, const LossClosure& loss, int max_iters, double tol,
+                               uint64_t seed, double shift) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<torch::Tensor> v;
   for (auto& [n, t] : params) v.push_back(torch::randn(t.sizes(), gen, torch::TensorOptions().dtype(torch::kDouble)));
@@ -289,7 +301,11 @@ SharpnessValue power_iteration(const NamedParams& params, const LossClosure& los
     double next = dot(hv, v);  // Rayleigh quotient with the unit v
     double hn = std::sqrt(dot(hv, hv));
     out.iterations = it + 1;
-    if (hn == 0) { lambda = 0; out.converged = true; break; }
+    if (hn == 0) {
+      lambda = 0;
+      out.converged = true;
+      break;
+    }
     for (size_t i = 0; i < v.size(); ++i) v[i] = hv[i] / hn;
     if (it > 0 && std::abs(next - lambda) <= tol * std::abs(next)) {
       lambda = next;
@@ -304,7 +320,8 @@ SharpnessValue power_iteration(const NamedParams& params, const LossClosure& los
 
 }  // namespace
 
-SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosure& loss, int max_iters, double tol, uint64_t seed) {
+SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosure& loss, int max_iters, double tol,
+                                      uint64_t seed) {
   // Plain power iteration finds the eigenvalue of largest magnitude. Away from a minimum that
   // can be a negative one; then the top eigenvalue is the largest of H - lambda I (all of whose
   // eigenvalues are >= 0) plus lambda: a second run, shifted.
@@ -360,7 +377,8 @@ std::string surface_1d_csv(const Surface1D& s) {
 std::string surface_2d_csv(const Surface2D& s) {
   std::string out = "alpha,beta,loss\n";
   for (size_t i = 0; i < s.alphas.size(); ++i)
-    for (size_t j = 0; j < s.betas.size(); ++j) out += g17(s.alphas[i]) + "," + g17(s.betas[j]) + "," + g17(s.losses[i][j]) + "\n";
+    for (size_t j = 0; j < s.betas.size(); ++j)
+      out += g17(s.alphas[i]) + "," + g17(s.betas[j]) + "," + g17(s.losses[i][j]) + "\n";
   return out;
 }
 

@@ -68,8 +68,8 @@ struct Surface2D {
 };
 
 // loss(w + a d) for a in linspace(-range, range, points) (or [from, to] for interpolation).
-Surface1D surface_1d(const NamedParams& params, const NamedTensors& dir, const LossClosure& loss, double from, double to,
-                     int points);
+Surface1D surface_1d(const NamedParams& params, const NamedTensors& dir, const LossClosure& loss, double from,
+                     double to, int points);
 Surface2D surface_2d(const NamedParams& params, const NamedTensors& d1, const NamedTensors& d2, const LossClosure& loss,
                      double range, int points);
 // The same over [from, to] on both axes.
@@ -100,12 +100,14 @@ SharpnessValue sam_sharpness(const NamedParams& params, const LossClosure& loss,
 // gradient ascent (sign steps of eps/steps... ); value reported as 100 * max / (1 + L(w)).
 SharpnessValue epsilon_sharpness(const NamedParams& params, const LossClosure& loss, double eps, int steps);
 // E[L(w + sigma |w| * z)] - L(w), z ~ N(0, I), estimated from `samples` draws (detail: stderr).
-SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& loss, double sigma, int samples, uint64_t seed);
+SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& loss, double sigma, int samples,
+                                 uint64_t seed);
 // Top (largest, not largest in magnitude) Hessian eigenvalue by power iteration on
 // Hessian-vector products (double backward); stops when the relative change is below tol
 // (converged) or after max_iters. When the dominant eigenvalue is negative a second, shifted
 // run finds the top one (detail: the dominant eigenvalue).
-SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosure& loss, int max_iters, double tol, uint64_t seed);
+SharpnessValue hessian_top_eigenvalue(const NamedParams& params, const LossClosure& loss, int max_iters, double tol,
+                                      uint64_t seed);
 // Hutchinson: E[v^T H v] with Rademacher v (detail: stderr of the mean).
 SharpnessValue hessian_trace(const NamedParams& params, const LossClosure& loss, int samples, uint64_t seed);
 

@@ -201,8 +201,11 @@ LandscapeResult measure_landscape(const LandscapeSettings& s, const MeasuringPro
   r.seconds = seconds_since(t0);
   // Measured again after the surface: equal to loss_at_model unless the weights were not restored.
   const double loss_after = loss_value(loss);
-  r.record = {{"settings", settings}, {"loss_at_model", r.loss_at_model}, {"loss_at_model_after", loss_after},
-              {"surface", surface}, {"seconds", r.seconds}};
+  r.record = {{"settings", settings},
+              {"loss_at_model", r.loss_at_model},
+              {"loss_at_model_after", loss_after},
+              {"surface", surface},
+              {"seconds", r.seconds}};
   if (writes) write_file_atomic(join_path(s.out, kLandscapeJsonFile), r.record.dump(2) + "\n");
   return r;
 }
@@ -239,8 +242,15 @@ json measure_sharpness(const SharpnessSettings& s, const MeasuringProcesses& pro
   LossClosure loss = shared_fixed_batches_loss(m.model, m.batches, processes);
   json settings = loss_data_json(s.data, m, s.data.model);
   settings["processes"] = processes.world_size;
-  settings.update({{"metrics", metrics}, {"rho", s.rho}, {"eps", s.eps}, {"eps_steps", s.eps_steps}, {"sigma", s.sigma},
-                   {"samples", s.samples}, {"iters", s.iters}, {"tol", s.tol}, {"seed", s.seed},
+  settings.update({{"metrics", metrics},
+                   {"rho", s.rho},
+                   {"eps", s.eps},
+                   {"eps_steps", s.eps_steps},
+                   {"sigma", s.sigma},
+                   {"samples", s.samples},
+                   {"iters", s.iters},
+                   {"tol", s.tol},
+                   {"seed", s.seed},
                    {"parameters", m.model->has_lora() ? "lora adapters" : "all"}});
   const double base = loss_value(loss);
   json out = {{"settings", settings}, {"loss", base}};
@@ -271,8 +281,11 @@ json measure_sharpness(const SharpnessSettings& s, const MeasuringProcesses& pro
       r.what = "Hutchinson, " + std::to_string(s.samples) + " Rademacher vectors";
     }
     r.seconds = seconds_since(t0);
-    json entry = {{"value", r.value.value}, {"iterations", r.value.iterations}, {"converged", r.value.converged},
-                  {"seconds", r.seconds}, {"what", r.what}};
+    json entry = {{"value", r.value.value},
+                  {"iterations", r.value.iterations},
+                  {"converged", r.value.converged},
+                  {"seconds", r.seconds},
+                  {"what", r.what}};
     if (!r.detail_name.empty()) entry[r.detail_name] = r.value.detail;
     out["metrics"][name] = entry;
     out[r.key] = r.value.value;  // flat keys, as the experiment runner's flatness.json has them

@@ -25,10 +25,10 @@ namespace flatune {
 // What the loss is measured on.
 struct LossDataSettings {
   std::string model, adapter, data, format = "auto", template_name = "auto";
-  int batches = 2;          // K: the first K batches, fixed
-  int64_t batch_size = 8;   // B: examples per batch
-  int64_t max_length = 0;   // tokens per example; 0: min(the model's, 512)
-  int threads = 0;          // intra-op threads; 0 leaves libtorch's choice
+  int batches = 2;         // K: the first K batches, fixed
+  int64_t batch_size = 8;  // B: examples per batch
+  int64_t max_length = 0;  // tokens per example; 0: min(the model's, 512)
+  int threads = 0;         // intra-op threads; 0 leaves libtorch's choice
 };
 
 // Loss closures made from this refer to its members, so it stays where it was made.
@@ -82,12 +82,12 @@ Surface1D interpolation_surface(const NamedParams& params, const NamedTensors& b
 struct LandscapeSettings {
   LossDataSettings data;  // data.model may be empty when `to` names the model
   std::string out;
-  std::string from, to;   // interpolation: base and tuned model folders (to defaults to data.model)
-  std::string directions;  // a directions.safetensors a previous run saved, reused instead of drawing
+  std::string from, to;              // interpolation: base and tuned model folders (to defaults to data.model)
+  std::string directions;            // a directions.safetensors a previous run saved, reused instead of drawing
   std::string normalize = "filter";  // filter | none
   std::optional<std::pair<double, double>> range;  // from < to; default -1:1, interpolation -0.5:1.5
-  int points = 21;  // along a 1-D direction or the interpolation
-  int grid = 0;     // > 0: a 2-D surface on grid x grid points
+  int points = 21;                                 // along a 1-D direction or the interpolation
+  int grid = 0;                                    // > 0: a 2-D surface on grid x grid points
   bool ignore_1d = false, lora_only = false;
   uint64_t seed = 0;  // the second 2-D direction uses seed + 1
 };
@@ -96,11 +96,11 @@ struct LandscapeResult {
   std::string mode;       // 1d | 2d | interpolation
   std::string file_stem;  // of the CSV in the output folder, and of its figures
   double from = 0, to = 0;
-  int points = 0;         // per axis for 2d
+  int points = 0;  // per axis for 2d
   double loss_at_model = 0, seconds = 0;
-  Surface1D line;         // 1d and interpolation
-  Surface2D grid;         // 2d
-  json record;            // what landscape.json holds (settings, losses, surface, seconds)
+  Surface1D line;  // 1d and interpolation
+  Surface2D grid;  // 2d
+  json record;     // what landscape.json holds (settings, losses, surface, seconds)
 };
 
 // Every check that needs no model; measure_landscape makes them too. Worth calling before
@@ -116,15 +116,15 @@ LandscapeResult measure_landscape(const LandscapeSettings& settings, const Measu
 struct SharpnessSettings {
   LossDataSettings data;
   std::vector<std::string> metrics = {"sam", "lambda_max"};  // sam eps avg lambda_max (or lambda-max) trace
-  double rho = 0.05;     // SAM radius
-  double eps = 1e-3;     // epsilon-sharpness box size, relative
-  int eps_steps = 10;    // epsilon-sharpness ascent steps
-  double sigma = 0.01;   // average sharpness: relative noise scale
-  int samples = 20;      // draws for avg, vectors for trace
-  int iters = 20;        // lambda_max: most power iterations
-  double tol = 1e-3;     // lambda_max: relative change that counts as converged
+  double rho = 0.05;                                         // SAM radius
+  double eps = 1e-3;                                         // epsilon-sharpness box size, relative
+  int eps_steps = 10;                                        // epsilon-sharpness ascent steps
+  double sigma = 0.01;                                       // average sharpness: relative noise scale
+  int samples = 20;                                          // draws for avg, vectors for trace
+  int iters = 20;                                            // lambda_max: most power iterations
+  double tol = 1e-3;                                         // lambda_max: relative change that counts as converged
   uint64_t seed = 0;
-  std::string out;       // receives sharpness.json; empty: nothing written
+  std::string out;  // receives sharpness.json; empty: nothing written
 };
 
 struct SharpnessMeasured {

@@ -7,7 +7,8 @@ namespace flatune {
 
 namespace {
 
-int64_t get_int(const json& j, const std::string& key, const std::string& where, std::optional<int64_t> fallback = std::nullopt) {
+int64_t get_int(const json& j, const std::string& key, const std::string& where,
+                std::optional<int64_t> fallback = std::nullopt) {
   if (!j.contains(key) || j[key].is_null()) {
     if (fallback) return *fallback;
     fail(where, "missing field '" + key + "'");
@@ -122,7 +123,8 @@ LlamaConfig parse_llama_config(const json& j, const std::string& where) {
   if (rs) {
     if (!rs->is_object()) fail(where, "field '" + rs_name + "' must be an object or null");
     const char* type_key = rs->contains("rope_type") ? "rope_type" : "type";
-    if (rs->contains(type_key) && !(*rs)[type_key].is_string()) fail(where, "field '" + rs_name + "." + type_key + "' must be a string");
+    if (rs->contains(type_key) && !(*rs)[type_key].is_string())
+      fail(where, "field '" + rs_name + "." + type_key + "' must be a string");
     std::string type = rs->contains(type_key) ? (*rs)[type_key].get<std::string>() : std::string("default");
     c.rope_theta = get_number(*rs, "rope_theta", where + " (" + rs_name + ")", c.rope_theta);
     if (type == "default") {
@@ -152,8 +154,10 @@ LlamaConfig parse_llama_config(const json& j, const std::string& where) {
   c.eos_token_ids = get_ids(j, "eos_token_id", where);
   auto pad = get_ids(j, "pad_token_id", where);
   if (!pad.empty()) c.pad_token_id = pad[0];
-  for (auto id : c.bos_token_ids) if (id < 0 || id >= c.vocab_size) fail(where, "field 'bos_token_id' is outside the vocabulary");
-  for (auto id : c.eos_token_ids) if (id < 0 || id >= c.vocab_size) fail(where, "field 'eos_token_id' is outside the vocabulary");
+  for (auto id : c.bos_token_ids)
+    if (id < 0 || id >= c.vocab_size) fail(where, "field 'bos_token_id' is outside the vocabulary");
+  for (auto id : c.eos_token_ids)
+    if (id < 0 || id >= c.vocab_size) fail(where, "field 'eos_token_id' is outside the vocabulary");
   // transformers 5 writes "dtype" and, given both, keeps "dtype"; transformers 4 wrote "torch_dtype".
   for (const char* key : {"torch_dtype", "dtype"}) {
     if (j.contains(key) && !j[key].is_null()) {

@@ -19,8 +19,7 @@ struct GenerateOptions {
 };
 
 // Returns the new tokens of each prompt (EOS included when it stopped on one).
-std::vector<std::vector<int64_t>> generate(LlamaForCausalLM& model,
-                                           const std::vector<std::vector<int64_t>>& prompts,
+std::vector<std::vector<int64_t>> generate(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerateOptions& opts);
 
 }  // namespace flatune

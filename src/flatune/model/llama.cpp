@@ -60,8 +60,8 @@ torch::Tensor ProjectionImpl::merged_weight() const {
 namespace {
 
 // A module that only holds a "weight" parameter, so names read "model.norm.weight".
-std::shared_ptr<torch::nn::Module> weight_holder(torch::nn::Module& parent, const std::string& name,
-                                                 torch::Tensor init, torch::Tensor* out) {
+std::shared_ptr<torch::nn::Module> weight_holder(torch::nn::Module& parent, const std::string& name, torch::Tensor init,
+                                                 torch::Tensor* out) {
   auto m = parent.register_module(name, std::make_shared<torch::nn::Module>());
   *out = m->register_parameter("weight", std::move(init));
   return m;
@@ -78,11 +78,16 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
 
 double lowest_value(torch::ScalarType t) {
   switch (t) {
-    case torch::kDouble: return std::numeric_limits<double>::lowest();
-    case torch::kFloat: return std::numeric_limits<float>::lowest();
-    case torch::kBFloat16: return -3.3895313892515355e38;  // bf16's lowest finite value
-    case torch::kHalf: return -65504.0;
-    default: return std::numeric_limits<float>::lowest();
+    case torch::kDouble:
+      return std::numeric_limits<double>::lowest();
+    case torch::kFloat:
+      return std::numeric_limits<float>::lowest();
+    case torch::kBFloat16:
+      return -3.3895313892515355e38;  // bf16's lowest finite value
+    case torch::kHalf:
+      return -65504.0;
+    default:
+      return std::numeric_limits<float>::lowest();
   }
 }
 
@@ -101,7 +106,8 @@ torch::Tensor repeat_kv(const torch::Tensor& x, int64_t groups) {
 // RoPE inverse frequencies with the config's scaling, in float64.
 torch::Tensor rope_inv_freq(const LlamaConfig& c) {
   const int64_t dim = c.head_dim;
-  torch::Tensor inv = 1.0 / torch::pow(c.rope_theta, torch::arange(0, dim, 2, torch::kDouble) / static_cast<double>(dim));
+  torch::Tensor inv =
+      1.0 / torch::pow(c.rope_theta, torch::arange(0, dim, 2, torch::kDouble) / static_cast<double>(dim));
   const RopeScaling& s = c.rope_scaling;
   if (s.type == "linear") {
     inv = inv / s.factor;
@@ -126,7 +132,8 @@ struct AttentionImpl : torch::nn::Module {
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t heads, kv_heads, head_dim;
 
-  explicit AttentionImpl(const LlamaConfig& c) : heads(c.num_attention_heads), kv_heads(c.num_key_value_heads), head_dim(c.head_dim) {
+  explicit AttentionImpl(const LlamaConfig& c)
+      : heads(c.num_attention_heads), kv_heads(c.num_key_value_heads), head_dim(c.head_dim) {
     bool qkv_bias = c.attention_bias || c.qkv_bias;
     q_proj = register_module("q_proj", Projection(c.hidden_size, heads * head_dim, qkv_bias));
     k_proj = register_module("k_proj", Projection(c.hidden_size, kv_heads * head_dim, qkv_bias));
@@ -171,7 +178,8 @@ struct AttentionImpl : torch::nn::Module {
       // instead of three times (matmul, divide, add), and backward has two fewer passes over them.
       auto scores = torch::baddbmm(mask, q.reshape({B * heads, T, head_dim}), kr.transpose(1, 2), 1.0,
                                    1.0 / std::sqrt(static_cast<double>(head_dim)));
-      auto probs = scores.softmax(-1, scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat).to(q.scalar_type());
+      auto probs = scores.softmax(-1, scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat)
+                       .to(q.scalar_type());
       out = torch::bmm(probs, vr).view({B, heads, T, head_dim});
     }
     return o_proj(out.transpose(1, 2).reshape({B, T, heads * head_dim}));
@@ -320,7 +328,9 @@ torch::Tensor LlamaForCausalLMImpl::forward(const ForwardInput& in) {
 // ---------------------------------------------------------------- weights by name
 
 namespace {
-bool is_lora_name(const std::string& n) { return n.find(".lora_A.") != std::string::npos || n.find(".lora_B.") != std::string::npos; }
+bool is_lora_name(const std::string& n) {
+  return n.find(".lora_A.") != std::string::npos || n.find(".lora_B.") != std::string::npos;
+}
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -341,7 +351,8 @@ void LlamaForCausalLMImpl::load_weights(const NamedTensors& weights, const std::
     if (it == given.end()) fail(where, "missing tensor '" + p.key() + "'");
     const torch::Tensor& src = *it->second;
     if (!src.sizes().equals(p.value().sizes()))
-      fail(where, "tensor '" + p.key() + "' has shape " + shape_str(src.sizes()) + ", config.json implies " + shape_str(p.value().sizes()));
+      fail(where, "tensor '" + p.key() + "' has shape " + shape_str(src.sizes()) + ", config.json implies " +
+                      shape_str(p.value().sizes()));
     p.value().copy_(src.to(p.value().scalar_type()));
     given.erase(it);
   }
@@ -376,7 +387,8 @@ void LlamaForCausalLMImpl::add_lora(const LoraOptions& o) {
   const std::vector<std::string> known = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
   for (const auto& t : o.targets) {
     if (std::find(known.begin(), known.end(), t) == known.end())
-      fail("lora", "target '" + t + "' names no module (known: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)");
+      fail("lora",
+           "target '" + t + "' names no module (known: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)");
   }
   for (auto& p : parameters(true)) p.set_requires_grad(false);
   int64_t added = 0;

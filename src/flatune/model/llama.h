@@ -115,7 +115,8 @@ TORCH_MODULE(LlamaForCausalLM);
 // Sets a model's attention kernel for a scope and restores the one it had.
 class AttentionKernelScope {
  public:
-  AttentionKernelScope(LlamaForCausalLMImpl& model, AttentionKernel k) : model_(model), before_(model.attention_kernel()) {
+  AttentionKernelScope(LlamaForCausalLMImpl& model, AttentionKernel k)
+      : model_(model), before_(model.attention_kernel()) {
     model_.set_attention_kernel(k);
   }
   ~AttentionKernelScope() { model_.set_attention_kernel(before_); }
@@ -135,7 +136,6 @@ LlamaForCausalLM load_llama(const std::string& dir, torch::ScalarType dtype = to
 // causal LM loss). Returns 0 with a defined graph when no label counts.
 torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& labels);
 // Sum of the per-token losses and the number of counted tokens.
-std::pair<torch::Tensor, int64_t> causal_lm_loss_sum(const torch::Tensor& logits,
-                                                     const torch::Tensor& labels);
+std::pair<torch::Tensor, int64_t> causal_lm_loss_sum(const torch::Tensor& logits, const torch::Tensor& labels);
 
 }  // namespace flatune

@@ -87,9 +87,7 @@ void load_lora_adapter(LlamaForCausalLM& model, const std::string& dir) {
   }
   try {
     model->add_lora(o);
-  } catch (const Error& e) {
-    fail(cfg_path, e.problem());
-  }
+  } catch (const Error& e) { fail(cfg_path, e.problem()); }
   const std::string weights_path = join_path(dir, "adapter_model.safetensors");
   std::map<std::string, torch::Tensor> given;
   for (auto& [name, t] : read_safetensors(weights_path)) given[ours_from_peft_name(name, weights_path)] = t;
@@ -99,7 +97,8 @@ void load_lora_adapter(LlamaForCausalLM& model, const std::string& dir) {
     auto it = given.find(name);
     if (it == given.end()) fail(weights_path, "missing tensor '" + peft_tensor_name(name) + "'");
     torch::Tensor p = params[name];
-    if (!it->second.sizes().equals(p.sizes())) fail(weights_path, "tensor '" + peft_tensor_name(name) + "' has the wrong shape");
+    if (!it->second.sizes().equals(p.sizes()))
+      fail(weights_path, "tensor '" + peft_tensor_name(name) + "' has the wrong shape");
     p.copy_(it->second.to(p.scalar_type()));
     given.erase(it);
   }

@@ -11,7 +11,9 @@ using torch::autograd::variable_list;
 
 // The float type the softmax runs in: float64 for float64 weights, float32 otherwise (as
 // causal_lm_loss_sum upcasts bf16/fp16 logits).
-torch::ScalarType softmax_type(const torch::Tensor& h) { return h.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat; }
+torch::ScalarType softmax_type(const torch::Tensor& h) {
+  return h.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
 
 int64_t rows_per_chunk(const FusedLossOptions& o, int64_t vocab) {
   return std::max<int64_t>(1, std::min(o.chunk_rows, (int64_t{1} << 22) / std::max<int64_t>(1, vocab)));
@@ -19,8 +21,8 @@ int64_t rows_per_chunk(const FusedLossOptions& o, int64_t vocab) {
 
 // One pass over the rows in chunks. Fills rows_out [N] with the per-row losses; when grad_h /
 // grad_w are defined, adds the gradient of the summed loss into them.
-void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& labels, const FusedLossOptions& o,
-                  torch::Tensor& rows_out, torch::Tensor* grad_h, torch::Tensor* grad_w) {
+void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& labels,
+                  const FusedLossOptions& o, torch::Tensor& rows_out, torch::Tensor* grad_h, torch::Tensor* grad_w) {
   const int64_t N = h.size(0), V = w.size(0), step = rows_per_chunk(o, V);
   const auto st = softmax_type(h);
   const torch::Tensor wt = w.t();
@@ -31,7 +33,7 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
     torch::Tensor logits = torch::mm(hc, wt).to(st);  // [n, V]
     torch::Tensor picked = logits.gather(1, yc).squeeze(1);
     torch::Tensor top = std::get<0>(logits.max(1, /*keepdim=*/true));
-    logits.sub_(top).exp_();                            // exp(z - max), in place
+    logits.sub_(top).exp_();  // exp(z - max), in place
     torch::Tensor total = logits.sum(1, /*keepdim=*/true);
     rows_out.narrow(0, r0, n).copy_((total.log() + top).squeeze(1) - picked);
     if (!grad_h && !grad_w) continue;
@@ -75,7 +77,8 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
 
 torch::Tensor linear_cross_entropy_sum(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& labels,
                                        torch::Tensor* rows, const FusedLossOptions& o) {
-  TORCH_CHECK(h.dim() == 2 && weight.dim() == 2 && h.size(1) == weight.size(1), "linear_cross_entropy_sum: h [N, H], weight [V, H]");
+  TORCH_CHECK(h.dim() == 2 && weight.dim() == 2 && h.size(1) == weight.size(1),
+              "linear_cross_entropy_sum: h [N, H], weight [V, H]");
   TORCH_CHECK(labels.dim() == 1 && labels.size(0) == h.size(0), "linear_cross_entropy_sum: labels [N]");
   const bool grad = torch::GradMode::is_enabled() && (h.requires_grad() || weight.requires_grad());
   if (grad) return LinearCrossEntropy::apply(h, weight, labels, o, rows);
@@ -100,7 +103,8 @@ std::pair<torch::Tensor, int64_t> fused_causal_lm_loss_sum(LlamaForCausalLM& mod
     rows = torch::zeros({0}, hidden.options().dtype(softmax_type(hidden)));
   } else {
     torch::Tensor h = hidden.narrow(1, 0, T - 1).reshape({-1, H}).index_select(0, counted);
-    sum = linear_cross_entropy_sum(h, model->lm_head_weight(), shifted.index_select(0, counted), per_token ? &rows : nullptr, o);
+    sum = linear_cross_entropy_sum(h, model->lm_head_weight(), shifted.index_select(0, counted),
+                                   per_token ? &rows : nullptr, o);
   }
   if (per_token) {
     torch::Tensor all = torch::zeros({B * (T - 1)}, hidden.options().dtype(softmax_type(hidden)));

@@ -18,7 +18,8 @@ std::unique_ptr<torch::optim::Optimizer> make_adamw(const NamedParams& params, c
     else decayed.push_back(p);
   }
   auto opts = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(s.lr).betas({s.beta1, s.beta2}).eps(s.eps).weight_decay(wd));
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(s.lr).betas({s.beta1, s.beta2}).eps(s.eps).weight_decay(wd));
   };
   std::vector<torch::optim::OptimizerParamGroup> groups;
   if (!decayed.empty()) groups.emplace_back(decayed, opts(s.weight_decay));
@@ -53,10 +54,12 @@ double learning_rate_at(const Schedule& s, double base_lr, int64_t step) {
     int64_t epoch = step / std::max<int64_t>(1, s.steps_per_epoch);
     return base_lr * std::pow(s.gamma, static_cast<double>(epoch / std::max<int64_t>(1, s.decay_every_epochs)));
   }
-  if (step < s.warmup_steps) return base_lr * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, s.warmup_steps));
+  if (step < s.warmup_steps)
+    return base_lr * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, s.warmup_steps));
   if (s.kind == "constant") return base_lr;
   const double floor = base_lr * s.min_lr_ratio;
-  double progress = static_cast<double>(step - s.warmup_steps) / static_cast<double>(std::max<int64_t>(1, s.total_steps - s.warmup_steps));
+  double progress = static_cast<double>(step - s.warmup_steps) /
+                    static_cast<double>(std::max<int64_t>(1, s.total_steps - s.warmup_steps));
   progress = std::min(1.0, std::max(0.0, progress));
   if (s.kind == "linear") return floor + (base_lr - floor) * (1.0 - progress);
   if (s.kind == "cosine") return floor + (base_lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));

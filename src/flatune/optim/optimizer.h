@@ -37,8 +37,8 @@ struct Schedule {
   std::string kind = "constant";  // constant linear cosine step
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;
-  double min_lr_ratio = 0.0;       // linear/cosine end at base_lr * min_lr_ratio
-  int64_t steps_per_epoch = 1;     // step: decay every `decay_every_epochs` epochs
+  double min_lr_ratio = 0.0;    // linear/cosine end at base_lr * min_lr_ratio
+  int64_t steps_per_epoch = 1;  // step: decay every `decay_every_epochs` epochs
   int64_t decay_every_epochs = 1;
   double gamma = 0.1;
 };

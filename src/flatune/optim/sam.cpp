@@ -24,7 +24,11 @@ double dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>
 
 SamStepper::SamStepper(NamedParams params, torch::optim::Optimizer& base, SamSettings s, double max_grad_norm,
                        std::function<void()> grad_sync)
-    : params_(std::move(params)), base_(base), s_(std::move(s)), max_grad_norm_(max_grad_norm), grad_sync_(std::move(grad_sync)) {
+    : params_(std::move(params)),
+      base_(base),
+      s_(std::move(s)),
+      max_grad_norm_(max_grad_norm),
+      grad_sync_(std::move(grad_sync)) {
   static const std::vector<std::string> kinds = {"none", "sam", "asam", "looksam", "sam-subset"};
   if (std::find(kinds.begin(), kinds.end(), s_.kind) == kinds.end())
     fail("--sam", "unknown SAM variant '" + s_.kind + "' (none, sam, asam, looksam, sam-subset)");

@@ -30,9 +30,9 @@ namespace flatune {
 struct SamSettings {
   std::string kind = "none";  // none sam asam looksam sam-subset
   double rho = 0.05;
-  double eta = 0.01;   // asam
-  int64_t k = 5;       // looksam: full SAM step every k steps
-  double alpha = 0.7;  // looksam
+  double eta = 0.01;                // asam
+  int64_t k = 5;                    // looksam: full SAM step every k steps
+  double alpha = 0.7;               // looksam
   std::vector<std::string> subset;  // sam-subset: ECMAScript regexes matched against whole names
 };
 

@@ -46,7 +46,11 @@ void write_correlation(const RunCorrelation& c, const std::string& out_dir) {
   make_dirs(out_dir);
   json runs = json::array();
   for (size_t i = 0; i < c.xs.size(); ++i) runs.push_back({{"run", c.labels[i]}, {c.x, c.xs[i]}, {c.y, c.ys[i]}});
-  json j = {{"source", c.source}, {"x", c.x}, {"y", c.y}, {"n", c.xs.size()}, {"left_out", c.left_out},
+  json j = {{"source", c.source},
+            {"x", c.x},
+            {"y", c.y},
+            {"n", c.xs.size()},
+            {"left_out", c.left_out},
             {"pearson", {{"r", c.pearson.statistic}, {"p_value", c.pearson.p_value}}},
             {"spearman", {{"rho", c.spearman.statistic}, {"p_value", c.spearman.p_value}}},
             {"runs", runs}};

@@ -124,7 +124,8 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       if (e["limit"]) g.eval_limit = e["limit"].as<int64_t>();
       for (const auto& a : e["wiseft-sweep"]) {
         double alpha = a.as<double>();
-        if (!(alpha >= 0 && alpha <= 1)) fail(where, "eval: wiseft-sweep: alpha " + a.as<std::string>() + " is outside [0, 1]");
+        if (!(alpha >= 0 && alpha <= 1))
+          fail(where, "eval: wiseft-sweep: alpha " + a.as<std::string>() + " is outside [0, 1]");
         g.wiseft_sweep.push_back(alpha);
       }
     }
@@ -177,8 +178,8 @@ void evaluate_into(const std::string& model_dir, const Grid& g, const std::strin
   }
 }
 
-json measure_flatness(const std::string& model_dir, const std::string& before_dir, const Grid& g, const GridTarget& target,
-                      uint64_t seed, const std::string& run_dir) {
+json measure_flatness(const std::string& model_dir, const std::string& before_dir, const Grid& g,
+                      const GridTarget& target, uint64_t seed, const std::string& run_dir) {
   TrainOptions defaults;
   for (const auto& [k, v] : g.train) set_train_option(defaults, k, v);
   // The target data as the runs were trained on it: their template, length and batch size.
@@ -237,8 +238,8 @@ json measure_flatness(const std::string& model_dir, const std::string& before_di
     out["surface_curvature"] = stats.curvature;
     out["surface_average_gradient"] = stats.average_gradient;
     out["surface_mean_abs_gradient"] = stats.mean_abs_gradient;
-    plot_contour(join_path(landscape_dir, "surface_2d_target.png"), "loss on target data around the tuned model", s2.alphas,
-                 s2.betas, s2.losses);
+    plot_contour(join_path(landscape_dir, "surface_2d_target.png"), "loss on target data around the tuned model",
+                 s2.alphas, s2.betas, s2.losses);
   }
   return out;
 }
@@ -339,12 +340,14 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
           run_wiseft_sweep(so);
         }
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        json done = {{"target", target.name}, {"method", method.name}, {"seed", seed}, {"seconds", secs}, {"model", model_dir}};
+        json done = {
+            {"target", target.name}, {"method", method.name}, {"seed", seed}, {"seconds", secs}, {"model", model_dir}};
         write_file_atomic(experiment_layout::done_marker(run_dir), done.dump(2) + "\n");
         progress.update(static_cast<int64_t>(index), name);
       }
   progress.finish();
-  json timing = {{"seconds_this_invocation", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
+  json timing = {
+      {"seconds_this_invocation", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
   write_file_atomic(join_path(eo.out, "timing.json"), timing.dump(2) + "\n");
   write_report(g, eo.out);
 }

@@ -36,7 +36,7 @@ struct Grid {
   std::vector<uint64_t> seeds = {1};
   std::map<std::string, std::string> train;  // common options for every run
   std::vector<std::string> suites, perplexity;
-  std::string categories;  // YAML grouping; default: the seed paper's
+  std::string categories;     // YAML grouping; default: the seed paper's
   std::string eval_template;  // template for generative target tests
   int64_t eval_limit = 0;
   // Wise-FT trade-off per run (eval key wiseft-sweep: [alphas]): before->tuned merged at each

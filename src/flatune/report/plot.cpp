@@ -30,13 +30,15 @@ void begin(const std::string& path) {
   plspage(0, 0, 800, 560, 0, 0);
   plscol0(0, 255, 255, 255);
   plscol0(1, 0, 0, 0);
-  static const int palette[][3] = {{31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {255, 127, 14}, {148, 103, 189}, {140, 86, 75}, {23, 190, 207}};
+  static const int palette[][3] = {{31, 119, 180},  {214, 39, 40}, {44, 160, 44}, {255, 127, 14},
+                                   {148, 103, 189}, {140, 86, 75}, {23, 190, 207}};
   for (int i = 0; i < 7; ++i) plscol0(2 + i, palette[i][0], palette[i][1], palette[i][2]);
   plinit();
   plfontld(1);
 }
 
-void frame(double x0, double x1, double y0, double y1, const std::string& title, const std::string& xl, const std::string& yl) {
+void frame(double x0, double x1, double y0, double y1, const std::string& title, const std::string& xl,
+           const std::string& yl) {
   if (x1 <= x0) x1 = x0 + 1;
   if (y1 <= y0) y1 = y0 + 1;
   double py = (y1 - y0) * 0.05;
@@ -81,10 +83,10 @@ void plot_lines(const std::string& path, const std::string& title, const std::st
   }
   std::vector<PLINT> text_colors(series.size(), 1);
   PLFLT lw, lh;
-  pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, PL_POSITION_TOP | PL_POSITION_RIGHT | PL_POSITION_INSIDE,
-           0.02, 0.02, 0.1, 0, 1, 1, 0, 0, static_cast<PLINT>(series.size()), opt.data(), 1.0, 0.9, 2.0, 1.0, text_colors.data(),
-           texts.data(), nullptr, nullptr, nullptr, nullptr, colors.data(), styles.data(), widths.data(), nullptr, nullptr,
-           nullptr, nullptr);
+  pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX,
+           PL_POSITION_TOP | PL_POSITION_RIGHT | PL_POSITION_INSIDE, 0.02, 0.02, 0.1, 0, 1, 1, 0, 0,
+           static_cast<PLINT>(series.size()), opt.data(), 1.0, 0.9, 2.0, 1.0, text_colors.data(), texts.data(), nullptr,
+           nullptr, nullptr, nullptr, colors.data(), styles.data(), widths.data(), nullptr, nullptr, nullptr, nullptr);
   plend();
 }
 
@@ -107,8 +109,8 @@ void plot_scatter(const std::string& path, const std::string& title, const std::
   plend();
 }
 
-void plot_contour(const std::string& path, const std::string& title, const std::vector<double>& x, const std::vector<double>& y,
-                  const std::vector<std::vector<double>>& z) {
+void plot_contour(const std::string& path, const std::string& title, const std::vector<double>& x,
+                  const std::vector<double>& y, const std::vector<std::vector<double>>& z) {
   std::lock_guard<std::mutex> lock(plot_mutex());
   const int nx = static_cast<int>(x.size()), ny = static_cast<int>(y.size());
   if (nx < 2 || ny < 2) fail(path, "a contour needs a grid of at least 2 x 2");
@@ -134,8 +136,8 @@ void plot_contour(const std::string& path, const std::string& title, const std::
   plscmap1l(1, 2, pos, r, g, b, nullptr);
   std::vector<PLFLT> shades(levels + 1);
   for (int i = 0; i <= levels; ++i) shades[i] = z0 + (z1 - z0) * i / levels;
-  plshades(rows.data(), nx, ny, nullptr, x.front(), x.back(), y.front(), y.back(), shades.data(), levels + 1, 1, 0, 0, plfill, 1,
-           pltr1, &grid);
+  plshades(rows.data(), nx, ny, nullptr, x.front(), x.back(), y.front(), y.back(), shades.data(), levels + 1, 1, 0, 0,
+           plfill, 1, pltr1, &grid);
   plcol0(1);
   plcont(rows.data(), nx, ny, 1, nx, 1, ny, clev.data(), levels, pltr1, &grid);
   plend();

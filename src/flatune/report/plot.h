@@ -15,11 +15,12 @@ struct Series {
 void plot_lines(const std::string& path, const std::string& title, const std::string& xlabel, const std::string& ylabel,
                 const std::vector<Series>& series);
 // Points with a text label each (runs in a scatter of sharpness against forgetting).
-void plot_scatter(const std::string& path, const std::string& title, const std::string& xlabel, const std::string& ylabel,
-                  const std::vector<double>& x, const std::vector<double>& y, const std::vector<std::string>& labels);
+void plot_scatter(const std::string& path, const std::string& title, const std::string& xlabel,
+                  const std::string& ylabel, const std::vector<double>& x, const std::vector<double>& y,
+                  const std::vector<std::string>& labels);
 // Contour lines of z[i][j] over (x[i], y[j]).
-void plot_contour(const std::string& path, const std::string& title, const std::vector<double>& x, const std::vector<double>& y,
-                  const std::vector<std::vector<double>>& z);
+void plot_contour(const std::string& path, const std::string& title, const std::vector<double>& x,
+                  const std::vector<double>& y, const std::vector<std::vector<double>>& z);
 
 // <dir>/<stem>.png and <dir>/<stem>.svg, each drawn by `draw(path)`: the PNG to look at, the
 // SVG to scale into a paper.

@@ -25,7 +25,8 @@ namespace {
 struct RunInfo {
   std::string name, target, method, dir;
   uint64_t seed = 0;
-  double overall = 0, delta = 0, target_score = NAN, target_gain = NAN, sam_sharpness = NAN, lambda_max = NAN, seconds = 0;
+  double overall = 0, delta = 0, target_score = NAN, target_gain = NAN, sam_sharpness = NAN, lambda_max = NAN,
+         seconds = 0;
   json flat;
 };
 
@@ -39,7 +40,7 @@ std::string pm(const std::vector<double>& v) {
   std::snprintf(b, sizeof b, "%.4f ± %.4f", mean_of(v), sample_std(v));
   return b;
 }
-std::vector<double> get(const std::vector<RunInfo>& runs, double RunInfo::*field) {
+std::vector<double> get(const std::vector<RunInfo>& runs, double RunInfo::* field) {
   std::vector<double> out;
   for (const auto& r : runs) out.push_back(r.*field);
   return out;
@@ -74,8 +75,10 @@ std::string html_escape(const std::string& s) {
 std::string to_html(const std::string& md, const std::string& dir) {
   std::ostringstream out;
   out << "<!doctype html><html><head><meta charset=\"utf-8\"><title>flatune report</title><style>"
-         "body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4}table{border-collapse:collapse;margin:1em 0}"
-         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}img{max-width:100%}</style></head><body>\n";
+         "body{font-family:sans-serif;max-width:1000px;margin:2em "
+         "auto;line-height:1.4}table{border-collapse:collapse;margin:1em 0}"
+         "td,th{border:1px solid #ccc;padding:3px "
+         "8px;text-align:right}td:first-child{text-align:left}img{max-width:100%}</style></head><body>\n";
   std::istringstream in(md);
   std::string line;
   bool in_table = false, header = false;
@@ -89,7 +92,8 @@ std::string to_html(const std::string& md, const std::string& dir) {
       out << "<tr>";
       std::stringstream cells(line.substr(1));
       std::string cell;
-      while (std::getline(cells, cell, '|')) out << (header ? "<th>" : "<td>") << html_escape(cell) << (header ? "</th>" : "</td>");
+      while (std::getline(cells, cell, '|'))
+        out << (header ? "<th>" : "<td>") << html_escape(cell) << (header ? "</th>" : "</td>");
       out << "</tr>\n";
       header = false;
       continue;
@@ -146,10 +150,12 @@ void write_report(const Grid& g, const std::string& out) {
     runs[k].delta = table.overall.tuned[k] - table.overall.base;
     for (const auto& row : table.targets)
       if (!g.targets.empty() && row.name == fs::path([&] {
-            for (const auto& t : g.targets)
-              if (t.name == runs[k].target) return t.test;
-            return std::string();
-          }()).stem().string()) {
+                                              for (const auto& t : g.targets)
+                                                if (t.name == runs[k].target) return t.test;
+                                              return std::string();
+                                            }())
+                                                .stem()
+                                                .string()) {
         runs[k].target_score = row.tuned[k];
         runs[k].target_gain = row.tuned[k] - row.base;
       }
@@ -161,16 +167,18 @@ void write_report(const Grid& g, const std::string& out) {
   make_dirs(join_path(out, "figures"));
   std::ostringstream md;
   md << "# " << g.name << ": forgetting and flatness\n\n";
-  struct utsname u {};
+  struct utsname u{};
   uname(&u);
   md << "## Setup\n\n";
-  md << "Before model: fine-tuning starts from " << (g.stages.empty() ? g.before : "the model built by the stages below") << ". ";
+  md << "Before model: fine-tuning starts from "
+     << (g.stages.empty() ? g.before : "the model built by the stages below") << ". ";
   md << "Targets: ";
   for (const auto& t : g.targets) md << t.name << " (" << t.data << ") ";
   md << ". Seeds: " << g.seeds.size() << " (";
   for (size_t i = 0; i < g.seeds.size(); ++i) md << (i ? ", " : "") << g.seeds[i];
-  md << "). Machine: " << u.machine << ", " << std::thread::hardware_concurrency() << " cores, " << u.sysname << " " << u.release
-     << "; libtorch " << compat::torch_version() << ". Comparison at equal steps (every method trains the same number of steps).\n\n";
+  md << "). Machine: " << u.machine << ", " << std::thread::hardware_concurrency() << " cores, " << u.sysname << " "
+     << u.release << "; libtorch " << compat::torch_version()
+     << ". Comparison at equal steps (every method trains the same number of steps).\n\n";
   md << "| setting | value |\n|---|---|\n";
   for (const auto& [k, v] : g.train) md << "| " << k << " | " << v << " |\n";
   for (const auto& st : g.stages)
@@ -181,11 +189,13 @@ void write_report(const Grid& g, const std::string& out) {
     if (m.wiseft_alpha >= 0) md << "wiseft-alpha=" << m.wiseft_alpha;
     md << " |\n";
   }
-  md << "\n## Forgetting per run (tuned − before; general suites by category, target tests as gains)\n\n" << forgetting_markdown(table);
+  md << "\n## Forgetting per run (tuned − before; general suites by category, target tests as gains)\n\n"
+     << forgetting_markdown(table);
 
   // Per method over seeds.
   md << "\n## Per method (mean ± sample std over " << g.seeds.size() << " seeds)\n\n";
-  md << "| target | method | n | overall general score | Δ overall | target score | target gain | SAM sharpness | λmax | minutes/run |\n"
+  md << "| target | method | n | overall general score | Δ overall | target score | target gain | SAM sharpness | λmax "
+        "| minutes/run |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   std::map<std::pair<std::string, std::string>, std::vector<RunInfo>> by;
   for (const auto& r : runs) by[{r.target, r.method}].push_back(r);
@@ -195,14 +205,15 @@ void write_report(const Grid& g, const std::string& out) {
       if (it == by.end()) continue;
       const auto& rs = it->second;
       md << "| " << t.name << " | " << m.name << " | " << rs.size() << " | " << pm(get(rs, &RunInfo::overall)) << " | "
-         << pm(get(rs, &RunInfo::delta)) << " | " << pm(get(rs, &RunInfo::target_score)) << " | " << pm(get(rs, &RunInfo::target_gain))
-         << " | " << pm(get(rs, &RunInfo::sam_sharpness)) << " | " << pm(get(rs, &RunInfo::lambda_max)) << " | "
-         << f4(mean_of(get(rs, &RunInfo::seconds)) / 60) << " |\n";
+         << pm(get(rs, &RunInfo::delta)) << " | " << pm(get(rs, &RunInfo::target_score)) << " | "
+         << pm(get(rs, &RunInfo::target_gain)) << " | " << pm(get(rs, &RunInfo::sam_sharpness)) << " | "
+         << pm(get(rs, &RunInfo::lambda_max)) << " | " << f4(mean_of(get(rs, &RunInfo::seconds)) / 60) << " |\n";
     }
 
   // Each method against the first (the baseline), paired by seed.
   md << "\n## Against the baseline (" << g.methods[0].name << "), paired by seed\n\n";
-  md << "| target | method | pairs | Δ overall − baseline's | t | p | target gain − baseline's | p |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+  md << "| target | method | pairs | Δ overall − baseline's | t | p | target gain − baseline's | p "
+        "|\n|---|---|---:|---:|---:|---:|---:|---:|\n";
   std::ostringstream findings;
   for (const auto& t : g.targets)
     for (size_t mi = 1; mi < g.methods.size(); ++mi) {
@@ -223,13 +234,16 @@ void write_report(const Grid& g, const std::string& out) {
       if (a.empty()) continue;
       auto tt = paired_t_test(a, b), tg = paired_t_test(ta, tb);
       double diff = mean_of(a) - mean_of(b), gdiff = mean_of(ta) - mean_of(tb);
-      md << "| " << t.name << " | " << g.methods[mi].name << " | " << a.size() << " | " << f4(diff) << " | " << f4(tt.statistic) << " | "
-         << f4(tt.p_value) << " | " << f4(gdiff) << " | " << f4(tg.p_value) << " |\n";
-      findings << "On " << t.name << ", " << g.methods[mi].name << " changed the overall general score by " << f4(mean_of(a))
-               << " against " << f4(mean_of(b)) << " for " << g.methods[0].name << " (difference " << f4(diff) << ", paired p = "
-               << f4(tt.p_value) << ", " << a.size() << " seeds): it forgot " << (diff > 0 ? "less" : diff < 0 ? "more" : "as much")
-               << (tt.p_value < 0.05 ? "" : ", a difference these seeds cannot tell from noise") << ". Its target gain was "
-               << f4(mean_of(ta)) << " against " << f4(mean_of(tb)) << ". ";
+      md << "| " << t.name << " | " << g.methods[mi].name << " | " << a.size() << " | " << f4(diff) << " | "
+         << f4(tt.statistic) << " | " << f4(tt.p_value) << " | " << f4(gdiff) << " | " << f4(tg.p_value) << " |\n";
+      findings << "On " << t.name << ", " << g.methods[mi].name << " changed the overall general score by "
+               << f4(mean_of(a)) << " against " << f4(mean_of(b)) << " for " << g.methods[0].name << " (difference "
+               << f4(diff) << ", paired p = " << f4(tt.p_value) << ", " << a.size() << " seeds): it forgot "
+               << (diff > 0   ? "less"
+                   : diff < 0 ? "more"
+                              : "as much")
+               << (tt.p_value < 0.05 ? "" : ", a difference these seeds cannot tell from noise")
+               << ". Its target gain was " << f4(mean_of(ta)) << " against " << f4(mean_of(tb)) << ". ";
     }
 
   // Sharpness against forgetting across runs.
@@ -243,43 +257,49 @@ void write_report(const Grid& g, const std::string& out) {
     labels.push_back(r.method + " s" + std::to_string(r.seed));
   }
   md << "| sharpness measure | Pearson r | p | Spearman ρ | p | runs |\n|---|---:|---:|---:|---:|---:|\n";
-  for (auto [name, xs] : std::vector<std::pair<std::string, std::vector<double>>>{{"Hessian λmax (target data)", lam}, {"SAM sharpness", sams}}) {
+  for (auto [name, xs] : std::vector<std::pair<std::string, std::vector<double>>>{{"Hessian λmax (target data)", lam},
+                                                                                  {"SAM sharpness", sams}}) {
     auto p = pearson(xs, forget), s = spearman(xs, forget);
-    md << "| " << name << " | " << f4(p.statistic) << " | " << f4(p.p_value) << " | " << f4(s.statistic) << " | " << f4(s.p_value) << " | "
-       << xs.size() << " |\n";
+    md << "| " << name << " | " << f4(p.statistic) << " | " << f4(p.p_value) << " | " << f4(s.statistic) << " | "
+       << f4(s.p_value) << " | " << xs.size() << " |\n";
     if (name.rfind("Hessian", 0) == 0)
-      findings << "Across the " << xs.size() << " runs, the Hessian's top eigenvalue correlated with forgetting at Pearson r = " << f4(p.statistic)
+      findings << "Across the " << xs.size()
+               << " runs, the Hessian's top eigenvalue correlated with forgetting at Pearson r = " << f4(p.statistic)
                << " (p = " << f4(p.p_value) << ", Spearman " << f4(s.statistic) << "): "
                << (p.statistic > 0 && p.p_value < 0.05 ? "sharper minima forgot more, as the paper claims."
-                   : p.statistic > 0 ? "the sign the paper predicts (sharper forgets more), but not significant with this many runs."
-                                     : "not the relation the paper reports.")
+                   : p.statistic > 0
+                       ? "the sign the paper predicts (sharper forgets more), but not significant with this many runs."
+                       : "not the relation the paper reports.")
                << " ";
   }
   try {
-    plot_scatter(join_path(out, "figures/sharpness_vs_forgetting.png"), "forgetting (drop of the overall general score) vs Hessian top eigenvalue",
+    plot_scatter(join_path(out, "figures/sharpness_vs_forgetting.png"),
+                 "forgetting (drop of the overall general score) vs Hessian top eigenvalue",
                  "lambda max on target data", "forgetting", lam, forget, labels);
     md << "\n![sharpness vs forgetting](figures/sharpness_vs_forgetting.png)\n";
-  } catch (const Error&) {
-  }
+  } catch (const Error&) {}
   // Surfaces and interpolation, first seed of each method.
   for (const char* key : {"surface_target", "surface_general", "interpolation_target", "interpolation_general"}) {
     std::vector<Series> series;
     for (const auto& r : runs)
       if (r.seed == g.seeds[0] && r.flat.contains(key))
-        series.push_back({r.target + " " + r.method, r.flat[key]["alphas"].get<std::vector<double>>(), r.flat[key]["losses"].get<std::vector<double>>()});
+        series.push_back({r.target + " " + r.method, r.flat[key]["alphas"].get<std::vector<double>>(),
+                          r.flat[key]["losses"].get<std::vector<double>>()});
     if (series.empty()) continue;
     std::string k = key;
     bool interp = k.rfind("interpolation", 0) == 0;
     std::string data = k.find("target") != std::string::npos ? "target-task data" : "general held-out text";
     std::string title = interp ? "loss from the before model (0) to the tuned model (1), " + data
                                : "loss along a filter-normalised random direction, " + data;
-    plot_lines(join_path(out, "figures/" + k + ".png"), title, interp ? "interpolation alpha" : "step along the direction", "loss", series);
+    plot_lines(join_path(out, "figures/" + k + ".png"), title,
+               interp ? "interpolation alpha" : "step along the direction", "loss", series);
     md << "\n![" << k << "](figures/" << k << ".png)\n";
   }
   // Wise-FT trade-off: per method, the mean over seeds at each alpha of the sweep.
   if (!g.wiseft_sweep.empty()) {
     md << "\n## Wise-FT trade-off (before → tuned merged at α; mean over seeds)\n\n"
-       << "| target | method | α | seeds | forgetting (drop of the overall general score) | target gain |\n|---|---|---:|---:|---:|---:|\n";
+       << "| target | method | α | seeds | forgetting (drop of the overall general score) | target gain "
+          "|\n|---|---|---:|---:|---:|---:|\n";
     std::vector<Series> curves;
     for (const auto& t : g.targets)
       for (const auto& m : g.methods) {
@@ -304,12 +324,13 @@ void write_report(const Grid& g, const std::string& out) {
         curves.push_back(curve);
       }
     if (!curves.empty()) {
-      plot_lines(join_path(out, "figures/wiseft_tradeoff.png"), "Wise-FT: target gain against forgetting as alpha goes 0 -> 1",
-                 "forgetting", "target gain", curves);
+      plot_lines(join_path(out, "figures/wiseft_tradeoff.png"),
+                 "Wise-FT: target gain against forgetting as alpha goes 0 -> 1", "forgetting", "target gain", curves);
       md << "\n![Wise-FT trade-off](figures/wiseft_tradeoff.png)\n";
     }
   }
-  md << "\n## Findings\n\n" << findings.str() << "\n\nThese are the numbers this run produced on a small model; they are reported as found, "
+  md << "\n## Findings\n\n"
+     << findings.str() << "\n\nThese are the numbers this run produced on a small model; they are reported as found, "
      << "whether or not they agree with the paper.\n";
   write_file_atomic(join_path(out, "report.md"), md.str());
   write_file_atomic(join_path(out, "report.html"), to_html(md.str(), out));

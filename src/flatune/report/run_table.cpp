@@ -91,9 +91,7 @@ RunTable read_runs_folder(const std::string& dir) {
             double g = row.at("delta")[k].get<double>();
             if (std::isfinite(g) && !target_gain.count(names[k])) target_gain[names[k]] = g;
           }
-    } catch (const json::exception& e) {
-      fail(fj, std::string("unexpected structure: ") + e.what());
-    }
+    } catch (const json::exception& e) { fail(fj, std::string("unexpected structure: ") + e.what()); }
   }
   RunTable t;
   std::vector<fs::path> folders;

@@ -27,10 +27,9 @@ std::vector<double> parse_alpha_list(const std::string& text, const std::string&
     double a = 0;
     try {
       a = std::stod(piece, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (piece.empty() || used != piece.size()) fail(where, "'" + piece + "' is not a number (give alphas as 0,0.25,0.5)");
+    } catch (const std::exception&) { used = 0; }
+    if (piece.empty() || used != piece.size())
+      fail(where, "'" + piece + "' is not a number (give alphas as 0,0.25,0.5)");
     out.push_back(a);
   }
   if (out.empty()) fail(where, "no alpha given");
@@ -76,7 +75,8 @@ WiseFtSweep run_wiseft_sweep(const WiseFtSweepOptions& o) {
   Task target = read_task(o.target_task);
   for (size_t i = 0; i < general.size(); ++i)
     for (size_t j = 0; j < i; ++j)
-      if (general[i].name == general[j].name) fail(general[i].path, "two general task files are named '" + general[i].name + "'");
+      if (general[i].name == general[j].name)
+        fail(general[i].path, "two general task files are named '" + general[i].name + "'");
   auto tok = load_tokenizer(o.base_dir);
   auto model = load_llama(o.base_dir);
   WiseFtEnds ends = load_wiseft_ends(o.base_dir, o.tuned_dir);
@@ -147,8 +147,8 @@ WiseFtSweep run_wiseft_sweep(const WiseFtSweepOptions& o) {
     }
     for (const char* ext : {".png", ".svg"})
       plot_scatter(join_path(o.out_dir, std::string("wiseft_sweep") + ext), "Wise-FT: target gain against forgetting",
-                   "forgetting (general score lost vs the base)", "target gain (" + s.target_name + ", " + s.target_metric + ")",
-                   x, y, labels);
+                   "forgetting (general score lost vs the base)",
+                   "target gain (" + s.target_name + ", " + s.target_metric + ")", x, y, labels);
   }
   return s;
 }
@@ -162,7 +162,8 @@ std::string wiseft_sweep_csv(const WiseFtSweep& s) {
   for (const auto& row : s.rows) {
     out += alpha_label(row.alpha);
     for (const auto& c : s.categories) out += "," + num(row.category_scores.at(c));
-    out += "," + num(row.general) + "," + num(row.forgetting) + "," + num(row.target) + "," + num(row.target_gain) + "\n";
+    out +=
+        "," + num(row.general) + "," + num(row.forgetting) + "," + num(row.target) + "," + num(row.target_gain) + "\n";
   }
   return out;
 }
@@ -172,11 +173,20 @@ json wiseft_sweep_json(const WiseFtSweep& s, const WiseFtSweepOptions& o) {
   for (const auto& [name, cat] : s.task_category) tasks[name] = {{"category", cat}, {"metric", s.task_metric.at(name)}};
   json rows = json::array();
   for (const auto& row : s.rows)
-    rows.push_back({{"alpha", row.alpha}, {"categories", row.category_scores}, {"tasks", row.task_scores},
-                    {"general", row.general}, {"forgetting", row.forgetting}, {"target", row.target},
+    rows.push_back({{"alpha", row.alpha},
+                    {"categories", row.category_scores},
+                    {"tasks", row.task_scores},
+                    {"general", row.general},
+                    {"forgetting", row.forgetting},
+                    {"target", row.target},
                     {"target_gain", row.target_gain}});
-  return {{"base", o.base_dir}, {"tuned", o.tuned_dir}, {"target_task", s.target_name}, {"target_metric", s.target_metric},
-          {"categories", s.categories}, {"tasks", tasks}, {"rows", rows}};
+  return {{"base", o.base_dir},
+          {"tuned", o.tuned_dir},
+          {"target_task", s.target_name},
+          {"target_metric", s.target_metric},
+          {"categories", s.categories},
+          {"tasks", tasks},
+          {"rows", rows}};
 }
 
 }  // namespace flatune

@@ -30,15 +30,15 @@
 namespace flatune {
 
 struct WiseFtSweepOptions {
-  std::string base_dir;   // HF model folder (its tokenizer is used for every alpha)
-  std::string tuned_dir;  // HF model folder, or a PEFT adapter folder over base_dir
+  std::string base_dir;                                  // HF model folder (its tokenizer is used for every alpha)
+  std::string tuned_dir;                                 // HF model folder, or a PEFT adapter folder over base_dir
   std::vector<double> alphas = {0, 0.25, 0.5, 0.75, 1};  // each in [0, 1]; 0 is added when missing
-  std::vector<std::string> general_tasks;  // task files (eval format), at least one
-  std::string target_task;                 // task file of the fine-tuning target
+  std::vector<std::string> general_tasks;                // task files (eval format), at least one
+  std::string target_task;                               // task file of the fine-tuning target
   Categories categories = paper_categories();
-  EvalOptions eval;                 // settings for every task
-  std::string target_template;      // generative target: wrap prompts in this training template
-  std::string out_dir;              // receives the files above ("" writes nothing)
+  EvalOptions eval;             // settings for every task
+  std::string target_template;  // generative target: wrap prompts in this training template
+  std::string out_dir;          // receives the files above ("" writes nothing)
 };
 
 struct WiseFtSweepRow {
@@ -49,11 +49,11 @@ struct WiseFtSweepRow {
 };
 
 struct WiseFtSweep {
-  std::vector<std::string> categories;                // in the grouping's order, then lone tasks
-  std::map<std::string, std::string> task_category;   // general task name -> category
-  std::map<std::string, std::string> task_metric;     // general task name -> metric
+  std::vector<std::string> categories;               // in the grouping's order, then lone tasks
+  std::map<std::string, std::string> task_category;  // general task name -> category
+  std::map<std::string, std::string> task_metric;    // general task name -> metric
   std::string target_name, target_metric;
-  std::vector<WiseFtSweepRow> rows;                   // ascending alpha
+  std::vector<WiseFtSweepRow> rows;  // ascending alpha
 };
 
 // Evaluates every alpha and, when out_dir is set, writes the table, JSON and figure. Errors

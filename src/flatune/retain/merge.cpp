@@ -24,7 +24,8 @@ NamedTensors interpolate_weights(const NamedTensors& base, const NamedTensors& t
   for (const auto& [name, b] : base) {
     auto it = t.find(name);
     if (it == t.end()) fail(where, "tensor '" + name + "' is missing from the tuned model");
-    if (!it->second.sizes().equals(b.sizes())) fail(where, "tensor '" + name + "' has different shapes in base and tuned");
+    if (!it->second.sizes().equals(b.sizes()))
+      fail(where, "tensor '" + name + "' has different shapes in base and tuned");
     // In the wider of the two dtypes: a bf16 base must not round an fp32 tuned model first.
     const auto wide = torch::promote_types(b.scalar_type(), it->second.scalar_type());
     auto bw = b.to(wide), tw = it->second.to(wide);
@@ -80,7 +81,8 @@ NamedTensors wiseft_weights(const WiseFtEnds& ends, double alpha, bool extrapola
     if (it == ends.adapters.end() || alpha == 0) {
       out.emplace_back(name, w.clone());
     } else {
-      if (!it->second.product.sizes().equals(w.sizes())) fail(ends.where, "adapter for '" + name + "' does not fit the base weight");
+      if (!it->second.product.sizes().equals(w.sizes()))
+        fail(ends.where, "adapter for '" + name + "' does not fit the base weight");
       out.emplace_back(name, (w + it->second.product * (it->second.scale * alpha)).to(w.scalar_type()));
     }
     if (it != ends.adapters.end()) ++used;

@@ -13,7 +13,8 @@ RetainPenalty make_retain_penalty(LlamaForCausalLM& model, const std::string& fi
   p.on_adapters = on_adapters;
   if (ewc_lambda < 0 || l2_lambda < 0) fail("--ewc-lambda", "penalty strengths must not be negative");
   if (ewc_lambda > 0 && fisher_path.empty()) fail("--ewc", "--ewc-lambda needs a Fisher file (flatune fisher)");
-  if (ewc_lambda == 0 && !fisher_path.empty()) fail("--ewc-lambda", "a Fisher file without a positive --ewc-lambda would do nothing");
+  if (ewc_lambda == 0 && !fisher_path.empty())
+    fail("--ewc-lambda", "a Fisher file without a positive --ewc-lambda would do nothing");
   if (ewc_lambda == 0 && l2_lambda == 0) return p;
   std::map<std::string, torch::Tensor> fisher;
   if (ewc_lambda > 0)
@@ -27,8 +28,10 @@ RetainPenalty make_retain_penalty(LlamaForCausalLM& model, const std::string& fi
     term.base = t.detach().clone();
     if (ewc_lambda > 0) {
       auto it = fisher.find(name);
-      if (it == fisher.end()) fail(fisher_path, "no Fisher tensor for '" + name + "' (a Fisher file from another architecture?)");
-      if (!it->second.sizes().equals(t.sizes())) fail(fisher_path, "Fisher tensor '" + name + "' has the wrong shape for this model");
+      if (it == fisher.end())
+        fail(fisher_path, "no Fisher tensor for '" + name + "' (a Fisher file from another architecture?)");
+      if (!it->second.sizes().equals(t.sizes()))
+        fail(fisher_path, "Fisher tensor '" + name + "' has the wrong shape for this model");
       term.fisher = it->second.to(t.options());
       fisher.erase(it);
     }
@@ -41,7 +44,8 @@ RetainPenalty make_retain_penalty(LlamaForCausalLM& model, const std::string& fi
 
 void bind_lora_terms(RetainPenalty& p, LlamaForCausalLM& model) {
   if (p.terms.empty() || !model->has_lora()) return;
-  if (p.on_adapters && p.ewc_lambda > 0) fail("--ewc", "EWC on adapters is undefined (no Fisher for them); drop --penalty-on-adapters");
+  if (p.on_adapters && p.ewc_lambda > 0)
+    fail("--ewc", "EWC on adapters is undefined (no Fisher for them); drop --penalty-on-adapters");
   std::map<std::string, RetainPenalty::Term> by_name;
   for (auto& t : p.terms) by_name[t.name] = t;
   std::vector<RetainPenalty::Term> terms;

@@ -17,9 +17,9 @@ namespace flatune {
 struct RetainPenalty {
   struct Term {
     std::string name;
-    torch::Tensor param;   // the parameter (full fine-tuning or adapter) or undefined (LoRA effective)
-    torch::Tensor base;    // theta_base (or the adapter's initial value)
-    torch::Tensor fisher;  // EWC weight, undefined for L2 only
+    torch::Tensor param;                   // the parameter (full fine-tuning or adapter) or undefined (LoRA effective)
+    torch::Tensor base;                    // theta_base (or the adapter's initial value)
+    torch::Tensor fisher;                  // EWC weight, undefined for L2 only
     ProjectionImpl* projection = nullptr;  // LoRA effective-weight terms
   };
   std::vector<Term> terms;

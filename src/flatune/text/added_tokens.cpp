@@ -36,7 +36,8 @@ std::vector<TextPiece> split_added_tokens(std::string_view text, const std::vect
     const AddedToken* best = nullptr;
     if (starts[static_cast<unsigned char>(text[i])])
       for (const auto& t : tokens)
-        if (!t.content.empty() && text.compare(i, t.content.size(), t.content) == 0 && (!best || t.content.size() > best->content.size()))
+        if (!t.content.empty() && text.compare(i, t.content.size(), t.content) == 0 &&
+            (!best || t.content.size() > best->content.size()))
           best = &t;
     if (!best) {
       i += utf8_char_len(text, i);
@@ -55,7 +56,8 @@ std::vector<TextPiece> split_added_tokens(std::string_view text, const std::vect
   return out;
 }
 
-SpecialTokens read_special_tokens(const json& config, const std::function<std::optional<int32_t>(const std::string&)>& id_of,
+SpecialTokens read_special_tokens(const json& config,
+                                  const std::function<std::optional<int32_t>(const std::string&)>& id_of,
                                   bool default_add_bos, bool default_add_eos, const std::string& where) {
   SpecialTokens s;
   s.add_bos = default_add_bos;
@@ -66,25 +68,29 @@ SpecialTokens read_special_tokens(const json& config, const std::function<std::o
     const json& v = config[key];
     std::string content;
     if (v.is_string()) content = v.get<std::string>();
-    else if (v.is_object() && v.contains("content") && v["content"].is_string()) content = v["content"].get<std::string>();
+    else if (v.is_object() && v.contains("content") && v["content"].is_string())
+      content = v["content"].get<std::string>();
     else fail(where, std::string("field '") + key + "' must be a string or {\"content\": …}");
     auto id = id_of(content);
-    if (!id) fail(where, std::string("field '") + key + "' names token '" + content + "', which is not in the vocabulary");
+    if (!id)
+      fail(where, std::string("field '") + key + "' names token '" + content + "', which is not in the vocabulary");
     return id;
   };
   s.bos_id = token("bos_token");
   s.eos_id = token("eos_token");
   s.pad_id = token("pad_token");
   s.unk_id = token("unk_token");
-  if (config.contains("add_bos_token") && config["add_bos_token"].is_boolean()) s.add_bos = config["add_bos_token"].get<bool>();
-  if (config.contains("add_eos_token") && config["add_eos_token"].is_boolean()) s.add_eos = config["add_eos_token"].get<bool>();
+  if (config.contains("add_bos_token") && config["add_bos_token"].is_boolean())
+    s.add_bos = config["add_bos_token"].get<bool>();
+  if (config.contains("add_eos_token") && config["add_eos_token"].is_boolean())
+    s.add_eos = config["add_eos_token"].get<bool>();
   return s;
 }
 
 std::string clean_up_tokenization(std::string s) {
   static const std::vector<std::pair<std::string, std::string>> rules = {
-      {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
-      {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (const auto& [from, to] : rules) {
     size_t pos = 0;
     while ((pos = s.find(from, pos)) != std::string::npos) {

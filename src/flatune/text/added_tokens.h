@@ -31,7 +31,8 @@ std::vector<TextPiece> split_added_tokens(std::string_view text, const std::vect
 
 // bos/eos/pad/unk from tokenizer_config.json (string or {"content": …}), looked up with
 // `id_of`; add_bos_token / add_eos_token override the given defaults.
-SpecialTokens read_special_tokens(const json& config, const std::function<std::optional<int32_t>(const std::string&)>& id_of,
+SpecialTokens read_special_tokens(const json& config,
+                                  const std::function<std::optional<int32_t>(const std::string&)>& id_of,
                                   bool default_add_bos, bool default_add_eos, const std::string& where);
 
 // transformers' clean_up_tokenization: " ." -> "." and the like.

@@ -40,9 +40,19 @@ struct ByteAlphabet {
   static std::string encode_utf8(uint32_t cp) {
     std::string s;
     if (cp < 0x80) s += char(cp);
-    else if (cp < 0x800) { s += char(0xC0 | (cp >> 6)); s += char(0x80 | (cp & 0x3F)); }
-    else if (cp < 0x10000) { s += char(0xE0 | (cp >> 12)); s += char(0x80 | ((cp >> 6) & 0x3F)); s += char(0x80 | (cp & 0x3F)); }
-    else { s += char(0xF0 | (cp >> 18)); s += char(0x80 | ((cp >> 12) & 0x3F)); s += char(0x80 | ((cp >> 6) & 0x3F)); s += char(0x80 | (cp & 0x3F)); }
+    else if (cp < 0x800) {
+      s += char(0xC0 | (cp >> 6));
+      s += char(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      s += char(0xE0 | (cp >> 12));
+      s += char(0x80 | ((cp >> 6) & 0x3F));
+      s += char(0x80 | (cp & 0x3F));
+    } else {
+      s += char(0xF0 | (cp >> 18));
+      s += char(0x80 | ((cp >> 12) & 0x3F));
+      s += char(0x80 | ((cp >> 6) & 0x3F));
+      s += char(0x80 | (cp & 0x3F));
+    }
     return s;
   }
 };
@@ -65,7 +75,11 @@ std::string utf8_lossy(const std::string& s) {
   size_t i = 0;
   while (i < s.size()) {
     unsigned char c = s[i];
-    size_t n = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+    size_t n = c < 0x80                   ? 1
+               : (c >= 0xC2 && c <= 0xDF) ? 2
+               : (c >= 0xE0 && c <= 0xEF) ? 3
+               : (c >= 0xF0 && c <= 0xF4) ? 4
+                                          : 0;
     bool ok = n > 0 && i + n <= s.size();
     size_t valid = 1;
     if (n > 1) {
@@ -78,7 +92,10 @@ std::string utf8_lossy(const std::string& s) {
           if (c == 0xF0) lo = 0x90;
           if (c == 0xF4) hi = 0x8F;
         }
-        if (d < lo || d > hi) { ok = false; break; }
+        if (d < lo || d > hi) {
+          ok = false;
+          break;
+        }
         ++valid;
       }
       if (valid < n) ok = false;
@@ -100,11 +117,13 @@ class Regex {
   Regex(const std::string& pattern, const std::string& where) {
     int err = 0;
     PCRE2_SIZE off = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(), PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &err, &off, nullptr);
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
+                          PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &err, &off, nullptr);
     if (!code_) {
       PCRE2_UCHAR buf[256];
       pcre2_get_error_message(err, buf, sizeof buf);
-      fail(where, "cannot compile pre-tokenizer pattern at offset " + std::to_string(off) + ": " + reinterpret_cast<char*>(buf));
+      fail(where, "cannot compile pre-tokenizer pattern at offset " + std::to_string(off) + ": " +
+                      reinterpret_cast<char*>(buf));
     }
     pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);
   }
@@ -289,9 +308,7 @@ class HfBpeTokenizer : public Tokenizer {
     if (!j.is_object()) fail(path, "expected a JSON object");
     try {
       load(j, config);
-    } catch (const json::exception& e) {
-      fail(path, std::string("unexpected structure: ") + e.what());
-    }
+    } catch (const json::exception& e) { fail(path, std::string("unexpected structure: ") + e.what()); }
   }
 
   std::vector<int32_t> encode(std::string_view text, bool add_special) const override {
@@ -342,7 +359,8 @@ class HfBpeTokenizer : public Tokenizer {
     const json& model = j.at("model");
     std::string type = model.value("type", std::string("BPE"));
     if (type != "BPE") fail(path_, "unsupported model type '" + type + "' (only BPE)");
-    if (!model.value("dropout", json()).is_null() && model["dropout"].get<double>() != 0.0) fail(path_, "unsupported model option: BPE dropout");
+    if (!model.value("dropout", json()).is_null() && model["dropout"].get<double>() != 0.0)
+      fail(path_, "unsupported model option: BPE dropout");
     for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
       if (model.contains(k) && !model[k].is_null() && !model[k].get<std::string>().empty())
         fail(path_, std::string("unsupported model option: ") + k);
@@ -379,7 +397,8 @@ class HfBpeTokenizer : public Tokenizer {
       auto ia = vocab_.find(a), ib = vocab_.find(b), im = vocab_.find(a + b);
       if (ia == vocab_.end() || ib == vocab_.end())
         fail(path_, "merge #" + std::to_string(rank) + " names unknown token '" + (ia == vocab_.end() ? a : b) + "'");
-      if (im == vocab_.end()) fail(path_, "merge #" + std::to_string(rank) + " makes '" + a + b + "', which is not in the vocabulary");
+      if (im == vocab_.end())
+        fail(path_, "merge #" + std::to_string(rank) + " makes '" + a + b + "', which is not in the vocabulary");
       merges_[pair_key(ia->second, ib->second)] = {rank++, im->second};
     }
     for (const auto& t : j.value("added_tokens", json::array())) {
@@ -389,7 +408,8 @@ class HfBpeTokenizer : public Tokenizer {
       a.special = t.value("special", false);
       a.lstrip = t.value("lstrip", false);
       a.rstrip = t.value("rstrip", false);
-      if (t.value("single_word", false)) fail(path_, "unsupported added token option: single_word (token '" + a.content + "')");
+      if (t.value("single_word", false))
+        fail(path_, "unsupported added token option: single_word (token '" + a.content + "')");
       if (t.value("normalized", false) && !a.special)
         fail(path_, "unsupported added token option: normalized=true (token '" + a.content + "')");
       if (static_cast<size_t>(a.id) >= id_to_token_.size()) id_to_token_.resize(a.id + 1);
@@ -414,14 +434,17 @@ class HfBpeTokenizer : public Tokenizer {
     special_ = read_special_tokens(config, id_of, false, false, path_);
     if (!special_.unk_id && unk_id_ >= 0) special_.unk_id = unk_id_;
     std::string cls = config.is_object() ? config.value("tokenizer_class", std::string()) : std::string();
-    if (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast" || cls == "CodeLlamaTokenizer" || cls == "CodeLlamaTokenizerFast") {
+    if (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast" || cls == "CodeLlamaTokenizer" ||
+        cls == "CodeLlamaTokenizerFast") {
       bool bos = config.value("add_bos_token", true), eos = config.value("add_eos_token", false);
       template_prefix_.clear();
       template_suffix_.clear();
       if (bos && special_.bos_id) template_prefix_.push_back(*special_.bos_id);
       if (eos && special_.eos_id) template_suffix_.push_back(*special_.eos_id);
     }
-    auto has = [](const std::vector<int32_t>& v, std::optional<int32_t> id) { return id && std::find(v.begin(), v.end(), *id) != v.end(); };
+    auto has = [](const std::vector<int32_t>& v, std::optional<int32_t> id) {
+      return id && std::find(v.begin(), v.end(), *id) != v.end();
+    };
     special_.add_bos = has(template_prefix_, special_.bos_id);
     special_.add_eos = has(template_suffix_, special_.eos_id);
     clean_up_ = config.is_object() && config.value("clean_up_tokenization_spaces", false);
@@ -434,7 +457,8 @@ class HfBpeTokenizer : public Tokenizer {
   int32_t token_id(const json& v, const std::string& token) const {
     constexpr int64_t kMaxId = 1 << 24;
     if (!v.is_number_integer()) fail(path_, "id of token '" + token + "' is not an integer");
-    if (v.is_number_unsigned() ? v.get<uint64_t>() >= static_cast<uint64_t>(kMaxId) : (v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxId))
+    if (v.is_number_unsigned() ? v.get<uint64_t>() >= static_cast<uint64_t>(kMaxId)
+                               : (v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxId))
       fail(path_, "id " + v.dump() + " of token '" + token + "' is outside [0, " + std::to_string(kMaxId) + ")");
     return static_cast<int32_t>(v.get<int64_t>());
   }
@@ -455,14 +479,17 @@ class HfBpeTokenizer : public Tokenizer {
         }
         std::string name = item.at("SpecialToken").at("id").get<std::string>();
         const json& st = j.at("special_tokens").at(name);
-        for (const auto& id : st.at("ids")) (seen_sequence ? template_suffix_ : template_prefix_).push_back(id.get<int32_t>());
+        for (const auto& id : st.at("ids"))
+          (seen_sequence ? template_suffix_ : template_prefix_).push_back(id.get<int32_t>());
       }
     } else {
       fail(path_, "unsupported post_processor type '" + type + "'");
     }
   }
 
-  static uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+  static uint64_t pair_key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
 
   std::string normalize(std::string s) const {
     for (const auto& n : normalizers_) {
@@ -546,7 +573,8 @@ class HfBpeTokenizer : public Tokenizer {
             next.push_back({text, piece.first});
           } else {
             size_t start = 0;
-            for (size_t pos = text.find(p.replacement, 1); pos != std::string::npos; pos = text.find(p.replacement, pos + 1)) {
+            for (size_t pos = text.find(p.replacement, 1); pos != std::string::npos;
+                 pos = text.find(p.replacement, pos + 1)) {
               if (pos > start) next.push_back({text.substr(start, pos - start), piece.first});
               start = pos;
             }
@@ -587,7 +615,11 @@ class HfBpeTokenizer : public Tokenizer {
       auto it = vocab_.find(word);
       if (it != vocab_.end()) return {it->second};
     }
-    struct Sym { int32_t id; int prev, next; bool alive; };
+    struct Sym {
+      int32_t id;
+      int prev, next;
+      bool alive;
+    };
     std::vector<Sym> syms;
     std::vector<int32_t> out;
     // Initial symbols: one per character; unknown characters become byte tokens or unk.
@@ -608,11 +640,17 @@ class HfBpeTokenizer : public Tokenizer {
           char buf[8];
           std::snprintf(buf, sizeof buf, "<0x%02X>", c);
           auto b = vocab_.find(buf);
-          if (b == vocab_.end()) { all = false; break; }
+          if (b == vocab_.end()) {
+            all = false;
+            break;
+          }
           bytes.push_back(b->second);
         }
         if (all) {
-          for (int32_t b : bytes) { initial.push_back(b); final_token.push_back(true); }
+          for (int32_t b : bytes) {
+            initial.push_back(b);
+            final_token.push_back(true);
+          }
         } else {
           push_unk(initial, final_token);
         }
@@ -704,7 +742,8 @@ class HfBpeTokenizer : public Tokenizer {
     } else if (d.type == "Strip") {
       for (std::string t : tokens) {
         for (int k = 0; k < d.start && t.compare(0, d.a.size(), d.a) == 0; ++k) t.erase(0, d.a.size());
-        for (int k = 0; k < d.stop && t.size() >= d.a.size() && t.compare(t.size() - d.a.size(), d.a.size(), d.a) == 0; ++k)
+        for (int k = 0; k < d.stop && t.size() >= d.a.size() && t.compare(t.size() - d.a.size(), d.a.size(), d.a) == 0;
+             ++k)
           t.erase(t.size() - d.a.size());
         out.push_back(t);
       }

@@ -1,6 +1,5 @@
 #include "flatune/text/sentencepiece_tokenizer.h"
 
-
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
 #include "flatune/text/added_tokens.h"
@@ -26,7 +25,8 @@ class SentencePieceTokenizer : public Tokenizer {
     if (!special_.pad_id && sp_.pad_id() >= 0) special_.pad_id = sp_.pad_id();
     if (split_special) {
       for (int id = 0; id < sp_.size(); ++id)
-        if (sp_.is_control(id) || sp_.is_unknown(id)) specials_.push_back({sp_.id_to_piece(id), id, true, false, false});
+        if (sp_.is_control(id) || sp_.is_unknown(id))
+          specials_.push_back({sp_.id_to_piece(id), id, true, false, false});
       if (config.is_object() && config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object()) {
         for (auto it = config["added_tokens_decoder"].begin(); it != config["added_tokens_decoder"].end(); ++it) {
           AddedToken a;
@@ -95,7 +95,8 @@ class SentencePieceTokenizer : public Tokenizer {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path, const json& config, bool split_special) {
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path, const json& config,
+                                                        bool split_special) {
   return std::make_unique<SentencePieceTokenizer>(path, config, split_special);
 }
 

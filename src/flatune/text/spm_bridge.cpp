@@ -115,7 +115,9 @@ std::string Model::id_to_piece(int id) const {
   const char* p = api().id_to_piece(handle_, id, &len);
   return std::string(p, len);
 }
-int Model::piece_to_id(const std::string& piece) const { return api().piece_to_id(handle_, piece.data(), piece.size()); }
+int Model::piece_to_id(const std::string& piece) const {
+  return api().piece_to_id(handle_, piece.data(), piece.size());
+}
 bool Model::is_control(int id) const { return api().is_control(handle_, id) != 0; }
 bool Model::is_unknown(int id) const { return api().is_unknown(handle_, id) != 0; }
 int Model::bos_id() const { return api().special(handle_, 0); }

@@ -62,10 +62,14 @@ __attribute__((visibility("default"))) int fspm_is_control(void* h, int id) { re
 __attribute__((visibility("default"))) int fspm_is_unknown(void* h, int id) { return sp(h)->IsUnknown(id); }
 __attribute__((visibility("default"))) int fspm_special(void* h, int which) {
   switch (which) {
-    case 0: return sp(h)->bos_id();
-    case 1: return sp(h)->eos_id();
-    case 2: return sp(h)->unk_id();
-    default: return sp(h)->pad_id();
+    case 0:
+      return sp(h)->bos_id();
+    case 1:
+      return sp(h)->eos_id();
+    case 2:
+      return sp(h)->unk_id();
+    default:
+      return sp(h)->pad_id();
   }
 }
 }  // extern "C"

@@ -27,7 +27,8 @@ int env_int(const char* name, int fallback) {
   if (!v || !*v) return fallback;
   char* end = nullptr;
   long x = std::strtol(v, &end, 10);
-  if (*end != '\0' || x < 0) fail(std::string("environment ") + name, std::string("not a non-negative integer: '") + v + "'");
+  if (*end != '\0' || x < 0)
+    fail(std::string("environment ") + name, std::string("not a non-negative integer: '") + v + "'");
   return static_cast<int>(x);
 }
 
@@ -117,8 +118,8 @@ Distributed init_distributed(std::chrono::milliseconds timeout) {
     g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, d.rank, d.world_size, opts);
   } catch (const std::exception& e) {
     std::string msg = e.what();
-    fail("rank " + std::to_string(d.rank), "cannot join the process group at " + host + ":" + std::to_string(port) + ": " +
-                                               msg.substr(0, msg.find('\n')));
+    fail("rank " + std::to_string(d.rank), "cannot join the process group at " + host + ":" + std::to_string(port) +
+                                               ": " + msg.substr(0, msg.find('\n')));
   }
   d.impl = g;
   return d;
@@ -128,7 +129,8 @@ namespace {
 
 // Sums across ranks in buckets of at most `bucket_bytes` (a model with hundreds of tensors makes
 // a few collectives), then divides each bucket by `divisor` before copying it back.
-void allreduce_buckets(const Distributed& d, const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes, double divisor) {
+void allreduce_buckets(const Distributed& d, const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes,
+                       double divisor) {
   if (!d.active() || tensors.empty()) return;
   torch::NoGradGuard ng;
   size_t i = 0;
@@ -136,7 +138,8 @@ void allreduce_buckets(const Distributed& d, const std::vector<torch::Tensor>& t
     std::vector<torch::Tensor> bucket;
     int64_t bytes = 0;
     auto dtype = tensors[i].scalar_type();
-    while (i < tensors.size() && tensors[i].scalar_type() == dtype && (bucket.empty() || bytes + tensors[i].nbytes() <= bucket_bytes)) {
+    while (i < tensors.size() && tensors[i].scalar_type() == dtype &&
+           (bucket.empty() || bytes + tensors[i].nbytes() <= bucket_bytes)) {
       bytes += tensors[i].nbytes();
       bucket.push_back(tensors[i++]);
     }

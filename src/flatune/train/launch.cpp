@@ -133,7 +133,8 @@ LaunchResult launch_local(int nproc, const std::vector<std::string>& command, in
       if (!ok && !interrupted) {
         // Every failure is named: the rank that died first and the ones that then noticed it
         // may be reaped in either order.
-        result.message += (result.message.empty() ? "" : "; ") + ("rank " + std::to_string(rank) + " " + describe(status));
+        result.message +=
+            (result.message.empty() ? "" : "; ") + ("rank " + std::to_string(rank) + " " + describe(status));
         if (result.failed_rank < 0) {
           result.failed_rank = rank;
           result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;

@@ -12,10 +12,10 @@
 namespace flatune {
 
 struct LaunchResult {
-  int exit_code = 0;   // 0 when every rank succeeded
+  int exit_code = 0;       // 0 when every rank succeeded
   int interrupted_by = 0;  // the signal passed on to the ranks, if any
-  int failed_rank = -1;   // the first failed rank reaped
-  std::string message;    // every failed rank and how it ended
+  int failed_rank = -1;    // the first failed rank reaped
+  std::string message;     // every failed rank and how it ended
 };
 
 // collective_timeout_s > 0 is passed to the ranks as FLATUNE_COLLECTIVE_TIMEOUT.

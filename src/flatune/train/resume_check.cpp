@@ -54,7 +54,8 @@ bool change_sets_length(const std::string& key) { return key == "max-steps" || k
 
 std::string describe_changes(const std::vector<OptionChange>& changes) {
   std::string out;
-  for (const auto& c : changes) out += (out.empty() ? "" : ", ") + ("--" + c.key + " " + c.after + " (run: " + c.before + ")");
+  for (const auto& c : changes)
+    out += (out.empty() ? "" : ", ") + ("--" + c.key + " " + c.after + " (run: " + c.before + ")");
   return out;
 }
 

@@ -7,10 +7,10 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "flatune/core/fs.h"
 #include <optional>
 #include <string>
 #include <vector>
+#include "flatune/core/fs.h"
 
 namespace flatune {
 

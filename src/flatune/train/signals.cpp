@@ -35,7 +35,7 @@ sigset_t interrupt_set() {
 
 void install_interrupt_handlers() {
   if (!g_installed) {
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);

@@ -19,8 +19,8 @@
 #include "flatune/data/dataset.h"
 #include "flatune/io/checkpoint.h"
 #include "flatune/model/llama.h"
-#include "flatune/model/loss.h"
 #include "flatune/model/lora.h"
+#include "flatune/model/loss.h"
 #include "flatune/optim/optimizer.h"
 #include "flatune/optim/sam.h"
 #include "flatune/retain/penalty.h"
@@ -35,15 +35,18 @@ namespace flatune {
 namespace {
 
 void validate(const TrainOptions& o) {
-  if (o.model.empty() == o.init_config.empty()) fail("--model", "give exactly one of --model DIR and --init CONFIG.json");
-  if (!o.init_config.empty() && o.tokenizer.empty()) fail("--tokenizer", "a model started from --init needs --tokenizer DIR");
+  if (o.model.empty() == o.init_config.empty())
+    fail("--model", "give exactly one of --model DIR and --init CONFIG.json");
+  if (!o.init_config.empty() && o.tokenizer.empty())
+    fail("--tokenizer", "a model started from --init needs --tokenizer DIR");
   if (o.data.empty()) fail("--data", "no training data given");
   if (o.out.empty()) fail("--out", "no run folder given");
   if (!(o.lr > 0)) fail("--lr", "must be positive");
   if (o.batch_size < 1) fail("--batch-size", "must be at least 1");
   if (o.grad_accum < 1) fail("--grad-accum", "must be at least 1");
   if (o.max_steps <= 0 && !(o.epochs > 0)) fail("--epochs", "give --max-steps or a positive --epochs");
-  if (o.max_length != 0 && o.max_length < 2) fail("--max-length", "must be at least 2 (0: the model's window, at most 2048)");
+  if (o.max_length != 0 && o.max_length < 2)
+    fail("--max-length", "must be at least 2 (0: the model's window, at most 2048)");
   if (o.replay_ratio < 0 || o.replay_ratio >= 1) fail("--replay-ratio", "must be in [0, 1)");
   if (o.replay_ratio > 0 && o.replay.empty()) fail("--replay", "--replay-ratio needs a --replay FILE");
   if (o.save_dtype != "float32" && o.save_dtype != "bfloat16") fail("--save-dtype", "float32 or bfloat16");
@@ -206,8 +209,9 @@ void set_up(Recipe& r, const TrainOptions& options) {
   r.dist = init_distributed();
   if (r.o.threads > 0) at::set_num_threads(r.o.threads);
   if (r.o.bf16 && !compat::cpu_has_bf16() && !compat::cuda_available())
-    log_warn("--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will "
-             "be lower than fp32");
+    log_warn(
+        "--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will "
+        "be lower than fp32");
   r.run = RunFolder{r.o.out};
   torch::manual_seed(r.o.seed);
   set_up_model(r);
@@ -233,7 +237,8 @@ void save_checkpoint_at(Recipe& r, int64_t step) {
     extra.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
     write_safetensors(join_path(dir, "trainer_tensors.safetensors"), extra);
     json state = {{"step", step}, {"epoch", r.order->epoch()}, {"position", r.order->position()}};
-    if (r.replay_order) state["replay"] = {{"epoch", r.replay_order->epoch()}, {"position", r.replay_order->position()}};
+    if (r.replay_order)
+      state["replay"] = {{"epoch", r.replay_order->epoch()}, {"position", r.replay_order->position()}};
     write_file_atomic(join_path(dir, "trainer_state.json"), state.dump(2) + "\n");
   });
   prune_checkpoints(r.run, r.o.keep_last);
@@ -274,9 +279,9 @@ int64_t restore_checkpoint(Recipe& r, int64_t step) {
 // How a run begins: where it continues from, and what --resume changed.
 struct Start {
   int64_t step = 0;
-  bool finished = false;        // the run is complete and nothing extends it
+  bool finished = false;  // the run is complete and nothing extends it
   int64_t finished_step = 0;
-  std::vector<OptionChange> changes;  // allowed changes of options on resume
+  std::vector<OptionChange> changes;                 // allowed changes of options on resume
   nlohmann::json resumes = nlohmann::json::array();  // earlier resumes' changes, from config.yaml
 };
 
@@ -295,8 +300,7 @@ void check_resume(const Recipe& r, const json& stored, Start& s) {
   const bool shorter = stored_total >= 0 && r.total_steps < stored_total;
   std::vector<OptionChange> refused;
   for (auto& c : changed_options(stored, train_options_to_json(r.o))) {
-    const bool allowed =
-        change_keeps_result(c.key) || (change_sets_length(c.key) && !(shorter && schedule_spans_run));
+    const bool allowed = change_keeps_result(c.key) || (change_sets_length(c.key) && !(shorter && schedule_spans_run));
     (allowed ? s.changes : refused).push_back(c);
   }
   if (!refused.empty())
@@ -322,7 +326,8 @@ Start start(Recipe& r) {
       log_info("resumed " + r.o.out + " from step " + std::to_string(s.step) +
                (s.changes.empty() ? "" : " with " + describe_changes(s.changes)));
     } else if (s.finished_step > 0) {
-      fail(r.o.out, "cannot extend the finished run: it has no checkpoint to continue from (trained with --save-every 0)");
+      fail(r.o.out,
+           "cannot extend the finished run: it has no checkpoint to continue from (trained with --save-every 0)");
     } else {
       log_info(r.o.out + ": no complete checkpoint to resume from; starting at step 0");
       s.changes.clear();
@@ -391,8 +396,8 @@ StepBatches next_batches(Recipe& r) {
 
 struct StepOutcome {
   StepStats stats;
-  double tokens = 0;            // non-padding tokens of the step, all ranks
-  double replay_loss = NAN;     // mean token loss of the replayed rows (first pass), when logged
+  double tokens = 0;         // non-padding tokens of the step, all ranks
+  double replay_loss = NAN;  // mean token loss of the replayed rows (first pass), when logged
 };
 
 // One optimizer step: forward and backward over the micro-batches (twice for SAM), the penalty,
@@ -452,8 +457,8 @@ StepOutcome train_step(Recipe& r, int64_t step, double lr) {
     auto last = newest_checkpoint(r.run);
     const bool nan = std::isnan(out.stats.loss) || std::isnan(out.stats.grad_norm);
     fail("step " + std::to_string(step + 1),
-         std::string("loss or gradient is ") + (nan ? "NaN" : "infinite") + "; stopping (last good checkpoint: " +
-             (last ? r.run.checkpoint_dir(*last) : std::string("none")) + ")");
+         std::string("loss or gradient is ") + (nan ? "NaN" : "infinite") +
+             "; stopping (last good checkpoint: " + (last ? r.run.checkpoint_dir(*last) : std::string("none")) + ")");
   }
   if (out.stats.second_pass) out.stats.perturbed_loss = dist.mean(out.stats.perturbed_loss) * dist.world_size;
   out.tokens = dist.mean(static_cast<double>(sb.tokens)) * dist.world_size;
@@ -478,21 +483,56 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 json train_options_to_json(const TrainOptions& o) {
-  return {{"model", o.model}, {"init", o.init_config}, {"tokenizer", o.tokenizer}, {"data", o.data},
-          {"format", o.format}, {"template", o.template_name}, {"max-length", o.max_length},
-          {"train-on-prompt", o.train_on_prompt}, {"pack", o.pack}, {"val-count", o.val_count},
-          {"lora-rank", o.lora_rank}, {"lora-alpha", o.lora_alpha}, {"lora-dropout", o.lora_dropout},
-          {"lora-targets", o.lora_targets}, {"lr", o.lr}, {"weight-decay", o.weight_decay}, {"beta1", o.beta1},
-          {"beta2", o.beta2}, {"adam-eps", o.adam_eps}, {"decay-all", o.decay_all}, {"schedule", o.schedule},
-          {"warmup-steps", o.warmup_steps}, {"min-lr-ratio", o.min_lr_ratio},
-          {"step-every-epochs", o.step_every_epochs}, {"step-gamma", o.step_gamma}, {"batch-size", o.batch_size},
-          {"grad-accum", o.grad_accum}, {"max-steps", o.max_steps}, {"epochs", o.epochs},
-          {"max-grad-norm", o.max_grad_norm}, {"sam", o.sam}, {"rho", o.rho}, {"asam-eta", o.asam_eta},
-          {"looksam-k", o.looksam_k}, {"looksam-alpha", o.looksam_alpha}, {"sam-subset", o.sam_subset},
-          {"replay", o.replay}, {"replay-ratio", o.replay_ratio}, {"ewc", o.ewc}, {"ewc-lambda", o.ewc_lambda},
-          {"l2-base", o.l2_base}, {"penalty-on-adapters", o.penalty_on_adapters}, {"out", o.out},
-          {"log-every", o.log_every}, {"eval-every", o.eval_every}, {"save-every", o.save_every},
-          {"keep-last", o.keep_last}, {"seed", o.seed}, {"threads", o.threads}, {"bf16", o.bf16},
+  return {{"model", o.model},
+          {"init", o.init_config},
+          {"tokenizer", o.tokenizer},
+          {"data", o.data},
+          {"format", o.format},
+          {"template", o.template_name},
+          {"max-length", o.max_length},
+          {"train-on-prompt", o.train_on_prompt},
+          {"pack", o.pack},
+          {"val-count", o.val_count},
+          {"lora-rank", o.lora_rank},
+          {"lora-alpha", o.lora_alpha},
+          {"lora-dropout", o.lora_dropout},
+          {"lora-targets", o.lora_targets},
+          {"lr", o.lr},
+          {"weight-decay", o.weight_decay},
+          {"beta1", o.beta1},
+          {"beta2", o.beta2},
+          {"adam-eps", o.adam_eps},
+          {"decay-all", o.decay_all},
+          {"schedule", o.schedule},
+          {"warmup-steps", o.warmup_steps},
+          {"min-lr-ratio", o.min_lr_ratio},
+          {"step-every-epochs", o.step_every_epochs},
+          {"step-gamma", o.step_gamma},
+          {"batch-size", o.batch_size},
+          {"grad-accum", o.grad_accum},
+          {"max-steps", o.max_steps},
+          {"epochs", o.epochs},
+          {"max-grad-norm", o.max_grad_norm},
+          {"sam", o.sam},
+          {"rho", o.rho},
+          {"asam-eta", o.asam_eta},
+          {"looksam-k", o.looksam_k},
+          {"looksam-alpha", o.looksam_alpha},
+          {"sam-subset", o.sam_subset},
+          {"replay", o.replay},
+          {"replay-ratio", o.replay_ratio},
+          {"ewc", o.ewc},
+          {"ewc-lambda", o.ewc_lambda},
+          {"l2-base", o.l2_base},
+          {"penalty-on-adapters", o.penalty_on_adapters},
+          {"out", o.out},
+          {"log-every", o.log_every},
+          {"eval-every", o.eval_every},
+          {"save-every", o.save_every},
+          {"keep-last", o.keep_last},
+          {"seed", o.seed},
+          {"threads", o.threads},
+          {"bf16", o.bf16},
           {"save-dtype", o.save_dtype}};
 }
 
@@ -532,8 +572,13 @@ TrainResult train(const TrainOptions& options) {
     tokens_done += out.tokens;
     last_loss = out.stats.loss;
     const double elapsed = std::max(1e-9, seconds_since(started));
-    json line = {{"step", step}, {"loss", out.stats.loss}, {"lr", lr}, {"grad_norm", out.stats.grad_norm},
-                 {"tokens", tokens_done}, {"tokens_per_s", tokens_done / elapsed}, {"epoch", r.order->epoch()}};
+    json line = {{"step", step},
+                 {"loss", out.stats.loss},
+                 {"lr", lr},
+                 {"grad_norm", out.stats.grad_norm},
+                 {"tokens", tokens_done},
+                 {"tokens_per_s", tokens_done / elapsed},
+                 {"epoch", r.order->epoch()}};
     if (!std::isnan(out.replay_loss)) line["replay_loss"] = out.replay_loss;
     if (out.stats.second_pass) {
       line["perturbed_loss"] = out.stats.perturbed_loss;
@@ -541,7 +586,8 @@ TrainResult train(const TrainOptions& options) {
     }
     if (o.eval_every > 0 && !r.val_set.empty() && (step % o.eval_every == 0 || step == r.total_steps))
       line["val_loss"] = result.final_val_loss = validation_loss(r.model, r.val_set, o.batch_size, r.pad_id, r.dist);
-    if (metrics && (step % std::max<int64_t>(1, o.log_every) == 0 || line.contains("val_loss") || step == r.total_steps))
+    if (metrics &&
+        (step % std::max<int64_t>(1, o.log_every) == 0 || line.contains("val_loss") || step == r.total_steps))
       metrics->write(line);
     char status[96];
     std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s", out.stats.loss, lr, tokens_done / elapsed);
@@ -561,8 +607,8 @@ TrainResult train(const TrainOptions& options) {
       const std::string what = "interrupted by " + signal_name(sig) + " at step " + std::to_string(step) + " of " +
                                std::to_string(r.total_steps);
       if (!r.dist.is_main()) throw Interrupted(sig, "rank " + std::to_string(r.dist.rank) + ": " + what);
-      throw Interrupted(sig, what + "; saved " + r.run.checkpoint_dir(step) +
-                                 "; to continue, run the same command with --resume");
+      throw Interrupted(
+          sig, what + "; saved " + r.run.checkpoint_dir(step) + "; to continue, run the same command with --resume");
     }
   }
   progress.finish();
@@ -592,9 +638,7 @@ void set_train_option(TrainOptions& o, const std::string& key, const std::string
       size_t used = 0;
       *out = std::stod(value, &used);
       if (used != value.size()) throw std::invalid_argument(value);
-    } catch (const std::exception&) {
-      fail(key, "expected a number, got '" + value + "'");
-    }
+    } catch (const std::exception&) { fail(key, "expected a number, got '" + value + "'"); }
   };
   auto integer = [&](int64_t* out) {
     double d = 0;
@@ -667,9 +711,13 @@ void set_train_option(TrainOptions& o, const std::string& key, const std::string
   else if (key == "eval-every") integer(&o.eval_every);
   else if (key == "save-every") integer(&o.save_every);
   else if (key == "keep-last") integer(&o.keep_last);
-  else if (key == "seed") { integer(&i64); o.seed = static_cast<uint64_t>(i64); }
-  else if (key == "threads") { integer(&i64); o.threads = static_cast<int>(i64); }
-  else if (key == "save-dtype") o.save_dtype = value;
+  else if (key == "seed") {
+    integer(&i64);
+    o.seed = static_cast<uint64_t>(i64);
+  } else if (key == "threads") {
+    integer(&i64);
+    o.threads = static_cast<int>(i64);
+  } else if (key == "save-dtype") o.save_dtype = value;
   else if (key == "bf16") flag(&o.bf16);
   else fail(key, "unknown training option");
   (void)d;

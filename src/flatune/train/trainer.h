@@ -20,7 +20,7 @@ struct TrainOptions {
   std::string data;
   std::string format = "auto";  // alpaca sharegpt metamath jsonl text auto
   std::string template_name = "auto";
-  int64_t max_length = 0;  // 0: the model's window, at most 2048
+  int64_t max_length = 0;        // 0: the model's window, at most 2048
   bool train_on_prompt = false;  // loss on every token, not only responses
   bool pack = false;
   double val_fraction = 0.0;
@@ -36,7 +36,7 @@ struct TrainOptions {
   double lr = 2e-5;
   double weight_decay = 0.0;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
-  bool decay_all = false;  // weight decay on norms, biases and embeddings too
+  bool decay_all = false;           // weight decay on norms, biases and embeddings too
   std::string schedule = "cosine";  // constant linear cosine step
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;
