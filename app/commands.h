@@ -24,6 +24,7 @@ void add_tokenize_command(CLI::App& app);
 void add_landscape_command(CLI::App& app);
 void add_sharpness_command(CLI::App& app);
 void add_correlate_command(CLI::App& app);
+void add_plot_watch_command(CLI::App& app);
 
 // Benchmarks under `flatune bench` (one line each).
 void add_bench_eval_command(CLI::App& bench);

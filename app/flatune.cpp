@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   flatune::cli::add_landscape_command(app);
   flatune::cli::add_sharpness_command(app);
   flatune::cli::add_correlate_command(app);
+  flatune::cli::add_plot_watch_command(app);
 
   try {
     app.parse(argc, argv);

@@ -16,6 +16,7 @@
 #include "flatune/report/plot.h"
 #include "flatune/report/run_table.h"
 #include "flatune/report/stats.h"
+#include "flatune/report/watch_report.h"
 #include "test_util.h"
 
 using namespace flatune;
@@ -221,4 +222,204 @@ TEST(Study, QuickDemoRunsEndToEndAndResumes) {
   auto after_kill = read_json_file(killed + "/forgetting.json");
   for (const char* key : {"categories", "overall", "targets", "tasks"})
     EXPECT_EQ(after_kill[key], forgetting[key]) << key;
+}
+
+// ------------------------------------------------------------------ watch.csv (train --watch)
+
+namespace {
+
+// A curve from (target_gain, forgetting) points at steps 0, 10, 20, ...
+WatchCurve curve(const std::string& run, const std::vector<double>& gain, const std::vector<double>& forgetting) {
+  WatchCurve c;
+  c.run = run;
+  for (size_t i = 0; i < gain.size(); ++i) {
+    c.step.push_back(static_cast<int64_t>(10 * i));
+    c.overall.push_back(0.5 - forgetting[i]);
+    c.target.push_back(0.2 + gain[i]);
+    c.forgetting.push_back(forgetting[i]);
+    c.target_gain.push_back(gain[i]);
+  }
+  return c;
+}
+
+// A run whose gain and forgetting both grow linearly to (final_gain, final_forgetting).
+WatchCurve linear_run(const std::string& run, double final_gain, double final_forgetting) {
+  return curve(run, {0, final_gain / 2, final_gain}, {0, final_forgetting / 2, final_forgetting});
+}
+
+std::string g17(double x) {
+  char b[40];
+  std::snprintf(b, sizeof b, "%.17g", x);
+  return b;
+}
+
+const char* kWatchHeader = "step,overall,target,forgetting,target_gain,watch_seconds,category:knowledge,task:arc\n";
+
+// A watch.csv as train --watch writes it, for `gains` (empty: no target test).
+std::string watch_csv(const std::vector<double>& forgetting, const std::vector<double>& gains) {
+  std::string s = kWatchHeader;
+  for (size_t i = 0; i < forgetting.size(); ++i) {
+    const double overall = 0.5 - forgetting[i];
+    s += std::to_string(100 * i) + "," + g17(overall) + "," + (gains.empty() ? "" : g17(0.2 + gains[i])) + "," +
+         g17(forgetting[i]) + "," + (gains.empty() ? "" : g17(gains[i])) + ",1.5," + g17(overall) + "," + g17(overall) +
+         "\n";
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST(WatchReport, ForgettingAtGainByHand) {
+  // The gain rises to 0.5, falls back to 0.4 and rises again to 0.8.
+  WatchCurve c = curve("r", {0, 0.2, 0.5, 0.4, 0.8}, {0, 0.01, 0.04, 0.05, 0.10});
+  EXPECT_DOUBLE_EQ(forgetting_at_gain(c, 0.2), 0.01);      // a watched step hits it exactly
+  EXPECT_NEAR(forgetting_at_gain(c, 0.35), 0.025, 1e-15);  // halfway from 0.2 to 0.5: 0.01 + 0.5 * 0.03
+  // 0.45 is first reached between 0.2 and 0.5 (0.01 + 0.25/0.3 * 0.03 = 0.035), not on the
+  // second rise from 0.4 to 0.8 (which would give 0.05625).
+  EXPECT_NEAR(forgetting_at_gain(c, 0.45), 0.035, 1e-15);
+  EXPECT_NEAR(forgetting_at_gain(c, 0.6), 0.05 + 0.5 * 0.05, 1e-15);  // only the second rise reaches it
+  EXPECT_DOUBLE_EQ(forgetting_at_gain(c, 0.8), 0.10);
+  EXPECT_DOUBLE_EQ(forgetting_at_gain(c, 0.0), 0.0);  // step 0 already reaches it
+  EXPECT_DOUBLE_EQ(forgetting_at_gain(c, -1.0), 0.0);
+  EXPECT_TRUE(std::isnan(forgetting_at_gain(c, 0.81)));  // never reached
+  WatchCurve none = c;
+  std::fill(none.target.begin(), none.target.end(), NAN);
+  std::fill(none.target_gain.begin(), none.target_gain.end(), NAN);
+  EXPECT_FALSE(none.has_target());
+  EXPECT_TRUE(c.has_target());
+  for (double g : {-1.0, 0.0, 0.3}) EXPECT_TRUE(std::isnan(forgetting_at_gain(none, g))) << g;
+}
+
+TEST(WatchReport, MatchedGainMeanAndStdByHand) {
+  // Forgetting grows in proportion to gain, with slopes 0.1, 0.2, 0.1 (adamw) and 0.05, 0.04,
+  // 0.05 (sam); the smallest final gain is 0.4, so the gains are 0.1, 0.2, 0.3, 0.4 and at gain
+  // g adamw's mean is g * 0.4/3, its std g * 0.1/sqrt(3); sam's g * 0.14/3 and g * 0.01/sqrt(3).
+  std::vector<MethodCurves> methods = {
+      {"adamw", {linear_run("a1", 0.4, 0.04), linear_run("a2", 0.5, 0.10), linear_run("a3", 0.8, 0.08)}},
+      {"sam", {linear_run("s1", 0.6, 0.03), linear_run("s2", 0.5, 0.02), linear_run("s3", 1.0, 0.05)}}};
+  const std::vector<double> gains = matched_gains(methods);
+  ASSERT_EQ(gains.size(), 4u);
+  for (size_t k = 0; k < 4; ++k) EXPECT_NEAR(gains[k], 0.1 * (k + 1), 1e-15) << k;
+  const auto rows = matched_gain_table(methods);
+  ASSERT_EQ(rows.size(), 8u);
+  for (size_t k = 0; k < 8; ++k) {
+    const double g = gains[k % 4];
+    const bool adamw = k < 4;
+    EXPECT_EQ(rows[k].method, adamw ? "adamw" : "sam");
+    EXPECT_DOUBLE_EQ(rows[k].gain, g);
+    EXPECT_EQ(rows[k].n, 3);
+    EXPECT_NEAR(rows[k].mean, g * (adamw ? 0.4 : 0.14) / 3, 1e-14) << k;
+    EXPECT_NEAR(rows[k].std, g * (adamw ? 0.1 : 0.01) / std::sqrt(3.0), 1e-14) << k;
+  }
+  // At gain 0.45 adamw's first seed (final gain 0.4) is left out: 0.09 and 0.045 remain.
+  const auto high = matched_gain_table(methods, {0.45, 2.0});
+  ASSERT_EQ(high.size(), 4u);
+  EXPECT_EQ(high[0].n, 2);
+  EXPECT_NEAR(high[0].mean, 0.0675, 1e-15);
+  EXPECT_NEAR(high[0].std, 0.045 / std::sqrt(2.0), 1e-15);
+  EXPECT_EQ(high[2].n, 3);  // every sam seed reaches 0.45
+  EXPECT_EQ(high[1].n, 0);  // nobody reaches 2.0
+  EXPECT_TRUE(std::isnan(high[1].mean));
+  const std::string md = matched_gain_markdown(high);
+  EXPECT_NE(md.find("| adamw | 0.4500 | 2 | 0.0675 ± 0.0318 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| adamw | 2.0000 | 0 | n/a |"), std::string::npos) << md;
+  EXPECT_NE(matched_gain_markdown(rows).find("| adamw | 0.1000 | 3 | 0.0133 ± 0.0058 |"), std::string::npos);
+  // No gain to match when some run lost on its target, or no run has one.
+  methods[1].runs[0] = linear_run("s1", -0.1, 0.03);
+  EXPECT_TRUE(matched_gains(methods).empty());
+  EXPECT_TRUE(matched_gains({{"x", {curve("n", {NAN, NAN}, {0, 0.1})}}}).empty());
+}
+
+TEST(WatchReport, ReadsWatchCsvExactlyAndNamesFileAndLineOfErrors) {
+  TempDir tmp;
+  make_dirs(tmp / "run-a");
+  const std::vector<double> f = {0, 0.1 + 0.2, 1.0 / 3, 5e-320}, g = {0, 1.0 / 7, 0.25, 2.0 / 3};
+  write_file_atomic(tmp / "run-a/watch.csv", watch_csv(f, g));
+  for (const std::string& source : {tmp / "run-a", tmp / "run-a/", tmp / "run-a/watch.csv"}) {
+    WatchCurve c = read_watch_csv(source);
+    EXPECT_EQ(c.run, "run-a") << source;
+    EXPECT_EQ(c.step, (std::vector<int64_t>{0, 100, 200, 300}));
+    EXPECT_EQ(c.forgetting, f);  // %.17g gives back the same doubles
+    EXPECT_EQ(c.target_gain, g);
+    ASSERT_EQ(c.overall.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(c.overall[i], 0.5 - f[i]);
+      EXPECT_EQ(c.target[i], 0.2 + g[i]);
+    }
+  }
+  EXPECT_EQ(read_watch_csv(tmp / "run-a", "mine").run, "mine");
+  // Without a target test its cells are empty.
+  make_dirs(tmp / "nt");
+  write_file_atomic(tmp / "nt/watch.csv", watch_csv({0, 0.1}, {}));
+  WatchCurve nt = read_watch_csv(tmp / "nt");
+  EXPECT_FALSE(nt.has_target());
+  EXPECT_TRUE(std::isnan(nt.target[1]) && std::isnan(nt.target_gain[1]));
+  EXPECT_DOUBLE_EQ(nt.forgetting[1], 0.1);
+
+  auto error_for = [&](const std::string& text) {
+    write_file_atomic(tmp / "bad/watch.csv", text);
+    return error_of([&] { read_watch_csv(tmp / "bad"); });
+  };
+  make_dirs(tmp / "bad");
+  const std::string file = tmp / "bad/watch.csv";
+  const std::string h = kWatchHeader;
+  EXPECT_EQ(error_for(h + "0,0.5,,0,,1,0.5,0.5\n10,0.5,,0,,1,0.5\n"), file + ":3: 7 cells, the header has 8");
+  EXPECT_EQ(error_for(h + "0,abc,,0,,1,0.5,0.5\n"), file + ":2: column 'overall': 'abc' is not a number");
+  EXPECT_EQ(error_for(h + "0,0.5,,0,,1,0.5,0.5x\n"), file + ":2: column 'task:arc': '0.5x' is not a number");
+  EXPECT_EQ(error_for(h + "0,,,0,,1,0.5,0.5\n"), file + ":2: column 'overall': '' is not a number");
+  EXPECT_EQ(error_for(h + "1.5,0.5,,0,,1,0.5,0.5\n"), file + ":2: step '1.5' is not a whole number >= 0");
+  EXPECT_EQ(error_for(h + "10,0.5,,0,,1,0.5,0.5\n\n10,0.5,,0,,1,0.5,0.5\n"),
+            file + ":4: step 10 does not come after step 10");
+  EXPECT_EQ(error_for("step,overall,target,forgetting\n0,1,2,3\n"),
+            file + ":1: no column 'target_gain' (not a watch.csv?)");
+  EXPECT_EQ(error_for(h), file + ": no watched step (only the header)");
+  EXPECT_EQ(error_for(""), file + ": empty file");
+  EXPECT_EQ(error_of([&] { read_watch_csv(tmp / "nt-missing"); }), (tmp / "nt-missing/watch.csv") + ": no such file");
+  EXPECT_EQ(error_of([&] { read_watch_csv(tmp / "run-a/other.csv"); }), (tmp / "run-a/other.csv") + ": no such file");
+  make_dirs(tmp / "plain");
+  EXPECT_EQ(error_of([&] { read_watch_csv(tmp / "plain"); }),
+            (tmp / "plain/watch.csv") + ": no such file (was the run trained with --watch?)");
+}
+
+TEST(WatchReport, PlotWatchWritesFiguresAndTheMatchedGainTable) {
+  TempDir tmp;
+  make_dirs(tmp / "runs/adamw");
+  make_dirs(tmp / "runs/sam");
+  write_file_atomic(tmp / "runs/adamw/watch.csv", watch_csv({0, 0.02, 0.05, 0.08}, {0, 0.1, 0.2, 0.3}));
+  write_file_atomic(tmp / "runs/sam/watch.csv", watch_csv({0, 0.01, 0.02, 0.03}, {0, 0.05, 0.15, 0.25}));
+  auto r = run_flatune("plot-watch '" + (tmp / "runs/adamw") + "' '" + (tmp / "runs/sam") + "' --out '" +
+                       (tmp / "figs") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* f : {"forgetting_curve_adamw", "forgetting_curve_sam", "tradeoff"}) {
+    const std::string png = read_file(tmp / "figs/" + f + ".png"), svg = read_file(tmp / "figs/" + f + ".svg");
+    EXPECT_GT(png.size(), 1000u) << f;
+    EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << f;
+    EXPECT_NE(svg.find("<svg"), std::string::npos) << f;
+    EXPECT_NE(r.output.find(tmp / "figs/" + f + ".png"), std::string::npos) << r.output;
+  }
+  // The smallest final gain is sam's 0.25: at it adamw forgot 0.05 + 0.5 * 0.03.
+  EXPECT_NE(r.output.find("| adamw | 0.2500 | 1 | 0.0650 ± 0.0000 |"), std::string::npos) << r.output;
+  EXPECT_NE(read_file(tmp / "figs/matched_gain.md").find("| sam | 0.2500 | 1 | 0.0300 ± 0.0000 |"), std::string::npos);
+
+  // Seeds grouped by --method; one run defaults --out to its own folder.
+  auto grouped = run_flatune("plot-watch --method 'm=" + (tmp / "runs/adamw") + "' --method 'm=" + (tmp / "runs/sam") +
+                             "' --out '" + (tmp / "g") + "'");
+  ASSERT_EQ(grouped.exit_code, 0) << grouped.output;
+  EXPECT_NE(grouped.output.find("| m | 0.2500 | 2 | 0.0475 ± "), std::string::npos) << grouped.output;
+  auto one = run_flatune("plot-watch '" + (tmp / "runs/sam") + "'");
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_TRUE(file_exists(tmp / "runs/sam/forgetting_curve.png"));
+  EXPECT_TRUE(file_exists(tmp / "runs/sam/forgetting_curve.svg"));
+  EXPECT_TRUE(file_exists(tmp / "runs/sam/tradeoff.svg"));
+
+  // A run without watch.csv: one line naming the file, exit code 2.
+  make_dirs(tmp / "runs/plain");
+  auto missing =
+      run_flatune("plot-watch '" + (tmp / "runs/plain") + "' '" + (tmp / "runs/sam") + "' --out '" + (tmp / "x") + "'");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_EQ(missing.output,
+            "flatune: " + (tmp / "runs/plain/watch.csv") + ": no such file (was the run trained with --watch?)\n");
+  auto no_out = run_flatune("plot-watch '" + (tmp / "runs/adamw") + "' '" + (tmp / "runs/sam") + "'");
+  EXPECT_EQ(no_out.exit_code, 2);
+  EXPECT_EQ(no_out.output, "flatune: --out: required with several runs\n");
 }
