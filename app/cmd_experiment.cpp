@@ -1,6 +1,7 @@
 // `flatune experiment`: a grid end to end; `flatune report`: rebuild its report; `flatune demo`:
 // the embedded default.
 #include <cstdio>
+#include <filesystem>
 
 #include "commands.h"
 #include "flatune/core/error.h"
@@ -55,8 +56,10 @@ void add_demo_command(CLI::App& app) {
   sub->add_option("--cache", a->cache, "cache folder (default: $XDG_CACHE_HOME/flatune or ~/.cache/flatune)");
   sub->add_option("--threads", a->threads, "intra-op threads");
   sub->callback([a] {
-    std::string grid =
-        write_demo_grid(a->preset, a->out, a->wordnet, a->cache.empty() ? flatune_cache_root() : a->cache);
+    // The grid names the cache's files, and a grid's relative paths are read from its own
+    // folder: a relative --cache must be made absolute first.
+    const std::string cache = std::filesystem::absolute(a->cache.empty() ? flatune_cache_root() : a->cache).string();
+    std::string grid = write_demo_grid(a->preset, a->out, a->wordnet, cache);
     run_grid_file(grid, a->out, a->threads);
   });
 }

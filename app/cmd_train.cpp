@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "flatune/core/error.h"
+#include "flatune/report/watch.h"
 #include "flatune/train/trainer.h"
 
 namespace flatune::cli {
@@ -60,6 +61,18 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
   sub->add_option("--seed", o.seed, "seed for data order, initialisation and sampling");
   sub->add_flag("--resume", o.resume, "continue from the newest complete checkpoint");
   sub->add_option("--threads", o.threads, "intra-op threads (default: all cores)");
+  sub->add_option("--watch", o.watch,
+                  "general suites (task files) evaluated during training; scores to watch.csv and metrics.jsonl");
+  sub->add_option("--watch-target", o.watch_target, "the target's test (task file), watched with the suites");
+  sub->add_option("--watch-every", o.watch_every, "watch every N steps (also at the start and the end; 0: only those)");
+  sub->add_option("--watch-categories", o.watch_categories,
+                  "YAML {category: [task prefixes]} for the general score (default: the seed paper's four)");
+  sub->add_option("--watch-template", o.watch_template, "template for a generative target test (default: raw prompts)");
+  sub->add_option("--watch-limit", o.watch_limit, "items per watched suite (0: all)");
+  sub->add_option("--keep-best", o.keep_best,
+                  "keep best/ by a rule: forgetting (least), target (highest score), tradeoff (highest target gain "
+                  "with forgetting at most --max-forgetting)");
+  sub->add_option("--max-forgetting", o.max_forgetting, "tradeoff: the largest allowed drop of the overall score");
   sub->add_option("--save-dtype", o.save_dtype, "float32 | bfloat16 for the final weights");
   sub->add_flag(
       "--bf16", o.bf16,
@@ -73,7 +86,7 @@ void add_train_command(CLI::App& app) {
       app.add_subcommand("train", "fine-tune a model (full or LoRA, AdamW with the SAM family) or pretrain one");
   add_train_options(sub, *o);
   sub->callback([o] {
-    TrainResult r = train(*o);
+    TrainResult r = train(*o, make_watch_hooks(*o));
     if (r.already_finished) {
       std::printf(
           "%s: the run is finished (step %lld); final model in %s; a larger --max-steps or --epochs "
@@ -81,6 +94,9 @@ void add_train_command(CLI::App& app) {
           o->out.c_str(), static_cast<long long>(r.steps), r.final_dir.c_str());
       return;
     }
+    if (r.watch_seconds > 0)
+      std::printf("watching took %.1f s (%.0f%% of training time, not counted in tokens/s)\n", r.watch_seconds,
+                  100.0 * r.watch_seconds / std::max(1e-9, r.train_seconds));
     std::printf("steps %lld  final train loss %.4f%s  %.0f tokens/s  %s\n", static_cast<long long>(r.steps),
                 r.final_train_loss,
                 r.final_val_loss >= 0 ? (" val loss " + std::to_string(r.final_val_loss)).c_str() : "",

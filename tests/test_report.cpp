@@ -177,11 +177,12 @@ TEST(Study, QuickDemoRunsEndToEndAndResumes) {
   for (const char* f :
        {"report.md", "report.html", "forgetting.md", "forgetting.json", "grid.yaml", "figures/surface_target.png",
         "figures/interpolation_target.png", "figures/sharpness_vs_forgetting.png", "runs/math__sam__s2/DONE",
-        "runs/math__adamw__s1/flatness.json", "base/eval/knowledge.json"})
+        "runs/math__adamw__s1/flatness.json", "base/eval/knowledge.json", "runs/math__adamw__s1/watch.csv",
+        "figures/watch_math/tradeoff.png"})
     EXPECT_TRUE(file_exists(dir / "study/" + f)) << f;
   std::string md = read_file(dir / "study/report.md");
-  for (const char* s :
-       {"## Forgetting per run", "| **overall** |", "## Against the baseline (adamw)", "Pearson", "## Findings"})
+  for (const char* s : {"## Forgetting per run", "| **overall** |", "## Against the baseline (adamw)", "Pearson",
+                        "## Forgetting at matched target gain", "## Findings"})
     EXPECT_NE(md.find(s), std::string::npos) << s;
   auto forgetting = read_json_file(dir / "study/forgetting.json");
   EXPECT_EQ(forgetting["tuned"].size(), 4u);

@@ -118,7 +118,11 @@ std::string write_demo_grid(const std::string& preset_name, const std::string& o
   y << "]\n  perplexity: [" << d.heldout << "]\n  categories: " << d.categories
     << "\n  template: plain\n  wiseft-sweep: " << (p.full ? "[0, 0.25, 0.5, 0.75, 1]" : "[0, 0.5, 1]") << "\n"
     << "flatness: {batches: 2, points: " << (preset_name == "quick" ? 5 : 11)
-    << ", range: 1.0, lambda-iters: " << (preset_name == "quick" ? 3 : 15) << ", rho: 0.05}\n";
+    << ", range: 1.0, lambda-iters: " << (preset_name == "quick" ? 3 : 15)
+    << ", rho: 0.05}\n"
+    // Five watches per run (start, three between, end): the trade-off curves behind the
+    // matched-gain comparison.
+    << "watch: {every: " << std::max(1, p.target_steps / 4) << "}\n";
   make_dirs(out);
   std::string grid = join_path(out, "grid.yaml");
   write_file_atomic(grid, y.str());

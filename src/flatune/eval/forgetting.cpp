@@ -78,6 +78,26 @@ double mean(const std::vector<double>& xs) {
 
 }  // namespace
 
+GeneralScore general_score(const std::map<std::string, json>& results, const Categories& cats) {
+  GeneralScore g;
+  std::map<std::string, std::vector<double>> by_category;
+  for (const auto& [task, res] : results) {
+    const double v = res.at("metrics").at(reported_metric(task, res)).get<double>();
+    g.tasks[task] = v;
+    const std::string cat = cats.category_of(task);
+    if (!cat.empty()) by_category[cat].push_back(v);
+  }
+  std::vector<double> category_means;
+  for (const auto& [cat, prefixes] : cats.groups) {
+    auto it = by_category.find(cat);
+    if (it == by_category.end()) continue;
+    g.categories.emplace_back(cat, mean(it->second));
+    category_means.push_back(g.categories.back().second);
+  }
+  g.overall = mean(category_means);
+  return g;
+}
+
 ForgettingTable forgetting_table(const std::string& base_dir, const std::vector<std::string>& tuned_dirs,
                                  const Categories& cats, const std::vector<std::string>& targets) {
   ForgettingTable t;
@@ -87,7 +107,9 @@ ForgettingTable forgetting_table(const std::string& base_dir, const std::vector<
     tuned.push_back(read_results(d));
     t.tuned_names.push_back(fs::path(d).filename().string());
   }
-  std::map<std::string, std::vector<const ForgettingRow*>> by_cat;
+  auto is_target = [&](const std::string& task) {
+    return std::find(targets.begin(), targets.end(), task) != targets.end();
+  };
   for (const auto& [task, res] : base) {
     ForgettingRow row;
     row.name = task;
@@ -98,40 +120,31 @@ ForgettingTable forgetting_table(const std::string& base_dir, const std::vector<
       if (it == tuned[k].end()) fail(tuned_dirs[k], "has no result for task '" + task + "'");
       row.tuned.push_back(it->second["metrics"].at(row.metric).get<double>());
     }
-    bool is_target = std::find(targets.begin(), targets.end(), task) != targets.end();
-    row.category = is_target ? "target" : cats.category_of(task);
-    (is_target ? t.targets : t.tasks).push_back(row);
+    row.category = is_target(task) ? "target" : cats.category_of(task);
+    (is_target(task) ? t.targets : t.tasks).push_back(row);
   }
-  for (const auto& row : t.tasks)
-    if (!row.category.empty()) by_cat[row.category].push_back(&row);
-  // Categories in the grouping's order; each the mean of its tasks.
-  for (const auto& [cat, prefixes] : cats.groups) {
-    auto it = by_cat.find(cat);
-    if (it == by_cat.end()) continue;
-    ForgettingRow c;
-    c.name = cat;
-    c.category = cat;
-    c.metric = "mean";
-    std::vector<double> b;
-    for (auto* r : it->second) b.push_back(r->base);
-    c.base = mean(b);
-    for (size_t k = 0; k < tuned.size(); ++k) {
-      std::vector<double> v;
-      for (auto* r : it->second) v.push_back(r->tuned[k]);
-      c.tuned.push_back(mean(v));
-    }
-    t.categories.push_back(c);
+  // Categories and overall from each model's general score (targets left out).
+  auto general = [&](const std::map<std::string, json>& results) {
+    std::map<std::string, json> kept;
+    for (const auto& [task, res] : results)
+      if (!is_target(task) && base.count(task)) kept.emplace(task, res);
+    return general_score(kept, cats);
+  };
+  const GeneralScore base_score = general(base);
+  std::vector<GeneralScore> tuned_scores;
+  for (const auto& results : tuned) tuned_scores.push_back(general(results));
+  for (size_t c = 0; c < base_score.categories.size(); ++c) {
+    ForgettingRow row;
+    row.name = row.category = base_score.categories[c].first;
+    row.metric = "mean";
+    row.base = base_score.categories[c].second;
+    for (const auto& s : tuned_scores) row.tuned.push_back(s.categories[c].second);
+    t.categories.push_back(row);
   }
   t.overall.name = "overall";
   t.overall.metric = "mean of categories";
-  std::vector<double> b;
-  for (auto& c : t.categories) b.push_back(c.base);
-  t.overall.base = mean(b);
-  for (size_t k = 0; k < tuned.size(); ++k) {
-    std::vector<double> v;
-    for (auto& c : t.categories) v.push_back(c.tuned[k]);
-    t.overall.tuned.push_back(mean(v));
-  }
+  t.overall.base = base_score.overall;
+  for (const auto& s : tuned_scores) t.overall.tuned.push_back(s.overall);
   return t;
 }
 

@@ -27,6 +27,17 @@ Categories load_categories(const std::string& path);
 // exact_match for generative tasks; acc otherwise).
 std::string reported_metric(const std::string& task, const json& result);
 
+// One model's general ability: each task's reported metric, each category the mean of its
+// tasks, overall the mean of the categories (tasks in no category count in neither).
+struct GeneralScore {
+  std::map<std::string, double> tasks;
+  std::vector<std::pair<std::string, double>> categories;  // in the grouping's order, present ones only
+  double overall = 0;
+};
+
+// `results`: task name -> its result JSON (task_result_to_json, or eval/<task>.json).
+GeneralScore general_score(const std::map<std::string, json>& results, const Categories& cats);
+
 struct ForgettingRow {
   std::string name, category, metric;
   double base = 0;

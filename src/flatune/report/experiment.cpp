@@ -27,6 +27,7 @@
 #include "flatune/report/experiment_layout.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/stats.h"
+#include "flatune/report/watch.h"
 #include "flatune/report/wiseft_sweep.h"
 #include "flatune/retain/merge.h"
 #include "flatune/train/run_folder.h"
@@ -137,6 +138,12 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       if (f["lambda-iters"]) g.lambda_iters = f["lambda-iters"].as<int>();
       if (f["rho"]) g.sam_rho = f["rho"].as<double>();
     }
+    if (const auto& w = root["watch"]) {
+      g.watch = true;
+      if (w["every"]) g.watch_every = w["every"].as<int64_t>();
+      if (w["limit"]) g.watch_limit = w["limit"].as<int64_t>();
+      if (g.watch_every < 0) fail(where, "watch: every must be 0 (start and end only) or positive");
+    }
     if (root["stage-cache"]) g.stage_cache = resolve(root["stage-cache"].as<std::string>(), dir);
   } catch (const YAML::Exception& e) {
     fail(where, "unexpected structure at line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
@@ -144,6 +151,7 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
   if (g.targets.empty()) fail(where, "no targets");
   if (g.methods.empty()) fail(where, "no methods");
   if (g.before.empty() && g.stages.empty()) fail(where, "give 'before' (a model folder) or 'stages' that build one");
+  if (g.watch && g.suites.empty()) fail(where, "watch: needs eval: suites to watch");
   return g;
 }
 
@@ -252,7 +260,7 @@ std::string stage_dir(const Grid& g, const std::string& out, const GridStage& s)
 // (and skips what is done), so the hint is that, not --resume.
 void train_in_experiment(const TrainOptions& o, const std::string& what) {
   try {
-    train(o);
+    train(o, make_watch_hooks(o));
   } catch (const Interrupted& e) {
     throw Interrupted(e.signal, "interrupted by " + signal_name(e.signal) + " while training " + what + " (" + o.out +
                                     "); rerun the same command to continue: finished runs are kept, this one resumes "
@@ -315,6 +323,14 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
         o.out = run_dir;
         o.resume = true;
         if (o.save_every == 0) o.save_every = std::max<int64_t>(1, o.max_steps / 3);
+        if (g.watch) {
+          o.watch = g.suites;
+          o.watch_target = target.test;
+          o.watch_categories = g.categories;
+          o.watch_template = g.eval_template;
+          o.watch_every = g.watch_every;
+          o.watch_limit = g.watch_limit >= 0 ? g.watch_limit : g.eval_limit;
+        }
         if (eo.threads > 0) o.threads = eo.threads;
         train_in_experiment(o, "run " + name);
         std::string model_dir = RunFolder{run_dir}.final_dir();

@@ -50,6 +50,11 @@ struct Grid {
   int lambda_iters = 20;
   double sam_rho = 0.05;
   std::string stage_cache;  // where stage models are kept (default: <out>/stages)
+  // Forgetting watched during every run (key watch: {every: N, limit: L}): the suites and the
+  // target's test every N steps, for the trade-off curves and the matched-gain comparison.
+  bool watch = false;
+  int64_t watch_every = 0;
+  int64_t watch_limit = -1;  // items per suite; -1: the eval limit
 };
 
 Grid load_grid(const std::string& yaml_path);

@@ -14,6 +14,7 @@
 #include "flatune/report/experiment_layout.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/stats.h"
+#include "flatune/report/watch_report.h"
 #include "flatune/report/wiseft_sweep.h"
 
 namespace fs = std::filesystem;
@@ -327,6 +328,32 @@ void write_report(const Grid& g, const std::string& out) {
       plot_lines(join_path(out, "figures/wiseft_tradeoff.png"),
                  "Wise-FT: target gain against forgetting as alpha goes 0 -> 1", "forgetting", "target gain", curves);
       md << "\n![Wise-FT trade-off](figures/wiseft_tradeoff.png)\n";
+    }
+  }
+  // Forgetting watched during training: methods compared at matched target gain (a method that
+  // learns the target more slowly also forgets more slowly, so equal steps alone confound the two).
+  if (g.watch) {
+    md << "\n## Forgetting at matched target gain (watched during training)\n\n";
+    for (const auto& t : g.targets) {
+      std::vector<MethodCurves> methods;
+      std::vector<WatchCurve> all;
+      for (const auto& m : g.methods) {
+        MethodCurves mc{m.name, {}};
+        for (const auto& r : runs)
+          if (r.target == t.name && r.method == m.name && file_exists(join_path(r.dir, "watch.csv")))
+            mc.runs.push_back(read_watch_csv(r.dir, r.name));
+        all.insert(all.end(), mc.runs.begin(), mc.runs.end());
+        if (!mc.runs.empty()) methods.push_back(mc);
+      }
+      if (methods.empty()) continue;
+      auto rows = matched_gain_table(methods);
+      md << "Target " << t.name << ": forgetting (drop of the overall general score since step 0) interpolated along "
+         << "each run's trade-off curve at the same target gains; runs that never reach a gain are left out.\n\n"
+         << (rows.empty() ? "No run gained on the target, so there is no gain to match.\n"
+                          : matched_gain_markdown(rows));
+      for (const auto& f : write_watch_figures(all, join_path(out, "figures/watch_" + t.name)))
+        if (f.size() > 4 && f.compare(f.size() - 4, 4, ".png") == 0 && f.find("tradeoff") != std::string::npos)
+          md << "\n![trade-off " << t.name << "](" << fs::relative(f, out).string() << ")\n";
     }
   }
   md << "\n## Findings\n\n"

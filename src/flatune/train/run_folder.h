@@ -22,6 +22,8 @@ struct RunFolder {
   std::string final_dir() const { return root + "/final"; }
   std::string metrics_path() const { return root + "/metrics.jsonl"; }
   std::string config_path() const { return root + "/config.yaml"; }
+  std::string watch_csv_path() const { return root + "/watch.csv"; }
+  std::string best_dir() const { return root + "/best"; }
 };
 
 // Steps of the complete checkpoints in the folder, ascending (partial ones are ignored).

@@ -29,6 +29,7 @@
 #include "flatune/train/resume_check.h"
 #include "flatune/train/run_folder.h"
 #include "flatune/train/signals.h"
+#include "flatune/train/watch_history.h"
 
 namespace flatune {
 
@@ -50,6 +51,11 @@ void validate(const TrainOptions& o) {
   if (o.replay_ratio < 0 || o.replay_ratio >= 1) fail("--replay-ratio", "must be in [0, 1)");
   if (o.replay_ratio > 0 && o.replay.empty()) fail("--replay", "--replay-ratio needs a --replay FILE");
   if (o.save_dtype != "float32" && o.save_dtype != "bfloat16") fail("--save-dtype", "float32 or bfloat16");
+  if (o.watch.empty() && (!o.watch_target.empty() || o.watch_every > 0 || !o.keep_best.empty()))
+    fail("--watch", "--watch-target, --watch-every and --keep-best need the general suites to watch (--watch FILE...)");
+  if (o.watch_every < 0) fail("--watch-every", "must be 0 (start and end only) or positive");
+  check_keep_best(o.keep_best, !o.watch_target.empty());
+  if (o.max_forgetting < 0) fail("--max-forgetting", "must be at least 0");
 }
 
 torch::ScalarType save_dtype(const std::string& s) { return s == "bfloat16" ? torch::kBFloat16 : torch::kFloat32; }
@@ -533,13 +539,126 @@ json train_options_to_json(const TrainOptions& o) {
           {"seed", o.seed},
           {"threads", o.threads},
           {"bf16", o.bf16},
-          {"save-dtype", o.save_dtype}};
+          {"save-dtype", o.save_dtype},
+          {"watch", o.watch},
+          {"watch-target", o.watch_target},
+          {"watch-categories", o.watch_categories},
+          {"watch-template", o.watch_template},
+          {"watch-every", o.watch_every},
+          {"watch-limit", o.watch_limit},
+          {"keep-best", o.keep_best},
+          {"max-forgetting", o.max_forgetting}};
 }
 
-TrainResult train(const TrainOptions& options) {
+namespace {
+
+// The steps watched so far and the time they took (apart from training time).
+struct WatchLog {
+  std::vector<WatchRow> rows;
+  double seconds = 0;
+};
+
+bool watching(const TrainOptions& o) { return !o.watch.empty(); }
+
+bool watch_due(const TrainOptions& o, int64_t step, int64_t total_steps) {
+  return watching(o) && (step == 0 || step == total_steps || (o.watch_every > 0 && step % o.watch_every == 0));
+}
+
+// The general suites (and the target test) on the current weights, in eval mode and without
+// gradients, then back to training; the row goes to watch.csv and metrics.jsonl, and best/ is
+// rewritten when the step is the best by --keep-best.
+void watch_now(Recipe& r, const TrainHooks& hooks, WatchLog& log, int64_t step, MetricsLog* metrics) {
+  const auto t0 = std::chrono::steady_clock::now();
+  WatchScore score;
+  {
+    torch::NoGradGuard no_grad;
+    r.model->eval();
+    score = hooks.watch(r.model, r.dist);
+    r.model->train();
+  }
+  const double seconds = seconds_since(t0);
+  log.seconds += seconds;
+  log.rows.push_back(make_watch_row(step, score, seconds, log.rows.empty() ? nullptr : &log.rows.front()));
+  if (!r.dist.is_main()) return;
+  const WatchRow& row = log.rows.back();
+  write_watch_csv(r.run.watch_csv_path(), log.rows);
+  json line = {
+      {"step", step},       {"event", "watch"},        {"overall", row.score.overall}, {"forgetting", row.forgetting},
+      {"seconds", seconds}, {"scores", json::object()}};
+  if (row.score.target) {
+    line["target"] = *row.score.target;
+    line["target_gain"] = row.target_gain;
+  }
+  for (const auto& [name, v] : row.score.columns) line["scores"][name] = v;
+  metrics->write(line);
+  if (r.o.keep_best.empty()) return;
+  auto best = choose_best(log.rows, r.o.keep_best, r.o.max_forgetting);
+  if (!best || log.rows[best->index].step != step) return;
+  json why = {{"rule", r.o.keep_best},
+              {"step", step},
+              {"why", best->why},
+              {"overall", row.score.overall},
+              {"forgetting", row.forgetting}};
+  if (r.o.keep_best == "tradeoff") why["max_forgetting"] = r.o.max_forgetting;
+  if (row.score.target) {
+    why["target"] = *row.score.target;
+    why["target_gain"] = row.target_gain;
+  }
+  write_folder_atomic(r.run.best_dir(), [&](const std::string& dir) {
+    save_checkpoint(dir, llama_config_to_json(r.model->config()), r.model->weights(/*merge_lora=*/true),
+                    SaveOptions{save_dtype(r.o.save_dtype), 0}, r.tokenizer_dir);
+    write_file_atomic(join_path(dir, "best.json"), why.dump(2) + "\n");
+  });
+}
+
+// One metrics.jsonl line and the progress bar's status for a step. Throughput counts training
+// time only (watching is reported apart).
+void log_step(Recipe& r, MetricsLog* metrics, Progress& progress, const StepOutcome& out, int64_t step, double lr,
+              double tokens_done, double train_seconds, TrainResult& result) {
+  const TrainOptions& o = r.o;
+  json line = {{"step", step},
+               {"loss", out.stats.loss},
+               {"lr", lr},
+               {"grad_norm", out.stats.grad_norm},
+               {"tokens", tokens_done},
+               {"tokens_per_s", tokens_done / train_seconds},
+               {"epoch", r.order->epoch()}};
+  if (!std::isnan(out.replay_loss)) line["replay_loss"] = out.replay_loss;
+  if (out.stats.second_pass) {
+    line["perturbed_loss"] = out.stats.perturbed_loss;
+    line["e_norm"] = out.stats.e_norm;
+  }
+  if (o.eval_every > 0 && !r.val_set.empty() && (step % o.eval_every == 0 || step == r.total_steps))
+    line["val_loss"] = result.final_val_loss = validation_loss(r.model, r.val_set, o.batch_size, r.pad_id, r.dist);
+  if (metrics && (step % std::max<int64_t>(1, o.log_every) == 0 || line.contains("val_loss") || step == r.total_steps))
+    metrics->write(line);
+  char status[96];
+  std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s", out.stats.loss, lr, tokens_done / train_seconds);
+  progress.update(step, status);
+}
+
+// The signal any rank got (the first rank's), so that every rank stops at the same step.
+int agreed_stop_signal(const Distributed& dist, const StopRequest& stop) {
+  for (double sig : dist.all_gather(static_cast<double>(stop.signal())))
+    if (sig != 0) return static_cast<int>(sig);
+  return 0;
+}
+
+Interrupted interrupted(const Recipe& r, int sig, int64_t step) {
+  const std::string what = "interrupted by " + signal_name(sig) + " at step " + std::to_string(step) + " of " +
+                           std::to_string(r.total_steps);
+  if (!r.dist.is_main()) return Interrupted(sig, "rank " + std::to_string(r.dist.rank) + ": " + what);
+  return Interrupted(
+      sig, what + "; saved " + r.run.checkpoint_dir(step) + "; to continue, run the same command with --resume");
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& options, const TrainHooks& hooks) {
   Recipe r;
   set_up(r, options);
   const TrainOptions& o = r.o;
+  if (watching(o) && !hooks.watch) fail("--watch", "this caller of train() cannot evaluate during training");
   Start begun = start(r);
   TrainResult result;
   if (begun.finished) {
@@ -558,6 +677,12 @@ TrainResult train(const TrainOptions& options) {
     if (!begun.changes.empty())
       metrics->write({{"step", step}, {"event", "resume"}, {"changed", changes_to_json(begun.changes)}});
   }
+  // A resumed run keeps the watch history up to its checkpoint, so that it ends with the
+  // watch.csv an uninterrupted run writes.
+  WatchLog watch;
+  if (watching(o)) watch.rows = read_watch_csv(r.run.watch_csv_path(), step);
+  if (watching(o) && (watch.rows.empty() || watch.rows.back().step < step) && watch_due(o, step, r.total_steps))
+    watch_now(r, hooks, watch, step, metrics.get());
 
   // From here a signal stops the run at the end of a step, with a checkpoint; every rank stops
   // at the same step.
@@ -565,51 +690,24 @@ TrainResult train(const TrainOptions& options) {
   Progress progress("train", r.total_steps, "step");
   double tokens_done = 0, last_loss = std::nan("");
   const auto started = std::chrono::steady_clock::now();
+  const double watched_before = watch.seconds;
+  auto train_seconds = [&] { return std::max(1e-9, seconds_since(started) - (watch.seconds - watched_before)); };
   while (step < r.total_steps) {
     const double lr = learning_rate_at(r.schedule, o.lr, step);
     StepOutcome out = train_step(r, step, lr);
     ++step;
     tokens_done += out.tokens;
     last_loss = out.stats.loss;
-    const double elapsed = std::max(1e-9, seconds_since(started));
-    json line = {{"step", step},
-                 {"loss", out.stats.loss},
-                 {"lr", lr},
-                 {"grad_norm", out.stats.grad_norm},
-                 {"tokens", tokens_done},
-                 {"tokens_per_s", tokens_done / elapsed},
-                 {"epoch", r.order->epoch()}};
-    if (!std::isnan(out.replay_loss)) line["replay_loss"] = out.replay_loss;
-    if (out.stats.second_pass) {
-      line["perturbed_loss"] = out.stats.perturbed_loss;
-      line["e_norm"] = out.stats.e_norm;
-    }
-    if (o.eval_every > 0 && !r.val_set.empty() && (step % o.eval_every == 0 || step == r.total_steps))
-      line["val_loss"] = result.final_val_loss = validation_loss(r.model, r.val_set, o.batch_size, r.pad_id, r.dist);
-    if (metrics &&
-        (step % std::max<int64_t>(1, o.log_every) == 0 || line.contains("val_loss") || step == r.total_steps))
-      metrics->write(line);
-    char status[96];
-    std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s", out.stats.loss, lr, tokens_done / elapsed);
-    progress.update(step, status);
-    int stop_signal = 0;  // the first rank's that got one
-    for (double sig : r.dist.all_gather(static_cast<double>(stop.signal())))
-      if (stop_signal == 0) stop_signal = static_cast<int>(sig);
-    const bool stopping = stop_signal != 0;
+    log_step(r, metrics.get(), progress, out, step, lr, tokens_done, train_seconds(), result);
+    if (watch_due(o, step, r.total_steps)) watch_now(r, hooks, watch, step, metrics.get());
+    const int stop_signal = agreed_stop_signal(r.dist, stop);
     // The run's last step is checkpointed too, so that a longer run can continue from it.
     const bool last = step == r.total_steps && o.save_every > 0;
-    if ((o.save_every > 0 && step % o.save_every == 0) || last || stopping) {
+    if ((o.save_every > 0 && step % o.save_every == 0) || last || stop_signal != 0) {
       if (r.dist.is_main()) save_checkpoint_at(r, step);
       r.dist.barrier();
     }
-    if (stopping) {
-      const int sig = stop_signal;
-      const std::string what = "interrupted by " + signal_name(sig) + " at step " + std::to_string(step) + " of " +
-                               std::to_string(r.total_steps);
-      if (!r.dist.is_main()) throw Interrupted(sig, "rank " + std::to_string(r.dist.rank) + ": " + what);
-      throw Interrupted(
-          sig, what + "; saved " + r.run.checkpoint_dir(step) + "; to continue, run the same command with --resume");
-    }
+    if (stop_signal != 0) throw interrupted(r, stop_signal, step);
   }
   progress.finish();
 
@@ -623,7 +721,9 @@ TrainResult train(const TrainOptions& options) {
   result.steps = step;
   result.final_train_loss = last_loss;
   result.wall_seconds = seconds_since(started);
-  result.tokens_per_second = tokens_done / std::max(1e-9, result.wall_seconds);
+  result.train_seconds = train_seconds();
+  result.watch_seconds = watch.seconds;
+  result.tokens_per_second = tokens_done / result.train_seconds;
   result.final_dir = r.run.final_dir();
   return result;
 }
@@ -719,6 +819,14 @@ void set_train_option(TrainOptions& o, const std::string& key, const std::string
     o.threads = static_cast<int>(i64);
   } else if (key == "save-dtype") o.save_dtype = value;
   else if (key == "bf16") flag(&o.bf16);
+  else if (key == "watch") list(&o.watch);
+  else if (key == "watch-target") o.watch_target = value;
+  else if (key == "watch-categories") o.watch_categories = value;
+  else if (key == "watch-template") o.watch_template = value;
+  else if (key == "watch-every") integer(&o.watch_every);
+  else if (key == "watch-limit") integer(&o.watch_limit);
+  else if (key == "keep-best") o.keep_best = value;
+  else if (key == "max-forgetting") num(&o.max_forgetting);
   else fail(key, "unknown training option");
   (void)d;
 }

@@ -4,9 +4,14 @@
 // model. One function, readable top to bottom in trainer.cpp.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
+
 #include <string>
 #include <vector>
+#include "flatune/model/llama.h"
+#include "flatune/train/distributed.h"
+#include "flatune/train/watch_history.h"
 
 namespace flatune {
 
@@ -75,6 +80,25 @@ struct TrainOptions {
   int threads = 0;
   bool bf16 = false;  // bf16 autocast for the forward passes; weights, gradients and optimizer in fp32
   std::string save_dtype = "float32";
+
+  // Forgetting watched during training (the evaluation comes through TrainHooks): the general
+  // suites, the target's test, the category grouping, how often, and which step is kept as best/.
+  std::vector<std::string> watch;
+  std::string watch_target;
+  std::string watch_categories;  // YAML {category: [task prefixes]}; default: the seed paper's four
+  std::string watch_template;    // template for a generative target test ("": raw prompts)
+  int64_t watch_every = 0;       // 0: at the start and the end only
+  int64_t watch_limit = 0;       // items per suite (0: all)
+  std::string keep_best;         // "" | forgetting | target | tradeoff
+  double max_forgetting = 0.0;   // tradeoff: the largest allowed drop of the overall general score
+};
+
+// What train() cannot do itself. train/ does not depend on eval/, so the evaluation a watch
+// runs comes from the caller (report/watch.h makes it from the options).
+struct TrainHooks {
+  // Scores the live model (in eval mode, without gradients) on the watched suites; every rank
+  // calls it and must get the same scores.
+  std::function<WatchScore(LlamaForCausalLM& model, const Distributed& dist)> watch;
 };
 
 struct TrainResult {
@@ -83,6 +107,8 @@ struct TrainResult {
   double wall_seconds = 0;
   double tokens_per_second = 0;
   std::string final_dir;
+  double train_seconds = 0;       // wall_seconds without the watches: what tokens_per_second divides by
+  double watch_seconds = 0;       // time the watches took (step 0's included)
   bool already_finished = false;  // --resume of a run that had finished: nothing was trained
 };
 
@@ -90,7 +116,7 @@ struct TrainResult {
 // flatune::Error; a NaN/Inf loss stops the run naming the step, keeping the last checkpoint.
 // SIGINT/SIGTERM save a checkpoint at the end of the step and throw Interrupted; --resume
 // refuses options that would change what the run computes (see resume_check.h).
-TrainResult train(const TrainOptions& options);
+TrainResult train(const TrainOptions& options, const TrainHooks& hooks = {});
 
 // The resolved settings as JSON (what config.yaml holds).
 nlohmann::json train_options_to_json(const TrainOptions& o);
