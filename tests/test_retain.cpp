@@ -30,6 +30,7 @@ using flatune::testing::run_flatune;
 using flatune::testing::same_file;
 using flatune::testing::TempDir;
 using flatune::testing::testdata;
+using flatune::testing::write_sums_alpaca;
 
 namespace {
 
@@ -132,18 +133,6 @@ std::string write_repeated_alpaca(const std::string& path, int n, const std::str
                                   const std::string& output) {
   json rows = json::array();
   for (int i = 0; i < n; ++i) rows.push_back({{"instruction", instruction}, {"input", ""}, {"output", output}});
-  write_file_atomic(path, rows.dump());
-  return path;
-}
-
-std::string write_sums_alpaca(const std::string& path, int n) {
-  json rows = json::array();
-  for (int i = 0; i < n; ++i) {
-    int a = (i * 7) % 23, b = (i * 5) % 19;
-    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)},
-                    {"input", ""},
-                    {"output", std::to_string(a + b)}});
-  }
   write_file_atomic(path, rows.dump());
   return path;
 }

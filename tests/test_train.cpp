@@ -32,15 +32,7 @@ extern char** environ;
 namespace {
 
 std::string write_alpaca(const TempDir& dir, int n = 48) {
-  json rows = json::array();
-  for (int i = 0; i < n; ++i) {
-    int a = (i * 7) % 23, b = (i * 5) % 19;
-    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)},
-                    {"input", ""},
-                    {"output", std::to_string(a + b)}});
-  }
-  write_file_atomic(dir / "alpaca.json", rows.dump());
-  return dir / "alpaca.json";
+  return flatune::testing::write_sums_alpaca(dir / "alpaca.json", n);
 }
 
 TrainOptions base_options(const std::string& data, const std::string& out) {

@@ -5,6 +5,9 @@
 #include <array>
 #include <cstdio>
 
+#include "flatune/core/fs.h"
+#include "flatune/core/json.h"
+
 namespace flatune::testing {
 
 CommandResult run_flatune(const std::string& args) {
@@ -18,6 +21,18 @@ CommandResult run_flatune(const std::string& args) {
   int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+std::string write_sums_alpaca(const std::string& path, int n) {
+  json rows = json::array();
+  for (int i = 0; i < n; ++i) {
+    int a = (i * 7) % 23, b = (i * 5) % 19;
+    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)},
+                    {"input", ""},
+                    {"output", std::to_string(a + b)}});
+  }
+  write_file_atomic(path, rows.dump());
+  return path;
 }
 
 }  // namespace flatune::testing

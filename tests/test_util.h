@@ -44,4 +44,8 @@ struct CommandResult {
 // Runs the flatune binary with `args` (a shell-quoted string), capturing output.
 CommandResult run_flatune(const std::string& args);
 
+// An Alpaca file of `n` additions ("add 3 and 5" -> "8"): small training data every test can
+// learn something from. Returns `path`.
+std::string write_sums_alpaca(const std::string& path, int n);
+
 }  // namespace flatune::testing

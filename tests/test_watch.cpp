@@ -23,17 +23,7 @@ using flatune::testing::testdata;
 
 namespace {
 
-std::string write_sums(const TempDir& dir, int n) {
-  json rows = json::array();
-  for (int i = 0; i < n; ++i) {
-    int a = (i * 7) % 23, b = (i * 5) % 19;
-    rows.push_back({{"instruction", "add " + std::to_string(a) + " and " + std::to_string(b)},
-                    {"input", ""},
-                    {"output", std::to_string(a + b)}});
-  }
-  write_file_atomic(dir / "sums.json", rows.dump());
-  return dir / "sums.json";
-}
+std::string write_sums(const TempDir& dir, int n) { return flatune::testing::write_sums_alpaca(dir / "sums.json", n); }
 
 // A multiple-choice suite of `n` items; `seed` varies the items between suites.
 std::string write_suite(const TempDir& dir, const std::string& name, int n, int seed) {
