@@ -85,7 +85,7 @@ void add_bench_train_command(CLI::App& bench) {
             lora_rank = 0;
     std::vector<std::string> variants = {"none", "sam", "asam", "looksam", "sam-subset"};
     int threads = 0;
-    bool unfused_loss = false, bf16 = false;
+    bool unfused_loss = false, bf16 = false, checkpoint_activations = false;
     std::string json_out, profile;
   };
   auto a = std::make_shared<Args>();
@@ -102,6 +102,8 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--variants", a->variants, "none sam asam looksam sam-subset");
   sub->add_option("--threads", a->threads, "intra-op threads");
   sub->add_flag("--bf16", a->bf16, "bf16 autocast for the forward passes, as flatune train --bf16");
+  sub->add_flag("--checkpoint-activations", a->checkpoint_activations,
+                "recompute each layer in the backward pass, as flatune train --checkpoint-activations");
   sub->add_flag("--unfused-loss", a->unfused_loss,
                 "full logits then cross-entropy, as transformers does (default: the fused head + loss)");
   sub->add_option("--json", a->json_out, "also write the results as JSON");
@@ -139,6 +141,7 @@ void add_bench_train_command(CLI::App& bench) {
       int64_t activations = 0;
       LlamaForCausalLM model(c);
       model->init_weights(0);
+      model->set_checkpoint_activations(a->checkpoint_activations);
       if (a->lora_rank > 0) {
         LoraOptions lo;
         lo.rank = a->lora_rank;
@@ -203,6 +206,7 @@ void add_bench_train_command(CLI::App& bench) {
                   {"step_time_vs_adamw", ratio},
                   {"model_flops_per_token", flops_per_token},
                   {"bf16", a->bf16},
+                  {"checkpoint_activations", a->checkpoint_activations},
                   {"mfu_fp32", mfu_fp32},
                   {"mfu_bf16", mfu_bf16},
                   {"gemm_peak_fp32_gflops", peak_fp32},

@@ -73,6 +73,9 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
                   "keep best/ by a rule: forgetting (least), target (highest score), tradeoff (highest target gain "
                   "with forgetting at most --max-forgetting)");
   sub->add_option("--max-forgetting", o.max_forgetting, "tradeoff: the largest allowed drop of the overall score");
+  sub->add_flag("--checkpoint-activations", o.checkpoint_activations,
+                "keep only each decoder layer's input and recompute the layer in the backward pass: less memory, "
+                "about a third more compute (gradients as without)");
   sub->add_option("--save-dtype", o.save_dtype, "float32 | bfloat16 for the final weights");
   sub->add_flag(
       "--bf16", o.bf16,

@@ -613,3 +613,19 @@ TEST(Train, ConfigFileSetsTheVerbsFlagsAndItsErrorsNameFileLineAndKey) {
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   }
 }
+
+// --checkpoint-activations trains the same model (the recomputed layers give the gradients of
+// the plain backward), with SAM's two passes too.
+TEST(Train, CheckpointedActivationsTrainTheSameModel) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  TempDir dir;
+  TrainOptions o = base_options(write_alpaca(dir), dir / "plain");
+  o.max_steps = 4;
+  o.sam = "sam";
+  train(o);
+  o.out = dir / "checkpointed";
+  o.checkpoint_activations = true;
+  train(o);
+  EXPECT_LE(max_weight_diff(dir / "plain/final/model.safetensors", dir / "checkpointed/final/model.safetensors"), 1e-6);
+  EXPECT_EQ(read_run_config(RunFolder{dir / "checkpointed"})["checkpoint-activations"], "true");
+}

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/io/checkpoint.h"
 
@@ -216,6 +217,63 @@ struct LlamaForCausalLMImpl::Layer : torch::nn::Module {
   }
 };
 
+// ---------------------------------------------------------------- activation checkpointing
+
+namespace {
+
+// One decoder layer whose activations are not kept: the forward runs without recording, and the
+// backward runs the layer's forward again from its saved input (with the random state and
+// autocast the first forward had, so LoRA dropout and bf16 give the same numbers) and
+// backpropagates through that, accumulating the parameters' gradients as the plain backward
+// would. What is kept per layer is its input; the rest is recomputed, about a third more
+// compute for most of the activation memory.
+struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
+  // Only x is an autograd input; the rest comes by pointer (an undefined mask cannot be an
+  // input of a custom function).
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               LlamaForCausalLMImpl::Layer* layer, const torch::Tensor* cos_ptr,
+                               const torch::Tensor* sin_ptr, const torch::Tensor* mask_ptr, bool causal,
+                               AttentionKernel kernel) {
+    const torch::Tensor &cos = *cos_ptr, &sin = *sin_ptr, &mask = *mask_ptr;
+    ctx->save_for_backward({x});
+    ctx->saved_data["cos"] = cos;
+    ctx->saved_data["sin"] = sin;
+    ctx->saved_data["has_mask"] = mask.defined();
+    if (mask.defined()) ctx->saved_data["mask"] = mask;
+    ctx->saved_data["causal"] = causal;
+    ctx->saved_data["kernel"] = static_cast<int64_t>(kernel);
+    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(at::kCPU);
+    torch::NoGradGuard no_grad;
+    return layer->forward(x, cos, sin, mask, causal, kernel, nullptr, nullptr);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto* layer = reinterpret_cast<LlamaForCausalLMImpl::Layer*>(ctx->saved_data["layer"].toInt());
+    torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? ctx->saved_data["mask"].toTensor() : torch::Tensor();
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    const torch::Tensor rng_now = gen.get_state();
+    gen.set_state(ctx->saved_data["rng"].toTensor());
+    torch::Tensor out;
+    {
+      torch::AutoGradMode grad(true);
+      compat::CpuBf16Autocast autocast(ctx->saved_data["autocast"].toBool());
+      out = layer->forward(x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), mask,
+                           ctx->saved_data["causal"].toBool(),
+                           static_cast<AttentionKernel>(ctx->saved_data["kernel"].toInt()), nullptr, nullptr);
+    }
+    gen.set_state(rng_now);
+    torch::autograd::backward({out}, {grad_out[0]});
+    return {x.grad(),        torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 // ---------------------------------------------------------------- the model
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config_(c) {
@@ -313,10 +371,17 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
     in.cache->k.resize(layers_.size());
     in.cache->v.resize(layers_.size());
   }
+  const bool checkpointing = checkpoint_activations_ && torch::GradMode::is_enabled() && !in.cache;
+  // A checkpointed layer reaches the backward pass only through its input; with frozen
+  // embeddings (LoRA) that input must be made to require a gradient, or the adapters' gradients
+  // would never be computed.
+  if (checkpointing && !x.requires_grad()) x = x.detach().requires_grad_(true);
   for (size_t i = 0; i < layers_.size(); ++i) {
     auto* layer = static_cast<Layer*>(layers_[i].get());
-    x = layer->forward(x, cos, sin, mask, causal, attention_, in.cache ? &in.cache->k[i] : nullptr,
-                       in.cache ? &in.cache->v[i] : nullptr);
+    if (checkpointing) x = CheckpointedLayer::apply(x, layer, &cos, &sin, &mask, causal, attention_);
+    else
+      x = layer->forward(x, cos, sin, mask, causal, attention_, in.cache ? &in.cache->k[i] : nullptr,
+                         in.cache ? &in.cache->v[i] : nullptr);
   }
   return rms_norm(x, norm_weight_, config_.rms_norm_eps);
 }

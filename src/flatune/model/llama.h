@@ -78,6 +78,12 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   AttentionKernel attention_kernel() const { return attention_; }
   void set_attention_kernel(AttentionKernel k) { attention_ = k; }
 
+  // Activation checkpointing per decoder layer while gradients are recorded: each layer keeps
+  // only its input and runs again in the backward pass (memory for time). Not twice
+  // differentiable: Hessian-vector products need it off.
+  bool checkpoint_activations() const { return checkpoint_activations_; }
+  void set_checkpoint_activations(bool on) { checkpoint_activations_ = on; }
+
   // Normal(0, initializer_range) for linear and embedding weights, ones for norms, zeros for
   // biases, as transformers' _init_weights does; seeded.
   void init_weights(uint64_t seed);
@@ -106,6 +112,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   LlamaConfig config_;
   std::optional<LoraOptions> lora_;
   AttentionKernel attention_ = AttentionKernel::sdpa;
+  bool checkpoint_activations_ = false;
   torch::Tensor inv_freq_;  // [head_dim/2] float64, RoPE frequencies after scaling
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
   torch::Tensor embed_, norm_weight_, lm_head_;

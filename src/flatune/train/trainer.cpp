@@ -149,6 +149,7 @@ void set_up_model(Recipe& r) {
     r.model->add_lora(lo);
     bind_lora_terms(r.penalty, r.model);
   }
+  r.model->set_checkpoint_activations(o.checkpoint_activations);
   r.model->train();
 }
 
@@ -539,6 +540,7 @@ json train_options_to_json(const TrainOptions& o) {
           {"seed", o.seed},
           {"threads", o.threads},
           {"bf16", o.bf16},
+          {"checkpoint-activations", o.checkpoint_activations},
           {"save-dtype", o.save_dtype},
           {"watch", o.watch},
           {"watch-target", o.watch_target},
@@ -819,6 +821,7 @@ void set_train_option(TrainOptions& o, const std::string& key, const std::string
     o.threads = static_cast<int>(i64);
   } else if (key == "save-dtype") o.save_dtype = value;
   else if (key == "bf16") flag(&o.bf16);
+  else if (key == "checkpoint-activations") flag(&o.checkpoint_activations);
   else if (key == "watch") list(&o.watch);
   else if (key == "watch-target") o.watch_target = value;
   else if (key == "watch-categories") o.watch_categories = value;

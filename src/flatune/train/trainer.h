@@ -79,6 +79,7 @@ struct TrainOptions {
   bool resume = false;
   int threads = 0;
   bool bf16 = false;  // bf16 autocast for the forward passes; weights, gradients and optimizer in fp32
+  bool checkpoint_activations = false;  // recompute each decoder layer in the backward pass (memory for time)
   std::string save_dtype = "float32";
 
   // Forgetting watched during training (the evaluation comes through TrainHooks): the general
