@@ -76,6 +76,9 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
   sub->add_flag("--checkpoint-activations", o.checkpoint_activations,
                 "keep only each decoder layer's input and recompute the layer in the backward pass: less memory, "
                 "about a third more compute (gradients as without)");
+  sub->add_option("--shard", o.shard,
+                  "none | optimizer: under flatune launch, each rank keeps the AdamW state of 1/N of the "
+                  "parameters (ZeRO stage 1); checkpoints hold one optimizer file per rank");
   sub->add_option("--save-dtype", o.save_dtype, "float32 | bfloat16 for the final weights");
   sub->add_flag(
       "--bf16", o.bf16,

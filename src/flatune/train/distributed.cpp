@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include "flatune/core/error.h"
@@ -173,6 +174,26 @@ void Distributed::broadcast(const std::vector<torch::Tensor>& tensors) const {
     std::vector<torch::Tensor> one = {t.is_contiguous() ? t : t.contiguous()};
     collective(*this, "broadcast", [&] { group(*this).broadcast(one)->wait(); });
     if (!t.is_contiguous()) t.copy_(one[0]);
+  }
+}
+
+void Distributed::broadcast_from(const std::vector<torch::Tensor>& tensors, int root) const {
+  if (!active() || tensors.empty()) return;
+  torch::NoGradGuard ng;
+  std::map<at::ScalarType, std::vector<torch::Tensor>> by_dtype;
+  for (const auto& t : tensors) by_dtype[t.scalar_type()].push_back(t);
+  for (auto& [dtype, group_tensors] : by_dtype) {
+    std::vector<torch::Tensor> flat_views;
+    for (auto& t : group_tensors) flat_views.push_back(t.reshape({-1}));
+    std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    collective(*this, "broadcast", [&] { group(*this).broadcast(flat, opts)->wait(); });
+    int64_t off = 0;
+    for (auto& t : group_tensors) {
+      t.copy_(flat[0].narrow(0, off, t.numel()).view(t.sizes()));
+      off += t.numel();
+    }
   }
 }
 

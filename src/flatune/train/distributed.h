@@ -29,6 +29,9 @@ struct Distributed {
   void allreduce_sum(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes = 32 << 20) const;
   // Copies rank 0's values into every rank's tensors, in place.
   void broadcast(const std::vector<torch::Tensor>& tensors) const;
+  // Copies `root`'s values into every rank's tensors, in place, as one collective (the tensors
+  // flattened into one buffer per dtype).
+  void broadcast_from(const std::vector<torch::Tensor>& tensors, int root) const;
   double mean(double value) const;
   // Every rank's value, in rank order.
   std::vector<double> all_gather(double value) const;

@@ -64,7 +64,7 @@ LaunchResult launch_local(int nproc, const std::vector<std::string>& command, in
     env_strings.push_back("LOCAL_RANK=" + std::to_string(r));
     env_strings.push_back("WORLD_SIZE=" + std::to_string(nproc));
     env_strings.push_back("LOCAL_WORLD_SIZE=" + std::to_string(nproc));
-    env_strings.push_back("MASTER_ADDR=127.0.0.1");
+    env_strings.emplace_back("MASTER_ADDR=127.0.0.1");
     env_strings.push_back("MASTER_PORT=" + std::to_string(master_port));
     if (collective_timeout_s > 0) {
       char v[64];

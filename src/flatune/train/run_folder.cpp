@@ -41,7 +41,9 @@ void prune_checkpoints(const RunFolder& run, int64_t keep) {
   std::error_code ec;
   if (fs::is_directory(run.checkpoints_dir(), ec)) {
     for (const auto& e : fs::directory_iterator(run.checkpoints_dir(), ec))
-      if (e.path().filename().string().find(".partial") != std::string::npos) fs::remove_all(e.path(), ec);
+      if (e.path().filename().string().find(".partial") != std::string::npos ||
+          e.path().filename().string().rfind(".step-", 0) == 0)  // sharded optimizer files a crash left
+        fs::remove_all(e.path(), ec);
   }
   if (keep <= 0) return;
   auto steps = list_checkpoints(run);

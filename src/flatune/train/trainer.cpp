@@ -56,6 +56,8 @@ void validate(const TrainOptions& o) {
   if (o.watch_every < 0) fail("--watch-every", "must be 0 (start and end only) or positive");
   check_keep_best(o.keep_best, !o.watch_target.empty());
   if (o.max_forgetting < 0) fail("--max-forgetting", "must be at least 0");
+  if (o.shard != "none" && o.shard != "optimizer")
+    fail("--shard", "unknown sharding '" + o.shard + "' (none, optimizer)");
 }
 
 torch::ScalarType save_dtype(const std::string& s) { return s == "bfloat16" ? torch::kBFloat16 : torch::kFloat32; }
@@ -122,7 +124,38 @@ struct Recipe {
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<SamStepper> stepper;
   Schedule schedule;
+  // --shard optimizer: the rank that owns each trainable parameter (holds its AdamW state and
+  // steps it); empty when every rank steps everything.
+  std::vector<int> owner;
 };
+
+// Parameters in order, each to the rank with the fewest bytes so far: deterministic, and within
+// one tensor of an even split.
+std::vector<int> assign_owners(const std::vector<torch::Tensor>& params, int ranks) {
+  std::vector<int64_t> bytes(ranks, 0);
+  std::vector<int> owner;
+  for (const auto& p : params) {
+    const int r = static_cast<int>(std::min_element(bytes.begin(), bytes.end()) - bytes.begin());
+    owner.push_back(r);
+    bytes[r] += p.nbytes();
+  }
+  return owner;
+}
+
+// After a sharded step each parameter is current only on its owner: every rank broadcasts its
+// share, one collective per rank.
+void share_stepped_parameters(Recipe& r) {
+  for (int root = 0; root < r.dist.world_size; ++root) {
+    std::vector<torch::Tensor> owned;
+    for (size_t i = 0; i < r.param_tensors.size(); ++i)
+      if (r.owner[i] == root) owned.push_back(r.param_tensors[i].detach());
+    r.dist.broadcast_from(owned, root);
+  }
+}
+
+std::string optimizer_file(const Recipe& r) {
+  return r.owner.empty() ? "optimizer.pt" : "optimizer.rank-" + std::to_string(r.dist.rank) + ".pt";
+}
 
 // Tokenizer, model (and LoRA), and the anti-forgetting penalty, which needs the weights before
 // any change and before LoRA freezes them.
@@ -181,7 +214,15 @@ void set_up_optimizer(Recipe& r) {
   const TrainOptions& o = r.o;
   auto params = r.model->trainable_parameters();
   for (auto& [name, p] : params) r.param_tensors.push_back(p);
-  r.optimizer = make_adamw(params, AdamWSettings{o.lr, o.beta1, o.beta2, o.adam_eps, o.weight_decay, o.decay_all});
+  NamedParams stepped = params;
+  if (o.shard == "optimizer" && r.dist.active()) {
+    r.owner = assign_owners(r.param_tensors, r.dist.world_size);
+    stepped.clear();
+    for (size_t i = 0; i < params.size(); ++i)
+      if (r.owner[i] == r.dist.rank) stepped.push_back(params[i]);
+    if (stepped.empty()) fail("--shard", "more ranks than trainable parameters to share out");
+  }
+  r.optimizer = make_adamw(stepped, AdamWSettings{o.lr, o.beta1, o.beta2, o.adam_eps, o.weight_decay, o.decay_all});
   std::function<void()> grad_sync;
   if (r.dist.active()) {
     grad_sync = [&r] {
@@ -239,16 +280,43 @@ void save_checkpoint_at(Recipe& r, int64_t step) {
       write_file_atomic(join_path(dir, "config.json"), cfg.dump(2) + "\n");
       copy_tokenizer_files(r.tokenizer_dir, dir);
     }
-    save_optimizer_state(*r.optimizer, join_path(dir, "optimizer.pt"));
+    if (r.owner.empty()) {
+      save_optimizer_state(*r.optimizer, join_path(dir, "optimizer.pt"));
+    } else {
+      // Each rank wrote its share beside the folder (save_checkpoint_everywhere); in it goes.
+      for (int rank = 0; rank < r.dist.world_size; ++rank) {
+        const std::string name = "optimizer.rank-" + std::to_string(rank) + ".pt";
+        std::filesystem::rename(join_path(r.run.checkpoints_dir(), ".step-" + std::to_string(step) + "." + name),
+                                join_path(dir, name));
+      }
+    }
     NamedTensors extra = r.stepper->state();
     extra.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
     write_safetensors(join_path(dir, "trainer_tensors.safetensors"), extra);
-    json state = {{"step", step}, {"epoch", r.order->epoch()}, {"position", r.order->position()}};
+    json state = {{"step", step},
+                  {"epoch", r.order->epoch()},
+                  {"position", r.order->position()},
+                  {"shard", r.o.shard == "optimizer" && r.dist.active() ? "optimizer" : "none"},
+                  {"world_size", r.dist.world_size}};
     if (r.replay_order)
       state["replay"] = {{"epoch", r.replay_order->epoch()}, {"position", r.replay_order->position()}};
     write_file_atomic(join_path(dir, "trainer_state.json"), state.dump(2) + "\n");
   });
   prune_checkpoints(r.run, r.o.keep_last);
+}
+
+// Rank 0 writes the checkpoint; with sharded optimizer state every rank first writes its share
+// beside it, for rank 0 to move in.
+void save_checkpoint_everywhere(Recipe& r, int64_t step) {
+  if (!r.owner.empty()) {
+    if (r.dist.is_main()) make_dirs(r.run.checkpoints_dir());
+    r.dist.barrier();
+    save_optimizer_state(*r.optimizer,
+                         join_path(r.run.checkpoints_dir(), ".step-" + std::to_string(step) + "." + optimizer_file(r)));
+    r.dist.barrier();
+  }
+  if (r.dist.is_main()) save_checkpoint_at(r, step);
+  r.dist.barrier();
 }
 
 // Loads checkpoint `step` into the recipe; returns the step it holds.
@@ -265,7 +333,15 @@ int64_t restore_checkpoint(Recipe& r, int64_t step) {
   } else {
     r.model->load_weights(read_safetensors(join_path(dir, "model.safetensors")), dir);
   }
-  load_optimizer_state(*r.optimizer, join_path(dir, "optimizer.pt"));
+  const json state = read_json_file(join_path(dir, "trainer_state.json"));
+  const std::string shard = state.value("shard", "none");
+  const int world = state.value("world_size", 1);
+  if (shard == "optimizer" && (r.owner.empty() || world != r.dist.world_size))
+    fail(dir, "its optimizer state is sharded over " + std::to_string(world) +
+                  " ranks: resume with --shard optimizer under flatune launch --nproc " + std::to_string(world));
+  if (shard != "optimizer" && !r.owner.empty())
+    fail(dir, "its optimizer state is not sharded: resume without --shard optimizer");
+  load_optimizer_state(*r.optimizer, join_path(dir, optimizer_file(r)));
   NamedTensors sam_state;
   for (auto& [name, t] : read_safetensors(join_path(dir, "trainer_tensors.safetensors"))) {
     if (name == "rng.cpu") {
@@ -276,7 +352,6 @@ int64_t restore_checkpoint(Recipe& r, int64_t step) {
     }
   }
   r.stepper->load_state(sam_state, dir);
-  json state = read_json_file(join_path(dir, "trainer_state.json"));
   r.order->restore(state.at("epoch").get<int64_t>(), state.at("position").get<int64_t>());
   if (r.replay_order && state.contains("replay"))
     r.replay_order->restore(state["replay"].at("epoch").get<int64_t>(), state["replay"].at("position").get<int64_t>());
@@ -459,6 +534,7 @@ StepOutcome train_step(Recipe& r, int64_t step, double lr) {
   };
   StepOutcome out;
   out.stats = r.stepper->step(closure);
+  if (!r.owner.empty()) share_stepped_parameters(r);
   out.stats.loss = dist.mean(out.stats.loss) * dist.world_size;
   if (!std::isfinite(out.stats.loss) || !std::isfinite(out.stats.grad_norm)) {
     auto last = newest_checkpoint(r.run);
@@ -541,6 +617,7 @@ json train_options_to_json(const TrainOptions& o) {
           {"threads", o.threads},
           {"bf16", o.bf16},
           {"checkpoint-activations", o.checkpoint_activations},
+          {"shard", o.shard},
           {"save-dtype", o.save_dtype},
           {"watch", o.watch},
           {"watch-target", o.watch_target},
@@ -706,8 +783,7 @@ TrainResult train(const TrainOptions& options, const TrainHooks& hooks) {
     // The run's last step is checkpointed too, so that a longer run can continue from it.
     const bool last = step == r.total_steps && o.save_every > 0;
     if ((o.save_every > 0 && step % o.save_every == 0) || last || stop_signal != 0) {
-      if (r.dist.is_main()) save_checkpoint_at(r, step);
-      r.dist.barrier();
+      save_checkpoint_everywhere(r, step);
     }
     if (stop_signal != 0) throw interrupted(r, stop_signal, step);
   }
@@ -822,6 +898,7 @@ void set_train_option(TrainOptions& o, const std::string& key, const std::string
   } else if (key == "save-dtype") o.save_dtype = value;
   else if (key == "bf16") flag(&o.bf16);
   else if (key == "checkpoint-activations") flag(&o.checkpoint_activations);
+  else if (key == "shard") o.shard = value;
   else if (key == "watch") list(&o.watch);
   else if (key == "watch-target") o.watch_target = value;
   else if (key == "watch-categories") o.watch_categories = value;

@@ -79,7 +79,10 @@ struct TrainOptions {
   bool resume = false;
   int threads = 0;
   bool bf16 = false;  // bf16 autocast for the forward passes; weights, gradients and optimizer in fp32
-  bool checkpoint_activations = false;  // recompute each decoder layer in the backward pass (memory for time)
+  bool checkpoint_activations = false;
+  // "optimizer": ZeRO stage 1 under `flatune launch`: each rank keeps the AdamW state of its share
+  // of the parameters (about 1/N of it), steps that share and broadcasts it to the others.
+  std::string shard = "none";  // recompute each decoder layer in the backward pass (memory for time)
   std::string save_dtype = "float32";
 
   // Forgetting watched during training (the evaluation comes through TrainHooks): the general
