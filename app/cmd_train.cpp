@@ -77,8 +77,9 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
                 "keep only each decoder layer's input and recompute the layer in the backward pass: less memory, "
                 "about a third more compute (gradients as without)");
   sub->add_option("--shard", o.shard,
-                  "none | optimizer: under flatune launch, each rank keeps the AdamW state of 1/N of the "
-                  "parameters (ZeRO stage 1); checkpoints hold one optimizer file per rank");
+                  "none | optimizer | gradients: under flatune launch, each rank keeps the AdamW state of 1/N of "
+                  "the parameters (ZeRO stage 1); gradients: also reduces each gradient to its owner only (stage "
+                  "2; not with LookSAM); checkpoints hold one optimizer file per rank");
   sub->add_option("--save-dtype", o.save_dtype, "float32 | bfloat16 for the final weights");
   sub->add_flag(
       "--bf16", o.bf16,

@@ -638,12 +638,13 @@ TEST(Train, CheckpointedActivationsTrainTheSameModel) {
 TEST(Train, ShardedOptimizerStateEqualsOneProcessAndResumes) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
   TempDir dir;
-  const std::string common = "--model '" + testdata("models/llama-gqa") + "' --data '" + write_alpaca(dir) +
-                             "' --max-steps 10 --lr 2e-3 --seed 3 --threads 1 --adam-eps 1e-3 --sam sam --rho 0.1"
-                             " --save-every 5 --keep-last 0";
-  auto one = run_flatune("train " + common + " --batch-size 8 --out '" + (dir / "one") + "'");
+  const std::string common =
+      "--model '" + testdata("models/llama-gqa") + "' --data '" + write_alpaca(dir) +
+      "' --max-steps 10 --lr 2e-3 --seed 3 --threads 1 --adam-eps 1e-3 --save-every 5 --keep-last 0";
+  const std::string sam = " --sam sam --rho 0.1", asam = " --sam asam --rho 0.5";
+  auto one = run_flatune("train " + common + sam + " --batch-size 8 --out '" + (dir / "one") + "'");
   ASSERT_EQ(one.exit_code, 0) << one.output;
-  const std::string launch = "launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' train " + common +
+  const std::string launch = "launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' train " + common + sam +
                              " --batch-size 4 --shard optimizer --out ";
   auto two = run_flatune(launch + "'" + (dir / "two") + "'");
   ASSERT_EQ(two.exit_code, 0) << two.output;
@@ -668,6 +669,24 @@ TEST(Train, ShardedOptimizerStateEqualsOneProcessAndResumes) {
   // bit where the uninterrupted run's did show their state came back whole.)
   EXPECT_TRUE(same_file(dir / "two/checkpoints/step-10/model.safetensors",
                         dir / "resumed/checkpoints/step-10/model.safetensors"));
+
+  // ZeRO stage 2 (--shard gradients): gradients reduced to their owners, norms totalled over the
+  // ranks; SAM and ASAM (its norm of |w|-scaled gradients) as 1 process computes them.
+  auto asam_one =
+      run_flatune("train " + common + " --batch-size 8 --sam asam --rho 0.5 --out '" + (dir / "asam-one") + "'");
+  ASSERT_EQ(asam_one.exit_code, 0) << asam_one.output;
+  for (const char* variant : {"sam", "asam"}) {
+    const std::string extra = std::string(variant) == "asam" ? asam : sam;
+    auto zero2 =
+        run_flatune("launch --nproc 2 -- '" + std::string(FLATUNE_BINARY) + "' train " + common +
+                    " --batch-size 4 --shard gradients" + extra + " --out '" + (dir / "zero2-") + variant + "'");
+    ASSERT_EQ(zero2.exit_code, 0) << zero2.output;
+    const std::string reference = std::string(variant) == "asam" ? "asam-one" : "one";
+    EXPECT_LT(max_weight_diff(dir / reference + "/final/model.safetensors",
+                              dir / "zero2-" + variant + "/final/model.safetensors"),
+              1e-5)
+        << variant;
+  }
 
   std::filesystem::create_directories(dir / "alone/checkpoints");
   std::filesystem::copy(dir / "two/checkpoints/step-5", dir / "alone/checkpoints/step-5",

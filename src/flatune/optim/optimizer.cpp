@@ -66,16 +66,17 @@ double learning_rate_at(const Schedule& s, double base_lr, int64_t step) {
   fail("--schedule", "unknown schedule '" + s.kind + "' (constant, linear, cosine, step)");
 }
 
-double global_grad_norm(const std::vector<torch::Tensor>& params) {
+double global_grad_norm(const std::vector<torch::Tensor>& params, const std::function<double(double)>& sum_across) {
   std::vector<torch::Tensor> norms;
   for (const auto& p : params)
     if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kDouble).norm());
-  if (norms.empty()) return 0.0;
-  return torch::stack(norms).norm().item<double>();
+  const double local = norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+  return sum_across ? std::sqrt(sum_across(local * local)) : local;
 }
 
-double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
-  double norm = global_grad_norm(params);
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm,
+                      const std::function<double(double)>& sum_across) {
+  double norm = global_grad_norm(params, sum_across);
   if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
     // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6).
     double scale = max_norm / (norm + 1e-6);

@@ -3,6 +3,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
+
 #include <memory>
 #include <string>
 #include <utility>
@@ -49,7 +51,11 @@ struct Schedule {
 double learning_rate_at(const Schedule& s, double base_lr, int64_t step);
 
 // Scales every gradient so their global L2 norm is at most max_norm; returns the norm before.
-double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
-double global_grad_norm(const std::vector<torch::Tensor>& params);
+// `sum_across` (optional) totals a partial sum of squares over processes that each hold part of
+// the gradients (sharded gradients).
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm,
+                      const std::function<double(double)>& sum_across = nullptr);
+double global_grad_norm(const std::vector<torch::Tensor>& params,
+                        const std::function<double(double)>& sum_across = nullptr);
 
 }  // namespace flatune

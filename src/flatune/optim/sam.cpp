@@ -23,12 +23,13 @@ double dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>
 }  // namespace
 
 SamStepper::SamStepper(NamedParams params, torch::optim::Optimizer& base, SamSettings s, double max_grad_norm,
-                       std::function<void()> grad_sync)
+                       std::function<void()> grad_sync, SamShardHooks shard)
     : params_(std::move(params)),
       base_(base),
       s_(std::move(s)),
       max_grad_norm_(max_grad_norm),
-      grad_sync_(std::move(grad_sync)) {
+      grad_sync_(std::move(grad_sync)),
+      shard_(std::move(shard)) {
   static const std::vector<std::string> kinds = {"none", "sam", "asam", "looksam", "sam-subset"};
   if (std::find(kinds.begin(), kinds.end(), s_.kind) == kinds.end())
     fail("--sam", "unknown SAM variant '" + s_.kind + "' (none, sam, asam, looksam, sam-subset)");
@@ -75,6 +76,8 @@ std::vector<torch::Tensor> SamStepper::grads_of(const std::vector<size_t>& idx) 
 
 StepStats SamStepper::step(const std::function<double()>& closure) {
   StepStats st;
+  // Every reduction of gradients over the model, whole even when each process holds a share.
+  auto total = [&](double partial) { return shard_.sum_across ? shard_.sum_across(partial) : partial; };
   auto sync = [&] {
     if (grad_sync_) grad_sync_();
   };
@@ -99,15 +102,15 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
         t.push_back(tensors_[perturbed_idx_[j]].detach().abs() + s_.eta);
         tg.push_back(t.back() * g[j]);
       }
-      double n = std::sqrt(sq_norm(tg));
+      double n = std::sqrt(total(sq_norm(tg)));
       double scale = n > 0 ? s_.rho / n : 0.0;
       for (size_t j = 0; j < g.size(); ++j) e.push_back(t[j] * t[j] * g[j] * scale);
     } else {
-      double n = std::sqrt(sq_norm(g));
+      double n = std::sqrt(total(sq_norm(g)));
       double scale = n > 0 ? s_.rho / n : 0.0;
       for (auto& x : g) e.push_back(x * scale);
     }
-    st.e_norm = std::sqrt(sq_norm(e));
+    st.e_norm = std::sqrt(total(sq_norm(e)));
     // Keep exact copies of w: subtracting e again would not restore w bit for bit.
     std::vector<torch::Tensor> weights, saved;
     for (size_t i : perturbed_idx_) {
@@ -115,6 +118,7 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
       saved.push_back(weights.back().clone());
     }
     at::_foreach_add_(weights, e);  // one multi-tensor kernel on CUDA; per-tensor add_ on CPU
+    if (shard_.share_perturbed) shard_.share_perturbed();
     zero_grads();
     auto restore = [&] {
       for (size_t j = 0; j < saved.size(); ++j) weights[j].copy_(saved[j]);
@@ -133,15 +137,15 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
     st.second_pass = true;
     if (looksam_full) {
       std::vector<torch::Tensor> gs = grads_of(perturbed_idx_);
-      double gg = sq_norm(g_saved);
-      double proj = gg > 0 ? dot(gs, g_saved) / gg : 0.0;
+      double gg = total(sq_norm(g_saved));
+      double proj = gg > 0 ? total(dot(gs, g_saved)) / gg : 0.0;
       looksam_gv_.clear();
       for (size_t j = 0; j < gs.size(); ++j) looksam_gv_.push_back(gs[j] - g_saved[j] * proj);
     }
   } else if (s_.kind == "looksam" && !looksam_gv_.empty()) {
     torch::NoGradGuard ng;
     std::vector<torch::Tensor> g = grads_of(perturbed_idx_);
-    double gn = std::sqrt(sq_norm(g)), vn = std::sqrt(sq_norm(looksam_gv_));
+    double gn = std::sqrt(total(sq_norm(g))), vn = std::sqrt(total(sq_norm(looksam_gv_)));
     if (vn > 0) {
       double scale = s_.alpha * gn / vn;
       for (size_t j = 0; j < g.size(); ++j) {
@@ -151,7 +155,7 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
       }
     }
   }
-  st.grad_norm = clip_grad_norm(tensors_, max_grad_norm_);
+  st.grad_norm = clip_grad_norm(tensors_, max_grad_norm_, shard_.sum_across);
   st.lr = base_.param_groups().front().options().get_lr();
   base_.step();
   ++steps_;

@@ -45,11 +45,20 @@ struct StepStats {
   bool second_pass = false;
 };
 
+// With sharded gradients (ZeRO stage 2) each process holds the gradients of its share of the
+// parameters only (zeros elsewhere): every norm and dot product is a partial sum that
+// `sum_across` totals over the processes, and after the perturbation `share_perturbed` gives every
+// process the perturbed weights their owners computed. Empty: one process, or whole gradients.
+struct SamShardHooks {
+  std::function<double(double)> sum_across;
+  std::function<void()> share_perturbed;
+};
+
 class SamStepper {
  public:
   // grad_sync runs after every backward pass (data parallel all-reduce); may be empty.
   SamStepper(NamedParams params, torch::optim::Optimizer& base, SamSettings settings, double max_grad_norm,
-             std::function<void()> grad_sync = {});
+             std::function<void()> grad_sync = {}, SamShardHooks shard = {});
 
   StepStats step(const std::function<double()>& closure);
 
@@ -69,6 +78,7 @@ class SamStepper {
   SamSettings s_;
   double max_grad_norm_;
   std::function<void()> grad_sync_;
+  SamShardHooks shard_;
   std::vector<bool> perturbed_;
   std::vector<size_t> perturbed_idx_;
   std::vector<torch::Tensor> looksam_gv_;

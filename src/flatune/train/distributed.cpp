@@ -197,6 +197,31 @@ void Distributed::broadcast_from(const std::vector<torch::Tensor>& tensors, int 
   }
 }
 
+void Distributed::reduce_mean_to(const std::vector<torch::Tensor>& tensors, int root) const {
+  if (!active() || tensors.empty()) return;
+  torch::NoGradGuard ng;
+  std::map<at::ScalarType, std::vector<torch::Tensor>> by_dtype;
+  for (const auto& t : tensors) by_dtype[t.scalar_type()].push_back(t);
+  for (auto& [dtype, group_tensors] : by_dtype) {
+    std::vector<torch::Tensor> flat_views;
+    for (auto& t : group_tensors) flat_views.push_back(t.reshape({-1}));
+    std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
+    c10d::ReduceOptions opts;
+    opts.rootRank = root;
+    collective(*this, "reduce", [&] { group(*this).reduce(flat, opts)->wait(); });
+    if (rank != root) {
+      for (auto& t : group_tensors) t.zero_();
+      continue;
+    }
+    flat[0].div_(world_size);
+    int64_t off = 0;
+    for (auto& t : group_tensors) {
+      t.copy_(flat[0].narrow(0, off, t.numel()).view(t.sizes()));
+      off += t.numel();
+    }
+  }
+}
+
 double Distributed::mean(double value) const {
   if (!active()) return value;
   std::vector<torch::Tensor> t = {torch::tensor({value}, torch::kDouble)};

@@ -32,6 +32,9 @@ struct Distributed {
   // Copies `root`'s values into every rank's tensors, in place, as one collective (the tensors
   // flattened into one buffer per dtype).
   void broadcast_from(const std::vector<torch::Tensor>& tensors, int root) const;
+  // Sums every rank's tensors into `root`'s and divides by world_size there (one collective per
+  // dtype); on the other ranks the tensors are zeroed: they no longer hold anything.
+  void reduce_mean_to(const std::vector<torch::Tensor>& tensors, int root) const;
   double mean(double value) const;
   // Every rank's value, in rank order.
   std::vector<double> all_gather(double value) const;

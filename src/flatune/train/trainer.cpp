@@ -56,8 +56,10 @@ void validate(const TrainOptions& o) {
   if (o.watch_every < 0) fail("--watch-every", "must be 0 (start and end only) or positive");
   check_keep_best(o.keep_best, !o.watch_target.empty());
   if (o.max_forgetting < 0) fail("--max-forgetting", "must be at least 0");
-  if (o.shard != "none" && o.shard != "optimizer")
-    fail("--shard", "unknown sharding '" + o.shard + "' (none, optimizer)");
+  if (o.shard != "none" && o.shard != "optimizer" && o.shard != "gradients")
+    fail("--shard", "unknown sharding '" + o.shard + "' (none, optimizer, gradients)");
+  if (o.shard == "gradients" && o.sam == "looksam")
+    fail("--shard", "gradients: LookSAM keeps a whole-model vector between steps, which sharded gradients do not give");
 }
 
 torch::ScalarType save_dtype(const std::string& s) { return s == "bfloat16" ? torch::kBFloat16 : torch::kFloat32; }
@@ -215,7 +217,7 @@ void set_up_optimizer(Recipe& r) {
   auto params = r.model->trainable_parameters();
   for (auto& [name, p] : params) r.param_tensors.push_back(p);
   NamedParams stepped = params;
-  if (o.shard == "optimizer" && r.dist.active()) {
+  if (o.shard != "none" && r.dist.active()) {
     r.owner = assign_owners(r.param_tensors, r.dist.world_size);
     stepped.clear();
     for (size_t i = 0; i < params.size(); ++i)
@@ -224,19 +226,35 @@ void set_up_optimizer(Recipe& r) {
   }
   r.optimizer = make_adamw(stepped, AdamWSettings{o.lr, o.beta1, o.beta2, o.adam_eps, o.weight_decay, o.decay_all});
   std::function<void()> grad_sync;
-  if (r.dist.active()) {
-    grad_sync = [&r] {
-      std::vector<torch::Tensor> grads;
-      for (auto& p : r.param_tensors) {
-        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-        grads.push_back(p.grad());
+  SamShardHooks shard_hooks;
+  auto all_grads = [&r] {
+    std::vector<torch::Tensor> grads;
+    for (auto& p : r.param_tensors) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      grads.push_back(p.grad());
+    }
+    return grads;
+  };
+  if (r.dist.active() && o.shard == "gradients") {
+    // ZeRO stage 2: each parameter's gradient is reduced to its owner only; the norms SAM and
+    // clipping need are totalled over the ranks, and the owners share the perturbed weights.
+    grad_sync = [&r, all_grads] {
+      auto grads = all_grads();
+      for (int root = 0; root < r.dist.world_size; ++root) {
+        std::vector<torch::Tensor> owned;
+        for (size_t i = 0; i < grads.size(); ++i)
+          if (r.owner[i] == root) owned.push_back(grads[i]);
+        r.dist.reduce_mean_to(owned, root);
       }
-      r.dist.allreduce_mean(grads);
     };
+    shard_hooks.sum_across = [&r](double partial) { return r.dist.mean(partial) * r.dist.world_size; };
+    shard_hooks.share_perturbed = [&r] { share_stepped_parameters(r); };
+  } else if (r.dist.active()) {
+    grad_sync = [&r, all_grads] { r.dist.allreduce_mean(all_grads()); };
   }
   r.stepper = std::make_unique<SamStepper>(
       params, *r.optimizer, SamSettings{o.sam, o.rho, o.asam_eta, o.looksam_k, o.looksam_alpha, o.sam_subset},
-      o.max_grad_norm, grad_sync);
+      o.max_grad_norm, grad_sync, shard_hooks);
   const int64_t steps_per_epoch =
       std::max<int64_t>(1, static_cast<int64_t>(r.train_set.size()) / std::max<int64_t>(1, r.examples_per_step));
   r.total_steps = o.max_steps > 0 ? o.max_steps : static_cast<int64_t>(std::ceil(o.epochs * steps_per_epoch));
@@ -296,7 +314,7 @@ void save_checkpoint_at(Recipe& r, int64_t step) {
     json state = {{"step", step},
                   {"epoch", r.order->epoch()},
                   {"position", r.order->position()},
-                  {"shard", r.o.shard == "optimizer" && r.dist.active() ? "optimizer" : "none"},
+                  {"shard", r.owner.empty() ? "none" : r.o.shard},
                   {"world_size", r.dist.world_size}};
     if (r.replay_order)
       state["replay"] = {{"epoch", r.replay_order->epoch()}, {"position", r.replay_order->position()}};
@@ -336,11 +354,10 @@ int64_t restore_checkpoint(Recipe& r, int64_t step) {
   const json state = read_json_file(join_path(dir, "trainer_state.json"));
   const std::string shard = state.value("shard", "none");
   const int world = state.value("world_size", 1);
-  if (shard == "optimizer" && (r.owner.empty() || world != r.dist.world_size))
-    fail(dir, "its optimizer state is sharded over " + std::to_string(world) +
-                  " ranks: resume with --shard optimizer under flatune launch --nproc " + std::to_string(world));
-  if (shard != "optimizer" && !r.owner.empty())
-    fail(dir, "its optimizer state is not sharded: resume without --shard optimizer");
+  if (shard != "none" && (r.owner.empty() || world != r.dist.world_size))
+    fail(dir, "its optimizer state is sharded over " + std::to_string(world) + " ranks: resume with --shard " + shard +
+                  " under flatune launch --nproc " + std::to_string(world));
+  if (shard == "none" && !r.owner.empty()) fail(dir, "its optimizer state is not sharded: resume without --shard");
   load_optimizer_state(*r.optimizer, join_path(dir, optimizer_file(r)));
   NamedTensors sam_state;
   for (auto& [name, t] : read_safetensors(join_path(dir, "trainer_tensors.safetensors"))) {

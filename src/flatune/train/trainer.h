@@ -82,6 +82,7 @@ struct TrainOptions {
   bool checkpoint_activations = false;
   // "optimizer": ZeRO stage 1 under `flatune launch`: each rank keeps the AdamW state of its share
   // of the parameters (about 1/N of it), steps that share and broadcasts it to the others.
+  // "gradients": stage 2: besides, each gradient is reduced to its owner only.
   std::string shard = "none";  // recompute each decoder layer in the backward pass (memory for time)
   std::string save_dtype = "float32";
 
