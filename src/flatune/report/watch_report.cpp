@@ -16,6 +16,7 @@
 #include "flatune/core/fs.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/stats.h"
+#include "flatune/train/watch_history.h"
 
 namespace fs = std::filesystem;
 
@@ -24,26 +25,6 @@ namespace flatune {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// watch.csv is written by flatune with %.17g: no quoting, no spaces.
-std::vector<std::string> split_cells(const std::string& line) {
-  std::vector<std::string> cells;
-  std::string cell;
-  for (char c : line) {
-    if (c == ',') cells.push_back(cell), cell.clear();
-    else if (c != '\r') cell += c;
-  }
-  cells.push_back(cell);
-  return cells;
-}
-
-// strtod rather than std::stod: %.17g may print a subnormal, which stod rejects as out of range.
-bool parse_number(const std::string& s, double* x) {
-  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
-  char* end = nullptr;
-  *x = std::strtod(s.c_str(), &end);
-  return end == s.c_str() + s.size();
-}
 
 std::string label_of(const std::string& path_or_run_dir) {
   fs::path p = fs::absolute(path_or_run_dir).lexically_normal();
@@ -79,49 +60,17 @@ WatchCurve read_watch_csv(const std::string& path_or_run_dir, std::string run_la
   const std::string path = is_file ? path_or_run_dir : join_path(path_or_run_dir, "watch.csv");
   if (!file_exists(path))
     fail(path, dir_exists(path_or_run_dir) ? "no such file (was the run trained with --watch?)" : "no such file");
-  std::istringstream in(read_file(path));
-  std::string line;
-  if (!std::getline(in, line)) fail(path, "empty file");
-  const std::vector<std::string> header = split_cells(line);
-  std::map<std::string, size_t> column;
-  for (size_t c = 0; c < header.size(); ++c) {
-    if (header[c].empty()) fail(path + ":1", "column " + std::to_string(c + 1) + " has no name");
-    if (!column.emplace(header[c], c).second) fail(path + ":1", "column '" + header[c] + "' appears twice");
-  }
-  for (const char* name : {"step", "overall", "target", "forgetting", "target_gain"})
-    if (!column.count(name)) fail(path + ":1", std::string("no column '") + name + "' (not a watch.csv?)");
-  // Target cells are empty when the run has no target test; every other cell holds a number.
-  const std::set<size_t> may_be_empty = {column["target"], column["target_gain"]};
-
+  const std::vector<WatchRow> rows = read_watch_csv(path, std::numeric_limits<int64_t>::max());
+  if (rows.empty()) fail(path, "no watched step (only the header)");
   WatchCurve c;
   c.run = run_label.empty() ? label_of(path_or_run_dir) : std::move(run_label);
-  size_t lineno = 1;
-  while (std::getline(in, line)) {
-    ++lineno;
-    const std::string where = path + ":" + std::to_string(lineno);
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::vector<std::string> cells = split_cells(line);
-    if (cells.size() != header.size())
-      fail(where, std::to_string(cells.size()) + " cells, the header has " + std::to_string(header.size()));
-    std::vector<double> row(cells.size(), kNaN);
-    for (size_t k = 0; k < cells.size(); ++k) {
-      if (cells[k].empty() && may_be_empty.count(k)) continue;
-      if (!parse_number(cells[k], &row[k]))
-        fail(where, "column '" + header[k] + "': '" + cells[k] + "' is not a number");
-    }
-    const double step = row[column["step"]];
-    if (!(step >= 0) || step != std::floor(step) || step > 9.0e15)
-      fail(where, "step '" + cells[column["step"]] + "' is not a whole number >= 0");
-    const auto s = static_cast<int64_t>(step);
-    if (!c.step.empty() && s <= c.step.back())
-      fail(where, "step " + std::to_string(s) + " does not come after step " + std::to_string(c.step.back()));
-    c.step.push_back(s);
-    c.overall.push_back(row[column["overall"]]);
-    c.target.push_back(row[column["target"]]);
-    c.forgetting.push_back(row[column["forgetting"]]);
-    c.target_gain.push_back(row[column["target_gain"]]);
+  for (const WatchRow& r : rows) {
+    c.step.push_back(r.step);
+    c.overall.push_back(r.score.overall);
+    c.target.push_back(r.score.target.value_or(kNaN));
+    c.forgetting.push_back(r.forgetting);
+    c.target_gain.push_back(r.score.target ? r.target_gain : kNaN);
   }
-  if (c.step.empty()) fail(path, "no watched step (only the header)");
   return c;
 }
 

@@ -1,7 +1,12 @@
 #include "flatune/train/watch_history.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <iterator>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "flatune/core/error.h"
@@ -17,17 +22,27 @@ std::string number(double x) {
   return buf;
 }
 
-std::vector<std::string> split_commas(const std::string& line) {
+// watch.csv is written by flatune with %.17g: no quoting, no spaces.
+std::vector<std::string> split_cells(const std::string& line) {
   std::vector<std::string> cells;
   std::string cell;
-  std::istringstream in(line);
-  while (std::getline(in, cell, ',')) cells.push_back(cell);
-  if (!line.empty() && line.back() == ',') cells.emplace_back();
+  for (char c : line) {
+    if (c == ',') cells.push_back(cell), cell.clear();
+    else if (c != '\r') cell += c;
+  }
+  cells.push_back(cell);
   return cells;
 }
 
+// strtod rather than std::stod: %.17g may print a subnormal, which stod rejects as out of range.
+bool parse_number(const std::string& s, double* x) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
+  char* end = nullptr;
+  *x = std::strtod(s.c_str(), &end);
+  return end == s.c_str() + s.size();
+}
+
 const char* const kFixedColumns[] = {"step", "overall", "target", "forgetting", "target_gain", "watch_seconds"};
-constexpr size_t kFixed = 6;
 
 }  // namespace
 
@@ -62,39 +77,45 @@ std::vector<WatchRow> read_watch_csv(const std::string& path, int64_t up_to_step
   if (!file_exists(path)) return rows;
   std::istringstream in(read_file(path));
   std::string line;
-  std::vector<std::string> header;
-  for (size_t line_no = 1; std::getline(in, line); ++line_no) {
-    const std::string where = path + ": line " + std::to_string(line_no);
-    auto cells = split_commas(line);
-    if (line_no == 1) {
-      header = cells;
-      if (header.size() < kFixed) fail(where, "not a watch.csv header");
-      for (size_t i = 0; i < kFixed; ++i)
-        if (header[i] != kFixedColumns[i])
-          fail(where,
-               "column " + std::to_string(i + 1) + " is '" + header[i] + "', expected '" + kFixedColumns[i] + "'");
-      continue;
-    }
-    if (line.empty()) continue;
+  if (!std::getline(in, line)) fail(path, "empty file");
+  const std::vector<std::string> header = split_cells(line);
+  std::map<std::string, size_t> column;
+  for (size_t c = 0; c < header.size(); ++c) {
+    if (header[c].empty()) fail(path + ":1", "column " + std::to_string(c + 1) + " has no name");
+    if (!column.emplace(header[c], c).second) fail(path + ":1", "column '" + header[c] + "' appears twice");
+  }
+  for (const char* name : {"step", "overall", "target", "forgetting", "target_gain"})
+    if (!column.count(name)) fail(path + ":1", std::string("no column '") + name + "' (not a watch.csv?)");
+  // Target cells are empty when the run has no target test; every other cell holds a number.
+  const std::set<size_t> may_be_empty = {column["target"], column["target_gain"]};
+  const std::set<std::string> fixed(std::begin(kFixedColumns), std::end(kFixedColumns));
+  for (size_t lineno = 2; std::getline(in, line); ++lineno) {
+    const std::string where = path + ":" + std::to_string(lineno);
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::vector<std::string> cells = split_cells(line);
     if (cells.size() != header.size())
       fail(where, std::to_string(cells.size()) + " cells, the header has " + std::to_string(header.size()));
-    auto value = [&](size_t i) {
-      try {
-        size_t used = 0;
-        double v = std::stod(cells[i], &used);
-        if (used != cells[i].size()) throw std::invalid_argument(cells[i]);
-        return v;
-      } catch (const std::exception&) { fail(where, "column '" + header[i] + "': not a number: '" + cells[i] + "'"); }
-    };
+    std::vector<double> value(cells.size(), NAN);
+    for (size_t k = 0; k < cells.size(); ++k) {
+      if (cells[k].empty() && may_be_empty.count(k)) continue;
+      if (!parse_number(cells[k], &value[k]))
+        fail(where, "column '" + header[k] + "': '" + cells[k] + "' is not a number");
+    }
+    const double step = value[column["step"]];
+    if (!(step >= 0) || step != std::floor(step) || step > 9.0e15)
+      fail(where, "step '" + cells[column["step"]] + "' is not a whole number >= 0");
     WatchRow row;
-    row.step = static_cast<int64_t>(value(0));
+    row.step = static_cast<int64_t>(step);
+    if (!rows.empty() && row.step <= rows.back().step)
+      fail(where, "step " + std::to_string(row.step) + " does not come after step " + std::to_string(rows.back().step));
     if (row.step > up_to_step) break;
-    row.score.overall = value(1);
-    if (!cells[2].empty()) row.score.target = value(2);
-    row.forgetting = value(3);
-    row.target_gain = cells[4].empty() ? 0 : value(4);
-    row.seconds = value(5);
-    for (size_t i = kFixed; i < cells.size(); ++i) row.score.columns.emplace_back(header[i], value(i));
+    row.score.overall = value[column["overall"]];
+    if (!cells[column["target"]].empty()) row.score.target = value[column["target"]];
+    row.forgetting = value[column["forgetting"]];
+    row.target_gain = cells[column["target_gain"]].empty() ? 0 : value[column["target_gain"]];
+    if (column.count("watch_seconds")) row.seconds = value[column["watch_seconds"]];
+    for (size_t k = 0; k < cells.size(); ++k)
+      if (!fixed.count(header[k])) row.score.columns.emplace_back(header[k], value[k]);
     rows.push_back(row);
   }
   return rows;

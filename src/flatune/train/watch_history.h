@@ -34,7 +34,8 @@ std::string watch_csv_header(const WatchRow& row);
 std::string watch_csv_line(const WatchRow& row);
 
 // The rows of a watch.csv with step <= up_to_step (what a resumed run keeps); empty when the
-// file is absent. Errors name the file and line.
+// file is absent. Columns are found by name; errors (a malformed header, a cell that is not a
+// number, steps out of order) name the file and line as FILE:LINE.
 std::vector<WatchRow> read_watch_csv(const std::string& path, int64_t up_to_step);
 
 // Rewrites watch.csv with `rows` (atomically).
