@@ -13,6 +13,7 @@
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
+#include "flatune/report/experiment.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/run_table.h"
 #include "flatune/report/stats.h"
@@ -423,4 +424,20 @@ TEST(WatchReport, PlotWatchWritesFiguresAndTheMatchedGainTable) {
   auto no_out = run_flatune("plot-watch '" + (tmp / "runs/adamw") + "' '" + (tmp / "runs/sam") + "'");
   EXPECT_EQ(no_out.exit_code, 2);
   EXPECT_EQ(no_out.output, "flatune: --out: required with several runs\n");
+}
+
+// Grid files: a misspelt section and a value of the wrong shape are errors naming the file, the
+// line and the key (a misspelt section used to be ignored).
+TEST(Grid, ErrorsNameFileLineAndKey) {
+  const std::string good = "before: m\ntargets: [{name: t, data: d.json}]\nmethods: [{name: adamw}]\n";
+  EXPECT_NO_THROW(grid_from_yaml_text(good, "/x/grid.yaml"));
+  for (auto [text, needle] : std::vector<std::pair<std::string, std::string>>{
+           {good + "seed: [1, 2]\n", "/x/grid.yaml: line 4: key 'seed': not a grid section"},
+           {good + "seeds: [one]\n", "/x/grid.yaml: line 4: key 'seeds': "},
+           {good + "flatness: {batches: many}\n", "/x/grid.yaml: line 4: key 'flatness': "}}) {
+    try {
+      grid_from_yaml_text(text, "/x/grid.yaml");
+      ADD_FAILURE() << "no error for " << text;
+    } catch (const Error& e) { EXPECT_EQ(std::string(e.what()).rfind(needle, 0), 0u) << e.what(); }
+  }
 }

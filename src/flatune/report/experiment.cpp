@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -87,16 +88,32 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
   }
   if (!root.IsMap()) fail(where, "expected a map");
   const std::string dir = fs::path(where).parent_path().string();
+  // A misspelt section would otherwise be ignored without a word.
+  static const std::set<std::string> sections = {"name",  "before", "stages",   "targets", "methods",    "seeds",
+                                                 "train", "eval",   "flatness", "watch",   "stage-cache"};
+  for (const auto& kv : root) {
+    const std::string key = kv.first.Scalar();
+    if (!sections.count(key))
+      fail(where + ": line " + std::to_string(kv.first.Mark().line + 1),
+           "key '" + key +
+               "': not a grid section (name, before, stages, targets, methods, seeds, train, eval, "
+               "flatness, watch, stage-cache)");
+  }
   Grid g;
+  std::string section;  // the section being read, for errors
   try {
+    section = "name";
     if (root["name"]) g.name = root["name"].as<std::string>();
+    section = "before";
     if (root["before"]) g.before = resolve(root["before"].as<std::string>(), dir);
+    section = "stages";
     for (const auto& s : root["stages"]) {
       GridStage st;
       st.name = s["name"].as<std::string>();
       st.train = options(s["train"], where + ": stage " + st.name, dir);
       g.stages.push_back(st);
     }
+    section = "targets";
     for (const auto& t : root["targets"]) {
       GridTarget gt;
       gt.name = t["name"].as<std::string>();
@@ -105,6 +122,7 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       if (t["test"]) gt.test = resolve(t["test"].as<std::string>(), dir);
       g.targets.push_back(gt);
     }
+    section = "methods";
     for (const auto& m : root["methods"]) {
       GridMethod gm;
       gm.name = m["name"].as<std::string>();
@@ -112,11 +130,14 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       gm.train = options(m, where + ": method " + gm.name, dir, {"name", "wiseft-alpha"});
       g.methods.push_back(gm);
     }
+    section = "seeds";
     if (root["seeds"]) {
       g.seeds.clear();
       for (const auto& s : root["seeds"]) g.seeds.push_back(s.as<uint64_t>());
     }
+    section = "train";
     g.train = options(root["train"], where + ": train", dir);
+    section = "eval";
     if (const auto& e = root["eval"]) {
       for (const auto& s : e["suites"]) g.suites.push_back(resolve(s.as<std::string>(), dir));
       for (const auto& s : e["perplexity"]) g.perplexity.push_back(resolve(s.as<std::string>(), dir));
@@ -130,6 +151,7 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
         g.wiseft_sweep.push_back(alpha);
       }
     }
+    section = "flatness";
     if (const auto& f = root["flatness"]) {
       if (f["batches"]) g.flatness_batches = f["batches"].as<int>();
       if (f["points"]) g.surface_points = f["points"].as<int>();
@@ -138,15 +160,17 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       if (f["lambda-iters"]) g.lambda_iters = f["lambda-iters"].as<int>();
       if (f["rho"]) g.sam_rho = f["rho"].as<double>();
     }
+    section = "watch";
     if (const auto& w = root["watch"]) {
       g.watch = true;
       if (w["every"]) g.watch_every = w["every"].as<int64_t>();
       if (w["limit"]) g.watch_limit = w["limit"].as<int64_t>();
       if (g.watch_every < 0) fail(where, "watch: every must be 0 (start and end only) or positive");
     }
+    section = "stage-cache";
     if (root["stage-cache"]) g.stage_cache = resolve(root["stage-cache"].as<std::string>(), dir);
   } catch (const YAML::Exception& e) {
-    fail(where, "unexpected structure at line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
+    fail(where + ": line " + std::to_string(e.mark.line + 1), "key '" + section + "': " + e.msg);
   }
   if (g.targets.empty()) fail(where, "no targets");
   if (g.methods.empty()) fail(where, "no methods");
