@@ -230,7 +230,7 @@ namespace {
 struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
   // Only x is an autograd input; the rest comes by pointer (an undefined mask cannot be an
   // input of a custom function).
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                LlamaForCausalLMImpl::Layer* layer, const torch::Tensor* cos_ptr,
                                const torch::Tensor* sin_ptr, const torch::Tensor* mask_ptr, bool causal,
                                AttentionKernel kernel) {
@@ -251,6 +251,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
+    // The layer outlives the graph (it is the model's); saved_data holds only IValues.
+    // NOLINTNEXTLINE(performance-no-int-to-ptr)
     auto* layer = reinterpret_cast<LlamaForCausalLMImpl::Layer*>(ctx->saved_data["layer"].toInt());
     torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? ctx->saved_data["mask"].toTensor() : torch::Tensor();
@@ -299,7 +301,7 @@ void LlamaForCausalLMImpl::init_weights(uint64_t seed) {
   const double std = config_.initializer_range;
   for (auto& p : named_parameters(/*recurse=*/true)) {
     const std::string& name = p.key();
-    torch::Tensor t = p.value();
+    const torch::Tensor& t = p.value();
     if (name.find("lora_") != std::string::npos) continue;
     if (name.find("norm") != std::string::npos) {
       t.fill_(1.0);

@@ -99,7 +99,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // a target names no module.
   void add_lora(const LoraOptions& o);
   bool has_lora() const { return lora_.has_value(); }
-  const LoraOptions& lora_options() const { return *lora_; }
+  const LoraOptions& lora_options() const {
+    TORCH_CHECK(lora_.has_value(), "lora_options() of a model without LoRA adapters");
+    return *lora_;  // NOLINT(bugprone-unchecked-optional-access): checked on the line above
+  }
   // Adapter tensors by our names ("model.layers.0.self_attn.q_proj.lora_A.weight").
   NamedTensors lora_weights() const;
 
