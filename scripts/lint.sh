@@ -16,7 +16,13 @@ build=${FLATUNE_BUILD:-build}
 for tool in clang-format clang-tidy; do
   [ -x "$bin/$tool" ] || { echo "lint: $bin/$tool missing: run scripts/setup.sh" >&2; exit 1; }
 done
-mapfile -t sources < <(git ls-files '*.cpp' '*.h')
+# The tracked C++ files; outside a git checkout (a source archive) every one under the code folders.
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  mapfile -t sources < <(git ls-files '*.cpp' '*.h')
+else
+  mapfile -t sources < <(find src app tests bench -name '*.cpp' -o -name '*.h' | sort)
+fi
+[ ${#sources[@]} -gt 0 ] || { echo "lint: no C++ sources found" >&2; exit 1; }
 
 if [ $fix = 1 ]; then
   "$bin/clang-format" -i "${sources[@]}"
@@ -30,7 +36,7 @@ else
 fi
 
 base=${FLATUNE_LINT_BASE:-$(git rev-parse -q --verify '@{upstream}' 2>/dev/null || true)}
-mapfile -t changed < <({
+mapfile -t changed < <(git rev-parse --git-dir >/dev/null 2>&1 && {
   git diff --name-only HEAD
   git ls-files --others --exclude-standard
   if [ -n "$base" ]; then git diff --name-only "$base"...HEAD; fi
