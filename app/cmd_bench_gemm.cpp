@@ -1,6 +1,9 @@
 // `flatune bench gemm`: the machine's matrix-multiply rate through libtorch (the BLAS it was built
 // with), fp32 and bf16, for square products and for the shapes a Llama layer's projections have.
 // It is the ceiling model-FLOPs utilisation is measured against.
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
 #include <chrono>
 #include <cstdio>
 

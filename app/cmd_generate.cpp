@@ -30,8 +30,9 @@ void run_generate(const GenerateArgs& a) {
   o.top_p = a.top_p;
   o.seed = a.seed;
   for (int64_t id : model->config().eos_token_ids) o.eos_ids.push_back(id);
-  if (o.eos_ids.empty() && tokenizer->special().eos_id) o.eos_ids.push_back(*tokenizer->special().eos_id);
-  if (tokenizer->special().pad_id) o.pad_id = *tokenizer->special().pad_id;
+  const auto eos = tokenizer->special().eos_id, pad = tokenizer->special().pad_id;
+  if (o.eos_ids.empty() && eos) o.eos_ids.push_back(*eos);
+  if (pad) o.pad_id = *pad;
   auto ids32 = tokenizer->encode(a.prompt, /*add_special=*/true);
   std::vector<int64_t> prompt(ids32.begin(), ids32.end());
   auto out = generate(model, {prompt}, o)[0];

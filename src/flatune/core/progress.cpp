@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
+
 #include "flatune/core/log.h"
 
 namespace flatune {
@@ -26,7 +28,7 @@ double Progress::elapsed_s() const {
 
 std::string Progress::format_duration(double s) {
   if (!(s >= 0) || s > 1e8) return "?";
-  long t = static_cast<long>(s + 0.5);
+  long t = std::lround(s);
   char buf[32];
   if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
   else if (t >= 60) std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);

@@ -92,7 +92,7 @@ void add_category(TaskResult& r, const std::map<std::string, std::map<std::strin
   }
 }
 
-std::string normalise_number(std::string s) {
+std::string normalise_number(const std::string& s) {
   std::string out;
   for (char c : s)
     if (c != ',' && c != '$') out += c;
@@ -219,7 +219,7 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
     std::vector<double> em;
     GenerateOptions g;
     g.max_new_tokens = o.max_new_tokens;
-    if (tok.special().eos_id) g.eos_ids.push_back(*tok.special().eos_id);
+    if (const auto eos = tok.special().eos_id) g.eos_ids.push_back(*eos);
     for (auto id : model->config().eos_token_ids)
       if (std::find(g.eos_ids.begin(), g.eos_ids.end(), id) == g.eos_ids.end()) g.eos_ids.push_back(id);
     Progress progress("eval " + task.name, static_cast<int64_t>(n), "item");

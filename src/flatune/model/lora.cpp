@@ -96,7 +96,7 @@ void load_lora_adapter(LlamaForCausalLM& model, const std::string& dir) {
   for (auto& [name, t] : model->lora_weights()) {
     auto it = given.find(name);
     if (it == given.end()) fail(weights_path, "missing tensor '" + peft_tensor_name(name) + "'");
-    torch::Tensor p = params[name];
+    const torch::Tensor& p = params[name];
     if (!it->second.sizes().equals(p.sizes()))
       fail(weights_path, "tensor '" + peft_tensor_name(name) + "' has the wrong shape");
     p.copy_(it->second.to(p.scalar_type()));

@@ -50,8 +50,8 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
 }
 
 struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
-  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor h, torch::Tensor w, torch::Tensor labels,
-                               FusedLossOptions o, torch::Tensor* rows) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& h, const torch::Tensor& w,
+                               const torch::Tensor& labels, FusedLossOptions o, torch::Tensor* rows) {
     const bool need_h = h.requires_grad(), need_w = w.requires_grad();
     torch::Tensor rows_out = torch::empty({h.size(0)}, h.options().dtype(softmax_type(h)));
     torch::Tensor gh = need_h ? torch::empty_like(h) : torch::Tensor();

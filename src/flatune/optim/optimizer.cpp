@@ -51,8 +51,10 @@ void load_optimizer_state(torch::optim::Optimizer& opt, const std::string& path)
 
 double learning_rate_at(const Schedule& s, double base_lr, int64_t step) {
   if (s.kind == "step") {
-    int64_t epoch = step / std::max<int64_t>(1, s.steps_per_epoch);
-    return base_lr * std::pow(s.gamma, static_cast<double>(epoch / std::max<int64_t>(1, s.decay_every_epochs)));
+    // Whole epochs, then whole decay periods: StepLR floors both.
+    const int64_t epoch = step / std::max<int64_t>(1, s.steps_per_epoch);
+    const int64_t decays = epoch / std::max<int64_t>(1, s.decay_every_epochs);
+    return base_lr * std::pow(s.gamma, static_cast<double>(decays));
   }
   if (step < s.warmup_steps)
     return base_lr * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, s.warmup_steps));

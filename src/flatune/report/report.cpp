@@ -9,6 +9,7 @@
 #include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
+#include "flatune/core/log.h"
 #include "flatune/eval/forgetting.h"
 #include "flatune/report/experiment.h"
 #include "flatune/report/experiment_layout.h"
@@ -84,7 +85,7 @@ std::string to_html(const std::string& md, const std::string& dir) {
   std::string line;
   bool in_table = false, header = false;
   while (std::getline(in, line)) {
-    if (line.rfind("|", 0) == 0) {
+    if (!line.empty() && line[0] == '|') {
       if (line.find("---") != std::string::npos) continue;
       if (!in_table) {
         out << "<table>\n";
@@ -258,8 +259,8 @@ void write_report(const Grid& g, const std::string& out) {
     labels.push_back(r.method + " s" + std::to_string(r.seed));
   }
   md << "| sharpness measure | Pearson r | p | Spearman ρ | p | runs |\n|---|---:|---:|---:|---:|---:|\n";
-  for (auto [name, xs] : std::vector<std::pair<std::string, std::vector<double>>>{{"Hessian λmax (target data)", lam},
-                                                                                  {"SAM sharpness", sams}}) {
+  for (const auto& [name, xs] : std::vector<std::pair<std::string, std::vector<double>>>{
+           {"Hessian λmax (target data)", lam}, {"SAM sharpness", sams}}) {
     auto p = pearson(xs, forget), s = spearman(xs, forget);
     md << "| " << name << " | " << f4(p.statistic) << " | " << f4(p.p_value) << " | " << f4(s.statistic) << " | "
        << f4(s.p_value) << " | " << xs.size() << " |\n";
@@ -278,7 +279,10 @@ void write_report(const Grid& g, const std::string& out) {
                  "forgetting (drop of the overall general score) vs Hessian top eigenvalue",
                  "lambda max on target data", "forgetting", lam, forget, labels);
     md << "\n![sharpness vs forgetting](figures/sharpness_vs_forgetting.png)\n";
-  } catch (const Error&) {}
+  } catch (const Error& e) {
+    // Too few finite points to draw (a run without λmax): the report goes on without the figure.
+    log_warn(std::string("report: no sharpness scatter plot: ") + e.what());
+  }
   // Surfaces and interpolation, first seed of each method.
   for (const char* key : {"surface_target", "surface_general", "interpolation_target", "interpolation_general"}) {
     std::vector<Series> series;

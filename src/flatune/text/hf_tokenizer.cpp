@@ -719,7 +719,7 @@ class HfBpeTokenizer : public Tokenizer {
         std::string fixed = utf8_lossy(pending);
         if (fixed != pending) {
           // Invalid sequences become one U+FFFD per byte, as tokenizers does.
-          for (size_t k = 0; k < pending.size(); ++k) out.push_back("\xEF\xBF\xBD");
+          for (size_t k = 0; k < pending.size(); ++k) out.emplace_back("\xEF\xBF\xBD");
         } else {
           out.push_back(pending);
         }

@@ -36,9 +36,9 @@ struct Api {
 // Where libflatune_spm.so is: $FLATUNE_SPM_LIB, the build tree's path, or beside the binary.
 std::vector<std::string> candidates() {
   std::vector<std::string> c;
-  if (const char* env = std::getenv("FLATUNE_SPM_LIB")) c.push_back(env);
+  if (const char* env = std::getenv("FLATUNE_SPM_LIB")) c.emplace_back(env);
 #ifdef FLATUNE_SPM_LIB_PATH
-  c.push_back(FLATUNE_SPM_LIB_PATH);
+  c.emplace_back(FLATUNE_SPM_LIB_PATH);
 #endif
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -46,7 +46,7 @@ std::vector<std::string> candidates() {
     c.push_back((exe.parent_path() / "libflatune_spm.so").string());
     c.push_back((exe.parent_path() / "../lib/libflatune_spm.so").string());
   }
-  c.push_back("libflatune_spm.so");
+  c.emplace_back("libflatune_spm.so");
   return c;
 }
 
