@@ -177,18 +177,19 @@ void Distributed::broadcast(const std::vector<torch::Tensor>& tensors) const {
   }
 }
 
-void Distributed::broadcast_from(const std::vector<torch::Tensor>& tensors, int root) const {
-  if (!active() || tensors.empty()) return;
-  torch::NoGradGuard ng;
+namespace {
+
+// The tensors grouped by dtype, each group flattened into one buffer for one collective:
+// `run(flat, group)` runs it and says whether the buffer's values go back into the tensors.
+template <typename Fn>
+void on_flat_buffers(const std::vector<torch::Tensor>& tensors, Fn&& run) {
   std::map<at::ScalarType, std::vector<torch::Tensor>> by_dtype;
   for (const auto& t : tensors) by_dtype[t.scalar_type()].push_back(t);
   for (auto& [dtype, group_tensors] : by_dtype) {
     std::vector<torch::Tensor> flat_views;
     for (auto& t : group_tensors) flat_views.push_back(t.reshape({-1}));
     std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
-    c10d::BroadcastOptions opts;
-    opts.rootRank = root;
-    collective(*this, "broadcast", [&] { group(*this).broadcast(flat, opts)->wait(); });
+    if (!run(flat, group_tensors)) continue;
     int64_t off = 0;
     for (auto& t : group_tensors) {
       t.copy_(flat[0].narrow(0, off, t.numel()).view(t.sizes()));
@@ -197,29 +198,33 @@ void Distributed::broadcast_from(const std::vector<torch::Tensor>& tensors, int 
   }
 }
 
+}  // namespace
+
+void Distributed::broadcast_from(const std::vector<torch::Tensor>& tensors, int root) const {
+  if (!active() || tensors.empty()) return;
+  torch::NoGradGuard ng;
+  on_flat_buffers(tensors, [&](std::vector<torch::Tensor>& flat, const std::vector<torch::Tensor>&) {
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    collective(*this, "broadcast", [&] { group(*this).broadcast(flat, opts)->wait(); });
+    return true;
+  });
+}
+
 void Distributed::reduce_mean_to(const std::vector<torch::Tensor>& tensors, int root) const {
   if (!active() || tensors.empty()) return;
   torch::NoGradGuard ng;
-  std::map<at::ScalarType, std::vector<torch::Tensor>> by_dtype;
-  for (const auto& t : tensors) by_dtype[t.scalar_type()].push_back(t);
-  for (auto& [dtype, group_tensors] : by_dtype) {
-    std::vector<torch::Tensor> flat_views;
-    for (auto& t : group_tensors) flat_views.push_back(t.reshape({-1}));
-    std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
+  on_flat_buffers(tensors, [&](std::vector<torch::Tensor>& flat, const std::vector<torch::Tensor>& group_tensors) {
     c10d::ReduceOptions opts;
     opts.rootRank = root;
     collective(*this, "reduce", [&] { group(*this).reduce(flat, opts)->wait(); });
     if (rank != root) {
-      for (auto& t : group_tensors) t.zero_();
-      continue;
+      for (const auto& t : group_tensors) t.zero_();
+      return false;
     }
     flat[0].div_(world_size);
-    int64_t off = 0;
-    for (auto& t : group_tensors) {
-      t.copy_(flat[0].narrow(0, off, t.numel()).view(t.sizes()));
-      off += t.numel();
-    }
-  }
+    return true;
+  });
 }
 
 double Distributed::mean(double value) const {
