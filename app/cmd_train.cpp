@@ -1,6 +1,7 @@
 // `flatune train`: fine-tune (or pretrain) into a run folder. The anti-forgetting verbs (fisher,
 // merge, wiseft-sweep) are in cmd_retain.cpp.
 #include <cstdio>
+#include <cstdlib>
 
 #include "commands.h"
 #include "flatune/core/error.h"
@@ -94,6 +95,9 @@ void add_train_command(CLI::App& app) {
   add_train_options(sub, *o);
   sub->callback([o] {
     TrainResult r = train(*o, make_watch_hooks(*o));
+    // Under `flatune launch` every rank returns the same result: rank 0 reports it.
+    const char* rank = std::getenv("RANK");
+    if (rank && std::string(rank) != "0") return;
     if (r.already_finished) {
       std::printf(
           "%s: the run is finished (step %lld); final model in %s; a larger --max-steps or --epochs "
