@@ -145,13 +145,11 @@ void add_sharpness_command(CLI::App& app) {
   auto a = std::make_shared<SharpnessSettings>();
   CLI::App* sub = app.add_subcommand(
       "sharpness",
-      "sharpness on fixed batches: sam (L(w + rho g/|g|) - L(w)), eps (Keskar et al. epsilon-sharpness, approximated "
-      "by "
-      "--eps-steps projected sign-ascent steps in the box |d_i| <= eps(|w_i|+1): a lower bound of the box maximum), "
-      "avg "
-      "(average increase under Gaussian noise sigma|w|, --samples draws), lambda_max (power iteration on "
-      "Hessian-vector "
-      "products, --iters), trace (Hutchinson, --samples vectors); prints a table, --out writes sharpness.json");
+      "sharpness on fixed batches: sam (L(w + rho g/|g|) - L(w)), eps (Keskar et al. epsilon-sharpness, "
+      "approximated by --eps-steps projected sign-ascent steps in the box |d_i| <= eps(|w_i|+1): a lower bound of "
+      "the box maximum), avg (average increase under Gaussian noise sigma|w|, --samples draws), lambda_max (power "
+      "iteration on Hessian-vector products, --iters), trace (Hutchinson, --samples vectors); prints a table, --out "
+      "writes sharpness.json");
   add_data_options(sub, a->data, true);
   sub->add_option("--metrics", a->metrics, "sam eps avg lambda_max trace (comma or space separated)")->delimiter(',');
   sub->add_option("--rho", a->rho, "SAM radius");

@@ -22,8 +22,8 @@ struct EvalOptions {
   int64_t max_length = 0;  // 0: the model's window
   int64_t limit = 0;       // first N items only (0: all)
   bool naive = false;      // score every choice with its own forward pass
-  int64_t batch_size =
-      4;  // contexts per forward (items sorted by length); on 2 CPU cores 4 was 3.1x naive, 16 only 2.0x
+  // Contexts per forward (items sorted by length); on 2 CPU cores 4 was 3.1x naive, 16 only 2.0x.
+  int64_t batch_size = 4;
   std::string target_delimiter = " ";
   std::string fewshot_delimiter = "\n\n";
   // Generative tasks.
