@@ -8,22 +8,28 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
 
 namespace flatune::cli {
 
-double gemm_rate(int64_t m, int64_t k, int64_t n, torch::ScalarType dtype, double min_seconds) {
+double gemm_rate(int64_t m, int64_t k, int64_t n, torch::ScalarType dtype, double min_seconds,
+                 const torch::Device& device) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
-  auto a = torch::randn({m, k}, gen).to(dtype), b = torch::randn({k, n}, gen).to(dtype);
-  auto c = torch::mm(a, b);  // warm-up: thread pools, buffers
+  auto a = torch::randn({m, k}, gen).to(device, dtype), b = torch::randn({k, n}, gen).to(device, dtype);
+  auto c = torch::mm(a, b);  // warm-up: thread pools, buffers (cuBLAS handles on a GPU)
+  compat::synchronize(device);
   int64_t reps = 0;
   auto t0 = std::chrono::steady_clock::now();
   double secs = 0;
   do {
     torch::mm_out(c, a, b);
     ++reps;
+    // A GPU queues products: wait for them, every 16 so the wait is not what is timed.
+    if (!device.is_cpu() && reps % 16 != 0) continue;
+    compat::synchronize(device);
     secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (secs < min_seconds);
   return 2.0 * m * k * n * reps / secs / 1e9;

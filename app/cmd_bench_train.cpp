@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "flatune/core/compat.h"
+#include "flatune/core/error.h"
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
 #include "flatune/model/llama.h"
@@ -86,6 +87,8 @@ void add_bench_train_command(CLI::App& bench) {
     std::vector<std::string> variants = {"none", "sam", "asam", "looksam", "sam-subset"};
     int threads = 0;
     bool unfused_loss = false, bf16 = false, checkpoint_activations = false;
+    std::string device;
+    int64_t kv_heads = 0;
     std::string json_out, profile;
   };
   auto a = std::make_shared<Args>();
@@ -93,6 +96,7 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--hidden", a->hidden, "hidden size");
   sub->add_option("--layers", a->layers, "layers");
   sub->add_option("--heads", a->heads, "attention heads");
+  sub->add_option("--kv-heads", a->kv_heads, "key/value heads (grouped-query attention; default: --heads)");
   sub->add_option("--ffn", a->ffn, "MLP size");
   sub->add_option("--vocab", a->vocab, "vocabulary size");
   sub->add_option("--seq", a->seq, "sequence length");
@@ -101,6 +105,7 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--lora-rank", a->lora_rank, "LoRA rank (0: full fine-tuning)");
   sub->add_option("--variants", a->variants, "none sam asam looksam sam-subset");
   sub->add_option("--threads", a->threads, "intra-op threads");
+  add_device_option(sub, a->device);
   sub->add_flag("--bf16", a->bf16, "bf16 autocast for the forward passes, as flatune train --bf16");
   sub->add_flag("--checkpoint-activations", a->checkpoint_activations,
                 "recompute each layer in the backward pass, as flatune train --checkpoint-activations");
@@ -110,28 +115,37 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--profile", a->profile, "write a Chrome trace (chrome://tracing) of the timed steps to this file");
   sub->callback([a] {
     if (a->threads > 0) at::set_num_threads(a->threads);
-    // Counts tensor storage from here on; it must outlive every tensor, hence static.
+    const torch::Device device = use_device_option(a->device);
+    const bool gpu = !device.is_cpu();
+    // Counts tensor storage from here on; it must outlive every tensor, hence static. It sees CPU
+    // storage only: on a GPU the memory columns are left out (-1 in the JSON).
     static compat::CountingCpuAllocator counter(c10::GetCPUAllocator());
     compat::install_cpu_allocator(&counter);
-    const double peak_fp32 = gemm_rate(1024, 1024, 1024, torch::kFloat, 1.0);
-    const double peak_bf16 = gemm_rate(1024, 1024, 1024, torch::kBFloat16, 1.0);
+    // On a GPU the peak of its GEMMs, 4096^3 (1024^3 does not fill one).
+    const int64_t g = gpu ? 4096 : 1024;
+    const double peak_fp32 = gemm_rate(g, g, g, torch::kFloat, 1.0, device);
+    const double peak_bf16 = gemm_rate(g, g, g, torch::kBFloat16, 1.0, device);
     LlamaConfig c;
     c.vocab_size = a->vocab;
     c.hidden_size = a->hidden;
     c.intermediate_size = a->ffn;
     c.num_hidden_layers = a->layers;
     c.num_attention_heads = a->heads;
-    c.num_key_value_heads = a->heads;
+    c.num_key_value_heads = a->kv_heads > 0 ? a->kv_heads : a->heads;
+    if (c.num_key_value_heads > a->heads || a->heads % c.num_key_value_heads != 0)
+      fail("--kv-heads", "must divide --heads (" + std::to_string(a->heads) + ")");
     c.head_dim = a->hidden / a->heads;
     c.max_position_embeddings = a->seq;
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
-    auto ids = torch::randint(0, a->vocab, {a->batch, a->seq}, gen, torch::kLong);
+    auto ids = torch::randint(0, a->vocab, {a->batch, a->seq}, gen, torch::kLong).to(device);
     json results = json::array();
     double adamw_tps = 0;
-    std::printf("model %.1fM parameters, batch %lld x %lld tokens, %d threads, %s (MFU against that peak)\n",
+    std::printf("model %.1fM parameters, batch %lld x %lld tokens, %s, %s (MFU against that peak)\n",
                 c.num_parameters() / 1e6, static_cast<long long>(a->batch), static_cast<long long>(a->seq),
-                at::get_num_threads(), a->bf16 ? "bf16 autocast" : "fp32");
-    std::printf("GEMM peak (1024^3): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", peak_fp32, peak_bf16);
+                gpu ? device.str().c_str() : (std::to_string(at::get_num_threads()) + " threads").c_str(),
+                a->bf16 ? "bf16 autocast" : "fp32");
+    std::printf("GEMM peak (%lld^3): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", static_cast<long long>(g), peak_fp32,
+                peak_bf16);
     std::printf("%-10s %9s %8s %6s %9s %9s %9s %9s %9s %7s\n", "variant", "tokens/s", "vs adamw", "MFU", "state",
                 "activ.", "tensors", "RSS peak", "RSS grow", "grow/sum");
     for (const auto& v : a->variants) {
@@ -141,6 +155,7 @@ void add_bench_train_command(CLI::App& bench) {
       int64_t activations = 0;
       LlamaForCausalLM model(c);
       model->init_weights(0);
+      model->to(device);
       model->set_checkpoint_activations(a->checkpoint_activations);
       if (a->lora_rank > 0) {
         LoraOptions lo;
@@ -160,7 +175,7 @@ void add_bench_train_command(CLI::App& bench) {
         const int64_t live_before = counter.live();
         torch::Tensor loss;
         {
-          compat::CpuBf16Autocast autocast(a->bf16);
+          compat::Bf16Autocast autocast(a->bf16, device.type());
           if (a->unfused_loss) {
             loss = causal_lm_loss(model->forward(in), ids);
           } else {
@@ -170,7 +185,7 @@ void add_bench_train_command(CLI::App& bench) {
         }
         activations = std::max(activations, counter.live() - live_before);  // what backward will read
         loss.backward();
-        return loss.item<double>();
+        return loss.detach();
       };
       stepper.step(closure);  // warm-up
       // Between steps what is alive is the state: weights, gradients, optimizer (and SAM) state.
@@ -198,9 +213,11 @@ void add_bench_train_command(CLI::App& bench) {
       const double mfu = a->bf16 ? mfu_bf16 : mfu_fp32;  // against the peak of the precision the GEMMs run in
       const int64_t tensor_peak = counter.peak() - live_start;
       const double sum_mib = mib(state + activations);
+      auto counted = [gpu](double v) { return gpu ? -1.0 : v; };  // the counter sees CPU storage only
       std::printf("%-10s %9.0f %7.2fx %5.0f%% %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n",
-                  v == "none" ? "adamw" : v.c_str(), tps, ratio, 100 * mfu, mib(state), mib(activations),
-                  mib(tensor_peak), peak_mib, growth_mib, growth_mib / sum_mib);
+                  v == "none" ? "adamw" : v.c_str(), tps, ratio, 100 * mfu, counted(mib(state)),
+                  counted(mib(activations)), counted(mib(tensor_peak)), peak_mib, growth_mib,
+                  counted(growth_mib / sum_mib));
       json row = {{"variant", v == "none" ? "adamw" : v},
                   {"tokens_per_s", tps},
                   {"step_time_vs_adamw", ratio},
@@ -211,9 +228,10 @@ void add_bench_train_command(CLI::App& bench) {
                   {"mfu_bf16", mfu_bf16},
                   {"gemm_peak_fp32_gflops", peak_fp32},
                   {"gemm_peak_bf16_gflops", peak_bf16},
-                  {"state_mib", mib(state)},
-                  {"activations_mib", mib(activations)},
-                  {"tensor_peak_mib", mib(tensor_peak)}};
+                  {"device", device.str()},
+                  {"state_mib", counted(mib(state))},
+                  {"activations_mib", counted(mib(activations))},
+                  {"tensor_peak_mib", counted(mib(tensor_peak))}};
       if (peak_known) {
         row["peak_rss_mib"] = peak_mib;
         row["peak_growth_mib"] = growth_mib;

@@ -23,6 +23,7 @@ void add_eval_command(CLI::App& app) {
     std::vector<std::string> tasks, perplexity;
     EvalOptions opts;
     int threads = 0;
+    std::string device;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub =
@@ -40,12 +41,13 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--max-new-tokens", a->opts.max_new_tokens, "generative tasks: tokens to generate");
   sub->add_option("--template", a->opts.template_name, "generative tasks: wrap prompts in this training template");
   sub->add_option("--threads", a->threads, "intra-op threads");
+  add_device_option(sub, a->device);
   sub->add_option("--out", a->out, "folder (a run folder or model folder) that receives eval/")->required();
   sub->callback([a] {
     if (a->tasks.empty() && a->perplexity.empty()) fail("--tasks", "give task files and/or --perplexity text files");
     if (a->threads > 0) at::set_num_threads(a->threads);
     // Under `flatune launch` every process scores its share of the items; rank 0 writes.
-    Distributed dist = init_distributed();
+    Distributed dist = init_distributed(use_device_option(a->device));
     a->opts.shard = dist.rank;
     a->opts.shards = dist.world_size;
     a->opts.gather = [&dist](const std::string& bytes) { return dist.all_gather(bytes); };

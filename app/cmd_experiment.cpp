@@ -24,7 +24,7 @@ void run_grid_file(const std::string& grid_path, const std::string& out, int thr
 
 void add_experiment_command(CLI::App& app) {
   struct Args {
-    std::string grid, out;
+    std::string grid, out, device;
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
@@ -32,7 +32,11 @@ void add_experiment_command(CLI::App& app) {
   sub->add_option("--grid", a->grid, "grid YAML (see examples/)")->required();
   sub->add_option("--out", a->out, "experiment folder (rerun to resume)")->required();
   sub->add_option("--threads", a->threads, "intra-op threads");
-  sub->callback([a] { run_grid_file(a->grid, a->out, a->threads); });
+  add_device_option(sub, a->device);  // every run, evaluation and measurement of the grid goes there
+  sub->callback([a] {
+    use_device_option(a->device);
+    run_grid_file(a->grid, a->out, a->threads);
+  });
 
   auto dir = std::make_shared<std::string>();
   CLI::App* rep = app.add_subcommand("report", "rebuild report.md/report.html of an experiment folder");
@@ -45,7 +49,7 @@ void add_experiment_command(CLI::App& app) {
 
 void add_demo_command(CLI::App& app) {
   struct Args {
-    std::string out = "runs/demo", preset = "default", wordnet = "/usr/share/wordnet", cache;
+    std::string out = "runs/demo", preset = "default", wordnet = "/usr/share/wordnet", cache, device;
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
@@ -55,7 +59,9 @@ void add_demo_command(CLI::App& app) {
   sub->add_option("--wordnet", a->wordnet, "WordNet database folder (Debian wordnet-base)");
   sub->add_option("--cache", a->cache, "cache folder (default: $XDG_CACHE_HOME/flatune or ~/.cache/flatune)");
   sub->add_option("--threads", a->threads, "intra-op threads");
+  add_device_option(sub, a->device);
   sub->callback([a] {
+    use_device_option(a->device);
     // The grid names the cache's files, and a grid's relative paths are read from its own
     // folder: a relative --cache must be made absolute first.
     const std::string cache = std::filesystem::absolute(a->cache.empty() ? flatune_cache_root() : a->cache).string();

@@ -16,10 +16,12 @@ struct GenerateArgs {
   double temperature = 0.0, top_p = 1.0;
   uint64_t seed = 0;
   int threads = 0;
+  std::string device;
 };
 
 void run_generate(const GenerateArgs& a) {
   if (a.threads > 0) at::set_num_threads(a.threads);
+  use_device_option(a.device);
   auto tokenizer = load_tokenizer(a.model);
   auto model = load_llama(a.model);
   model->eval();
@@ -58,6 +60,7 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--top-p", args->top_p, "nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--seed", args->seed, "sampling seed");
   sub->add_option("--threads", args->threads, "intra-op threads (default: all cores)");
+  add_device_option(sub, args->device);
   sub->callback([args] { run_generate(*args); });
 }
 

@@ -38,6 +38,7 @@ void add_data_options(CLI::App* sub, LossDataSettings& a, bool model_required) {
   sub->add_option("--batch-size", a.batch_size, "B: examples per batch");
   sub->add_option("--max-length", a.max_length, "tokens per example (default: min(model's, 512))");
   sub->add_option("--threads", a.threads, "intra-op threads");
+  add_device_option(sub, a.device);
 }
 
 // The processes of `flatune launch` (one process without it); `dist` must outlive the result.
@@ -68,7 +69,7 @@ void run_landscape(const LandscapeArgs& a) {
   LandscapeSettings s = a.settings;
   if (!a.range.empty()) s.range = parse_range(a.range);
   check_landscape_settings(s);  // before the processes meet
-  Distributed dist = init_distributed();
+  Distributed dist = init_distributed(use_device_option(s.data.device));
   const LandscapeResult r = measure_landscape(s, measuring_processes(dist));
   if (!dist.is_main()) return;
   write_landscape_figures(r, s.out);
@@ -80,7 +81,7 @@ void run_landscape(const LandscapeArgs& a) {
 
 void run_sharpness(const SharpnessSettings& s) {
   check_sharpness_settings(s);  // before the processes meet
-  Distributed dist = init_distributed();
+  Distributed dist = init_distributed(use_device_option(s.data.device));
   SharpnessObserver print;
   print.loss_measured = [](const LossData& loaded, double loss) {
     std::printf("loss on %lld examples (%lld tokens): %.6f\n", static_cast<long long>(loaded.batches.examples),

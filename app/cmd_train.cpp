@@ -4,11 +4,23 @@
 #include <cstdlib>
 
 #include "commands.h"
+#include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/report/watch.h"
 #include "flatune/train/trainer.h"
 
 namespace flatune::cli {
+
+void add_device_option(CLI::App* sub, std::string& spec) {
+  sub->add_option("--device", spec, "cpu | cuda | cuda:N (default cpu; under flatune launch, cuda is the rank's GPU)");
+}
+
+c10::Device use_device_option(const std::string& spec) {
+  const torch::Device device = compat::resolve_device(spec.empty() ? "cpu" : spec);
+  compat::set_process_device(device);
+  compat::use_device(device);
+  return device;
+}
 
 void add_train_options(CLI::App* sub, TrainOptions& o) {
   sub->add_option("--model", o.model, "Hugging Face model folder to fine-tune");
@@ -82,10 +94,12 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
                   "the parameters (ZeRO stage 1); gradients: also reduces each gradient to its owner only (stage "
                   "2; not with LookSAM); checkpoints hold one optimizer file per rank");
   sub->add_option("--save-dtype", o.save_dtype, "float32 | bfloat16 for the final weights");
-  sub->add_flag(
-      "--bf16", o.bf16,
-      "bf16 autocast for the forward passes (matmuls in bf16 on CPUs with AVX512-BF16/AMX); weights, gradients, "
-      "optimizer state and validation stay fp32");
+  sub->add_option("--device", o.device,
+                  "cpu | cuda | cuda:N (default cpu; under flatune launch, cuda is the rank's GPU): model, optimizer "
+                  "state and SAM's perturbation live there");
+  sub->add_flag("--bf16", o.bf16,
+                "bf16 autocast for the forward passes (matmuls in bf16 on CPUs with AVX512-BF16/AMX, or on the GPU); "
+                "weights, gradients, optimizer state and validation stay fp32");
 }
 
 void add_train_command(CLI::App& app) {

@@ -1,6 +1,7 @@
 // One function per verb adds its subcommand to the CLI; each lives in app/cmd_<verb>.cpp and is
 // a thin call into src/. Flags parse into an options struct; the work happens in the callback.
 #pragma once
+#include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 #include <CLI/CLI.hpp>
 
@@ -33,8 +34,15 @@ void add_bench_train_command(CLI::App& bench);
 void add_bench_gemm_command(CLI::App& bench);
 void add_bench_landscape_command(CLI::App& bench);
 
-// GFLOP/s of (m x k) @ (k x n) in dtype on the current threads, repeated for min_seconds (the
-// peak model-FLOPs utilisation is measured against).
-double gemm_rate(int64_t m, int64_t k, int64_t n, c10::ScalarType dtype, double min_seconds);
+// GFLOP/s of (m x k) @ (k x n) in dtype on the current threads (or the GPU), repeated for
+// min_seconds (the peak model-FLOPs utilisation is measured against).
+double gemm_rate(int64_t m, int64_t k, int64_t n, c10::ScalarType dtype, double min_seconds,
+                 const c10::Device& device = c10::Device(c10::kCPU));
+
+// --device on a verb: cpu | cuda | cuda:N (under flatune launch, cuda is the rank's own GPU).
+void add_device_option(CLI::App* sub, std::string& spec);
+// Resolves --device (a bad spelling, a CPU build, a missing GPU: one-line errors naming the flag)
+// and makes it the process's device, which every model the verb loads goes to.
+c10::Device use_device_option(const std::string& spec);
 
 }  // namespace flatune::cli

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "device_util.h"
 #include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/core/json.h"
@@ -13,6 +14,7 @@
 #include "test_util.h"
 
 using namespace flatune;
+using flatune::testing::test_device;
 using flatune::testing::testdata;
 
 namespace {
@@ -38,7 +40,7 @@ LlamaConfig tiny_config() {
   return c;
 }
 
-torch::Tensor longs(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
+torch::Tensor longs(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
 
 torch::Tensor forward_logits(LlamaForCausalLM& m, const torch::Tensor& ids) {
   ForwardInput in;
@@ -110,7 +112,7 @@ TEST(Model, GradientsMatchFiniteDifferences) {
   c.tie_word_embeddings = false;
   LlamaForCausalLM m(c);
   m->init_weights(7);
-  m->to(torch::kDouble);
+  m->to(test_device(), torch::kDouble);
   auto ids = torch::tensor({{1, 5, 9, 2, 30, 11, 4}, {3, 3, 8, 21, 7, 0, 36}}, torch::kLong);
   auto labels = ids.clone();
   labels[1][5] = -100;
@@ -474,7 +476,8 @@ TEST(Model, LoraStartsAsNoOpAndMergesExactly) {
 // (autocast caches bf16 copies of the weights; a stale copy would repeat the first loss).
 TEST(Bf16Autocast, CloseToFp32AndSeesInPlaceWeightChanges) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
-  auto model = load_llama(testdata("models/llama-gqa"));
+  const torch::Device dev = test_device();
+  auto model = load_llama(testdata("models/llama-gqa"), torch::kFloat32, dev);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(2);
   auto ids = torch::randint(0, model->config().vocab_size, {3, 24}, gen, torch::kLong);
   auto params = model->trainable_parameters();
@@ -484,7 +487,7 @@ TEST(Bf16Autocast, CloseToFp32AndSeesInPlaceWeightChanges) {
     in.input_ids = ids;
     torch::Tensor loss;
     {
-      compat::CpuBf16Autocast autocast(bf16);
+      compat::Bf16Autocast autocast(bf16, dev.type());
       auto [sum, n] = fused_causal_lm_loss_sum(model, in, ids);
       loss = sum / static_cast<double>(n);
     }
@@ -520,6 +523,7 @@ TEST(Bf16Autocast, CloseToFp32AndSeesInPlaceWeightChanges) {
 // with LoRA dropout (the recomputation replays the first forward's random draws) and under bf16
 // autocast (the recomputation runs under the autocast the first forward had).
 TEST(Model, ActivationCheckpointingGivesThePlainGradients) {
+  const torch::Device dev = test_device();
   LlamaConfig c = tiny_config();
   auto ids = torch::randint(0, c.vocab_size, {3, 9}, at::make_generator<at::CPUGeneratorImpl>(6), torch::kLong);
   auto padding = torch::ones({3, 9}, torch::kLong);
@@ -533,7 +537,7 @@ TEST(Model, ActivationCheckpointingGivesThePlainGradients) {
     in.attention_mask = padding;
     torch::Tensor loss;
     {
-      compat::CpuBf16Autocast autocast(bf16);
+      compat::Bf16Autocast autocast(bf16, dev.type());
       loss = m->forward(in).to(torch::kDouble).logsumexp(-1).sum();
     }
     loss.backward();
@@ -550,7 +554,7 @@ TEST(Model, ActivationCheckpointingGivesThePlainGradients) {
   };
   LlamaForCausalLM m(c);
   m->init_weights(23);
-  m->to(torch::kDouble);
+  m->to(dev, torch::kDouble);
   for (AttentionKernel k : {AttentionKernel::eager, AttentionKernel::sdpa}) {
     AttentionKernelScope scope(*m, k);
     expect_equal(run(m, false, false), run(m, true, false), 1e-12, "float64");
@@ -566,12 +570,13 @@ TEST(Model, ActivationCheckpointingGivesThePlainGradients) {
     torch::NoGradGuard ng;
     p.normal_(0, 0.1);  // lora_B starts at zero; make every adapter matter
   }
-  lora->to(torch::kDouble);
+  lora->to(dev, torch::kDouble);
   lora->train();
   auto plain = run(lora, false, false), checkpointed = run(lora, true, false);
   expect_equal(plain, checkpointed, 1e-12, "LoRA with dropout");
   // Without replaying the draws the dropout masks would differ: the check above can fail.
   LlamaForCausalLM f32(c);
   f32->init_weights(25);
+  f32->to(dev);
   expect_equal(run(f32, false, true), run(f32, true, true), 1e-6, "bf16 autocast");
 }

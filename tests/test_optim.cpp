@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "device_util.h"
 #include "flatune/core/error.h"
 #include "flatune/optim/optimizer.h"
 #include "flatune/optim/sam.h"
@@ -13,24 +14,26 @@ using namespace flatune;
 
 namespace {
 
-// f(w) = 1/2 w^T A w - b^T w over w = [vec(W) (2x2), v (3)], in float64.
+// f(w) = 1/2 w^T A w - b^T w over w = [vec(W) (2x2), v (3)], in float64, on the test device
+// (drawn on the CPU, so the same numbers everywhere).
 struct Quadratic {
   torch::Tensor A, b, W, v;
   Quadratic() {
+    const torch::Device dev = flatune::testing::test_device();
     auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
     auto M = torch::randn({7, 7}, gen, torch::kDouble);
-    A = M.matmul(M.t()) + torch::eye(7, torch::kDouble);
-    b = torch::randn({7}, gen, torch::kDouble);
-    W = torch::randn({2, 2}, gen, torch::kDouble).requires_grad_(true);
-    v = torch::randn({3}, gen, torch::kDouble).requires_grad_(true);
+    A = (M.matmul(M.t()) + torch::eye(7, torch::kDouble)).to(dev);
+    b = torch::randn({7}, gen, torch::kDouble).to(dev);
+    W = torch::randn({2, 2}, gen, torch::kDouble).to(dev).requires_grad_(true);
+    v = torch::randn({3}, gen, torch::kDouble).to(dev).requires_grad_(true);
   }
   torch::Tensor flat() const { return torch::cat({W.detach().reshape({-1}), v.detach()}); }
   torch::Tensor grad_at(const torch::Tensor& w) const { return A.matmul(w) - b; }
-  double loss() {
+  torch::Tensor loss() {
     auto w = torch::cat({W.reshape({-1}), v});
     auto f = 0.5 * w.dot(A.matmul(w)) - b.dot(w);
     f.backward();
-    return f.item<double>();
+    return f.detach();
   }
   NamedParams params() const {
     return {{"model.layers.0.mlp.up_proj.weight", W}, {"model.layers.1.self_attn.q_proj.bias", v}};
@@ -167,13 +170,13 @@ TEST(Sam, AccumulationEqualsOneLargeBatch) {
       SamStepper stepper({{"w", w}}, *opt, settings(kind, 0.1), 0.0);
       for (int step = 0; step < 3; ++step) {
         stepper.step([&] {
-          double total = 0;
+          torch::Tensor total = torch::zeros({}, torch::kDouble);
           int64_t per = 8 / micro;
           for (int m = 0; m < micro; ++m) {
             auto xb = X.narrow(0, m * per, per), yb = y.narrow(0, m * per, per);
             auto loss = (xb.matmul(w) - yb).pow(2).sum() / 8.0;
             loss.backward();
-            total += loss.item<double>();
+            total += loss.detach();
           }
           return total;
         });
@@ -189,11 +192,11 @@ TEST(Optim, ClippingMatchesHandComputation) {
        b = torch::zeros({1}, torch::kDouble).requires_grad_(true);
   a.mutable_grad() = torch::tensor({3.0, 0.0}, torch::kDouble);
   b.mutable_grad() = torch::tensor({4.0}, torch::kDouble);
-  EXPECT_DOUBLE_EQ(clip_grad_norm({a, b}, 1.0), 5.0);
+  EXPECT_DOUBLE_EQ(clip_grad_norm({a, b}, 1.0).item<double>(), 5.0);
   const double scale = 1.0 / (5.0 + 1e-6);
   EXPECT_NEAR(a.grad()[0].item<double>(), 3.0 * scale, 1e-15);
   EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 * scale, 1e-15);
-  EXPECT_NEAR(clip_grad_norm({a, b}, 10.0), 5.0 * scale, 1e-12);  // below the limit: unchanged
+  EXPECT_NEAR(clip_grad_norm({a, b}, 10.0).item<double>(), 5.0 * scale, 1e-12);  // below the limit: unchanged
   EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 * scale, 1e-15);
 }
 

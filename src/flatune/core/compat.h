@@ -6,7 +6,14 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "flatune/core/error.h"
+
+#ifdef FLATUNE_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -42,34 +49,131 @@ inline bool cuda_available() {
 #endif
 }
 
-// CPU autocast on or off, with the dtype it casts to.
-inline void set_cpu_autocast(bool enabled, at::ScalarType dtype = at::kBFloat16) {
-  at::autocast::set_autocast_enabled(at::kCPU, enabled);
-  at::autocast::set_autocast_dtype(at::kCPU, dtype);
+// The CUDA devices this process sees (0 on a CPU build).
+inline int cuda_device_count() {
+#ifdef FLATUNE_CUDA
+  return static_cast<int>(torch::cuda::device_count());
+#else
+  return 0;
+#endif
 }
 
-// bf16 autocast on the CPU for the forward passes made while it lives (matmuls in bf16, the rest
-// as autocast decides); backward follows what the forward recorded. On leaving it drops the
-// bf16 copies autocast caches of the weights: the optimizer (and SAM's perturbation) changes the
-// fp32 weights in place, so a cached copy would be stale at the next forward.
-class CpuBf16Autocast {
+// Whether collectives on CUDA tensors can use NCCL (a CUDA libtorch built with c10d's NCCL).
+inline bool has_nccl() {
+#if defined(FLATUNE_CUDA) && defined(FLATUNE_NCCL)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// The GPU index a CUDA spelling asks for: N of `cuda:N`; for a bare `cuda`, the rank's own GPU
+// under `flatune launch` (WORLD_SIZE above 1: LOCAL_RANK), else 0. The spelling is checked.
+inline int requested_cuda_index(const std::string& spec) {
+  const std::string usage = "' is not a device (cpu, cuda, cuda:N with N a GPU index)";
+  if (spec == "cuda") {
+    const char* world = std::getenv("WORLD_SIZE");
+    const char* local = std::getenv("LOCAL_RANK");
+    if (!world || std::atoi(world) <= 1 || !local || !*local) return 0;
+    const std::string rank = local;
+    if (rank.size() > 4 || rank.find_first_not_of("0123456789") != std::string::npos)
+      fail("environment LOCAL_RANK", "not a GPU index: '" + rank + "'");
+    return std::stoi(rank);
+  }
+  const std::string digits = spec.rfind("cuda:", 0) == 0 ? spec.substr(5) : "";
+  if (digits.empty() || digits.size() > 4 || digits.find_first_not_of("0123456789") != std::string::npos)
+    fail("--device", "'" + spec + usage);
+  return std::stoi(digits);
+}
+
+// --device as the verbs spell it: `cpu`, `cuda` or `cuda:N` (see requested_cuda_index). Every
+// problem is one Error naming the flag: a misspelling, a CPU build of libtorch, no visible GPU,
+// an index out of range.
+inline torch::Device resolve_device(const std::string& spec) {
+  if (spec == "cpu") return torch::Device(torch::kCPU);
+  const int index = requested_cuda_index(spec);
+  const std::string where = "--device " + spec;
+#ifndef FLATUNE_CUDA
+  (void)index;
+  fail(where, "this flatune was built without CUDA (libtorch " + torch_version() + " CPU build)");
+#else
+  const int count = cuda_device_count();
+  if (count == 0 || !cuda_available())
+    fail(where, "no CUDA device is visible to this process (libtorch " + torch_version() + " with CUDA)");
+  if (index >= count)
+    fail(where, "GPU " + std::to_string(index) + " does not exist: this process sees " + std::to_string(count) +
+                    (count == 1 ? " GPU (cuda:0)" : " GPUs (cuda:0 to cuda:" + std::to_string(count - 1) + ")"));
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+#endif
+}
+
+// The device a verb's models and tensors go to when nothing names one: the CPU unless the
+// verb's --device set it (set_process_device) at its start. One setting per process, so that
+// everything a verb does through library calls that load models themselves (an experiment's
+// runs, evaluations, flatness measurements and merges) follows the one flag.
+inline torch::Device& process_device_slot() {
+  static torch::Device device(torch::kCPU);
+  return device;
+}
+inline torch::Device process_device() { return process_device_slot(); }
+inline void set_process_device(const torch::Device& device) { process_device_slot() = device; }
+
+// Makes `device` the current GPU of this process (a no-op for the CPU), so that work without an
+// explicit index, NCCL's included, lands on the rank's own GPU.
+inline void use_device(const torch::Device& device) {
+#ifdef FLATUNE_CUDA
+  if (device.is_cuda()) c10::cuda::set_device(device.index());
+#else
+  (void)device;
+#endif
+}
+
+// Waits for the work queued on `device` (a no-op for the CPU): benchmarks time with it.
+inline void synchronize(const torch::Device& device) {
+#ifdef FLATUNE_CUDA
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+#else
+  (void)device;
+#endif
+}
+
+// Autocast on or off for one device type, with the dtype it casts to.
+inline void set_autocast(c10::DeviceType type, bool enabled, at::ScalarType dtype = at::kBFloat16) {
+  at::autocast::set_autocast_enabled(type, enabled);
+  at::autocast::set_autocast_dtype(type, dtype);
+}
+
+// bf16 autocast for the forward passes made while it lives, on the CPU (matmuls in bf16, the rest
+// as autocast decides) or on CUDA (the same lists CUDA autocast keeps); the weights stay fp32
+// masters and backward follows what the forward recorded. On leaving it drops the bf16 copies
+// autocast caches of the weights: the optimizer (and SAM's perturbation) changes the fp32
+// weights in place, so a cached copy would be stale at the next forward.
+class Bf16Autocast {
  public:
-  explicit CpuBf16Autocast(bool enabled) : enabled_(enabled) {
+  Bf16Autocast(bool enabled, c10::DeviceType type) : enabled_(enabled), type_(type) {
     if (!enabled_) return;
-    set_cpu_autocast(true, at::kBFloat16);
+    set_autocast(type_, true, at::kBFloat16);
     at::autocast::increment_nesting();
   }
-  ~CpuBf16Autocast() {
+  ~Bf16Autocast() {
     if (!enabled_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    set_cpu_autocast(false);
+    set_autocast(type_, false);
   }
-  CpuBf16Autocast(const CpuBf16Autocast&) = delete;
-  CpuBf16Autocast& operator=(const CpuBf16Autocast&) = delete;
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
 
  private:
   bool enabled_;
+  c10::DeviceType type_;
 };
+
+// The default random generator of a device (the CPU's, or a GPU's): what dropout there draws
+// from, so what a checkpoint keeps and a recomputation replays.
+inline at::Generator default_generator(const torch::Device& device) {
+  if (device.is_cpu()) return at::detail::getDefaultCPUGenerator();
+  return at::globalContext().defaultGenerator(device);
+}
 
 // A CPU allocator that counts the bytes of tensor storage alive and their high-water mark, for
 // the benchmarks' memory accounting (weights, gradients, optimizer state and activations,

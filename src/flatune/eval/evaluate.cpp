@@ -358,7 +358,8 @@ PerplexityResult rolling_perplexity(LlamaForCausalLM& model, const Tokenizer& to
     auto logp = model->forward(in)[0].to(torch::kDouble).log_softmax(-1);
     const int64_t k = static_cast<int64_t>(targets.size());
     auto rows = logp.narrow(0, logp.size(0) - k, k);
-    r.loglik += rows.gather(1, torch::tensor(targets, torch::kLong).unsqueeze(1)).sum().item<double>();
+    r.loglik +=
+        rows.gather(1, torch::tensor(targets, torch::kLong).to(rows.device()).unsqueeze(1)).sum().item<double>();
   };
   const int64_t n = static_cast<int64_t>(tokens.size());
   int64_t first = std::min(max_length, n);

@@ -49,7 +49,7 @@ namespace {
 // Sum of log p over the continuation from logits [T, V] whose last `k` rows predict it.
 Loglik sum_logprobs(const torch::Tensor& logits_rows, const std::vector<int64_t>& cont) {
   auto logp = logits_rows.to(torch::kDouble).log_softmax(-1);
-  auto target = torch::tensor(cont, torch::kLong);
+  auto target = torch::tensor(cont, torch::kLong).to(logp.device());
   Loglik r;
   r.value = logp.gather(1, target.unsqueeze(1)).sum().item<double>();
   r.is_greedy = torch::equal(logp.argmax(-1), target);
@@ -112,8 +112,8 @@ void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& 
   // Only the last real row of each context is needed: it predicts every continuation's first token.
   std::vector<int64_t> last_index;
   for (int64_t g = 0; g < G; ++g) last_index.push_back(g * Lc + static_cast<int64_t>(batch[g]->context->size()) - 1);
-  auto last_logits =
-      torch::nn::functional::linear(hidden.reshape({G * Lc, -1}).index_select(0, torch::tensor(last_index)), weight);
+  auto last_logits = torch::nn::functional::linear(
+      hidden.reshape({G * Lc, -1}).index_select(0, torch::tensor(last_index).to(hidden.device())), weight);
 
   // Every continuation without its last token, right-padded, each over its group's cache.
   std::vector<int64_t> row_group;
@@ -150,7 +150,7 @@ void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& 
       // Padded continuation positions keep position 0 and are masked as keys; as queries they
       // see real keys and their rows are never read.
     }
-    KVCache shared = cache.index_select(torch::tensor(row_group, torch::kLong));
+    KVCache shared = cache.index_select(torch::tensor(row_group, torch::kLong).to(hidden.device()));
     ForwardInput cin;
     cin.input_ids = cids;
     cin.attention_mask = mask;
@@ -158,8 +158,8 @@ void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& 
     cin.cache = &shared;
     auto h = model->hidden_states(cin);  // [R, Lk, H]
     if (!real_rows.empty())
-      cont_logits =
-          torch::nn::functional::linear(h.reshape({R * Lk, -1}).index_select(0, torch::tensor(real_rows)), weight);
+      cont_logits = torch::nn::functional::linear(
+          h.reshape({R * Lk, -1}).index_select(0, torch::tensor(real_rows).to(h.device())), weight);
   }
   for (int64_t r = 0; r < R; ++r) {
     const auto& c = pairs[row_pair[r]].continuation;

@@ -45,7 +45,7 @@ NamedTensors align_direction(const NamedParams& params, const NamedTensors& dir,
     if (!it->second->sizes().equals(p.sizes()))
       fail(where, "tensor '" + name + "' has shape " + shape_str(it->second->sizes()) + ", the model's is " +
                       shape_str(p.sizes()));
-    out.emplace_back(name, *it->second);
+    out.emplace_back(name, it->second->to(p.device()));  // beside the weight it moves (read from files on the CPU)
     by_name.erase(it);
   }
   if (!by_name.empty()) fail(where, "tensor '" + by_name.begin()->first + "' is not a parameter of the model");

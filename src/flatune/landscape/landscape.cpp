@@ -81,7 +81,9 @@ NamedTensors random_direction(const NamedParams& params, const DirectionOptions&
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   NamedTensors dir;
   for (const auto& [name, w] : params) {
-    torch::Tensor d = torch::randn(w.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat)).to(w.dtype());
+    // Drawn on the CPU from a seeded generator, so a direction is the same on every device.
+    torch::Tensor d =
+        torch::randn(w.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat)).to(w.device(), w.scalar_type());
     bool excluded = (o.lora_only && !is_lora(name)) || (w.dim() <= 1 && !o.keep_1d);
     if (excluded) {
       d.zero_();
@@ -249,7 +251,7 @@ SharpnessValue average_sharpness(const NamedParams& params, const LossClosure& l
     for (size_t i = 0; i < guard.saved.size(); ++i)
       d.emplace_back(params[i].first,
                      torch::randn(guard.saved[i].sizes(), gen, torch::TensorOptions().dtype(torch::kFloat))
-                             .to(guard.saved[i].dtype()) *
+                             .to(guard.saved[i].device(), guard.saved[i].scalar_type()) *
                          guard.saved[i].abs() * sigma);
     set_weights(guard, {&d}, {1.0});
     incs.push_back(loss_value(loss) - base);
@@ -289,7 +291,8 @@ SharpnessValue power_iteration(const NamedParams& params, const LossClosure& los
                                uint64_t seed, double shift) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<torch::Tensor> v;
-  for (auto& [n, t] : params) v.push_back(torch::randn(t.sizes(), gen, torch::TensorOptions().dtype(torch::kDouble)));
+  for (auto& [n, t] : params)
+    v.push_back(torch::randn(t.sizes(), gen, torch::TensorOptions().dtype(torch::kDouble)).to(t.device()));
   double n = std::sqrt(dot(v, v));
   for (auto& x : v) x.div_(n);
   SharpnessValue out;
@@ -342,7 +345,8 @@ SharpnessValue hessian_trace(const NamedParams& params, const LossClosure& loss,
   for (int s = 0; s < samples; ++s) {
     std::vector<torch::Tensor> v;
     for (auto& [n, t] : params)
-      v.push_back(torch::randint(0, 2, t.sizes(), gen, torch::TensorOptions().dtype(torch::kDouble)) * 2 - 1);
+      v.push_back(
+          (torch::randint(0, 2, t.sizes(), gen, torch::TensorOptions().dtype(torch::kDouble)) * 2 - 1).to(t.device()));
     est.push_back(dot(hessian_vector_product(params, loss, v), v));
   }
   SharpnessValue out;

@@ -41,7 +41,8 @@ void load_loss_data(LossData& into, const LossDataSettings& s, const std::string
   if (s.batch_size < 1) fail("--batch-size", "must be at least 1");
   into.tokenizer = load_tokenizer(model_dir);
   const Tokenizer& tok = *into.tokenizer;
-  into.model = load_llama(model_dir);
+  into.model = load_llama(model_dir, torch::kFloat32,
+                          s.device.empty() ? compat::process_device() : compat::resolve_device(s.device));
   if (!s.adapter.empty()) load_lora_adapter(into.model, s.adapter);
   into.model->eval();
   into.max_length =
@@ -66,6 +67,7 @@ json loss_data_json(const LossDataSettings& s, const LossData& loaded, const std
           {"examples_used", loaded.batches.examples},
           {"label_tokens", loaded.batches.label_tokens},
           {"threads", at::get_num_threads()},
+          {"device", loaded.model->lm_head_weight().device().str()},
           {"torch_version", compat::torch_version()}};
 }
 

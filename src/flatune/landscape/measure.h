@@ -29,6 +29,7 @@ struct LossDataSettings {
   int64_t batch_size = 8;  // B: examples per batch
   int64_t max_length = 0;  // tokens per example; 0: min(the model's, 512)
   int threads = 0;         // intra-op threads; 0 leaves libtorch's choice
+  std::string device;      // cpu, cuda, cuda:N; empty: the process's device
 };
 
 // Loss closures made from this refer to its members, so it stays where it was made.

@@ -243,8 +243,10 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["causal"] = causal;
     ctx->saved_data["kernel"] = static_cast<int64_t>(kernel);
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
-    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
-    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(at::kCPU);
+    // The generator and autocast state of the device the layer runs on (LoRA dropout draws
+    // from the GPU's generator there, and CUDA autocast is separate from the CPU's).
+    ctx->saved_data["rng"] = compat::default_generator(x.device()).get_state();
+    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
     torch::NoGradGuard no_grad;
     return layer->forward(x, cos, sin, mask, causal, kernel, nullptr, nullptr);
   }
@@ -256,13 +258,13 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     auto* layer = reinterpret_cast<LlamaForCausalLMImpl::Layer*>(ctx->saved_data["layer"].toInt());
     torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? ctx->saved_data["mask"].toTensor() : torch::Tensor();
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    at::Generator gen = compat::default_generator(x.device());
     const torch::Tensor rng_now = gen.get_state();
     gen.set_state(ctx->saved_data["rng"].toTensor());
     torch::Tensor out;
     {
       torch::AutoGradMode grad(true);
-      compat::CpuBf16Autocast autocast(ctx->saved_data["autocast"].toBool());
+      compat::Bf16Autocast autocast(ctx->saved_data["autocast"].toBool(), x.device().type());
       out = layer->forward(x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), mask,
                            ctx->saved_data["causal"].toBool(),
                            static_cast<AttentionKernel>(ctx->saved_data["kernel"].toInt()), nullptr, nullptr);
@@ -315,32 +317,38 @@ void LlamaForCausalLMImpl::init_weights(uint64_t seed) {
 }
 
 torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
-  const torch::Tensor& ids = in.input_ids;
+  // Inputs follow the weights: callers build ids and masks on the CPU (tokenizers, collate) and
+  // the model may live on a GPU. A tensor already there is not copied.
+  const auto dev = embed_.device();
+  auto on_device = [&dev](const torch::Tensor& t) { return t.defined() ? t.to(dev, /*non_blocking=*/true) : t; };
+  const torch::Tensor ids = on_device(in.input_ids);
+  const torch::Tensor attention_mask = on_device(in.attention_mask);
+  const torch::Tensor segment_ids = on_device(in.segment_ids);
   TORCH_CHECK(ids.dim() == 2, "input_ids must be [B, T]");
   const int64_t B = ids.size(0), T = ids.size(1);
   const int64_t past = in.cache ? in.cache->length() : 0;
   const int64_t S = past + T;
-  auto dev = ids.device();
   torch::Tensor x = F::embedding(ids, embed_);
   const auto dtype = x.scalar_type();
 
-  torch::Tensor pos = in.position_ids;
+  torch::Tensor pos = on_device(in.position_ids);
   if (!pos.defined()) {
-    if (in.attention_mask.defined()) {
+    if (attention_mask.defined()) {
       // As transformers' generate: positions count real tokens only (left padding).
-      pos = in.attention_mask.to(torch::kLong).cumsum(-1) - 1;
-      pos = pos.masked_fill(in.attention_mask == 0, 1).narrow(1, S - T, T);
+      pos = attention_mask.to(torch::kLong).cumsum(-1) - 1;
+      pos = pos.masked_fill(attention_mask == 0, 1).narrow(1, S - T, T);
     } else {
       pos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(0).expand({B, T});
     }
   }
-  torch::Tensor freqs = pos.to(torch::kDouble).unsqueeze(-1) * inv_freq_.to(dev).view({1, 1, -1});
+  if (inv_freq_.device() != dev) inv_freq_ = inv_freq_.to(dev);  // once per device, not per forward
+  torch::Tensor freqs = pos.to(torch::kDouble).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
   torch::Tensor emb = torch::cat({freqs, freqs}, -1);
   torch::Tensor cos = emb.cos().to(dtype).unsqueeze(1), sin = emb.sin().to(dtype).unsqueeze(1);
 
   // With neither padding nor packing, the fused kernel needs no mask: a query sees every key up to
   // itself (no cache: is_causal), or all keys (one new token after a cache).
-  const bool plain = !in.attention_mask.defined() && !in.segment_ids.defined();
+  const bool plain = !attention_mask.defined() && !segment_ids.defined();
   const bool sdpa = attention_ == AttentionKernel::sdpa;
   const bool causal = sdpa && plain && past == 0 && T > 1;
   torch::Tensor mask;
@@ -349,13 +357,13 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
     auto kpos = torch::arange(S, torch::TensorOptions().dtype(torch::kLong).device(dev));
     auto qpos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kLong).device(dev));
     torch::Tensor allowed = (kpos.view({1, S}) <= qpos.view({T, 1})).unsqueeze(0);  // [1, T, S]
-    if (in.attention_mask.defined()) {
-      TORCH_CHECK(in.attention_mask.size(1) == S, "attention_mask must cover cached and new tokens");
-      allowed = allowed & (in.attention_mask.to(dev) != 0).unsqueeze(1);
+    if (attention_mask.defined()) {
+      TORCH_CHECK(attention_mask.size(1) == S, "attention_mask must cover cached and new tokens");
+      allowed = allowed & (attention_mask != 0).unsqueeze(1);
     }
-    if (in.segment_ids.defined()) {
+    if (segment_ids.defined()) {
       TORCH_CHECK(past == 0, "segment_ids (packing) cannot be combined with a KV cache");
-      allowed = allowed & (in.segment_ids.unsqueeze(2) == in.segment_ids.unsqueeze(1));
+      allowed = allowed & (segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1));
     }
     // Additive mask with the dtype's lowest value, as transformers uses: fully masked rows (left
     // padding) stay finite instead of becoming NaN.
@@ -489,11 +497,11 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::trainab
 
 // ---------------------------------------------------------------- loading and loss
 
-LlamaForCausalLM load_llama(const std::string& dir, torch::ScalarType dtype, torch::Device device) {
+LlamaForCausalLM load_llama(const std::string& dir, torch::ScalarType dtype, std::optional<torch::Device> device) {
   LlamaConfig config = load_llama_config(dir + "/config.json");
   LlamaForCausalLM model(config);
   model->load_weights(load_checkpoint_weights(dir), dir);
-  model->to(device, dtype);
+  model->to(device.value_or(compat::process_device()), dtype);
   return model;
 }
 

@@ -138,9 +138,10 @@ class AttentionKernelScope {
   AttentionKernel before_;
 };
 
-// Loads a Hugging Face folder (config.json + weights) onto `device` as `dtype`.
+// Loads a Hugging Face folder (config.json + weights) onto `device` (default: the process's
+// device, compat::process_device(), the CPU unless --device set it) as `dtype`.
 LlamaForCausalLM load_llama(const std::string& dir, torch::ScalarType dtype = torch::kFloat32,
-                            torch::Device device = torch::kCPU);
+                            std::optional<torch::Device> device = std::nullopt);
 
 // Mean cross-entropy of logits[:, :-1] against labels[:, 1:], -100 ignored (transformers'
 // causal LM loss). Returns 0 with a defined graph when no label counts.

@@ -93,9 +93,13 @@ std::pair<torch::Tensor, int64_t> fused_causal_lm_loss_sum(LlamaForCausalLM& mod
                                                            const FusedLossOptions& o) {
   torch::Tensor hidden = model->hidden_states(in);
   const int64_t B = hidden.size(0), T = hidden.size(1), H = hidden.size(2);
-  torch::Tensor shifted = labels.narrow(1, 1, T - 1).reshape({-1}).to(hidden.device());
+  // Which rows count is found where the labels are (the CPU, as collate makes them), so that a
+  // model on a GPU does not wait for nonzero()'s data-dependent size; only the indices travel.
+  torch::Tensor shifted = labels.narrow(1, 1, T - 1).reshape({-1});
   torch::Tensor counted = (shifted != -100).nonzero().squeeze(1);
   const int64_t count = counted.size(0);
+  shifted = shifted.to(hidden.device(), /*non_blocking=*/true);
+  counted = counted.to(hidden.device(), /*non_blocking=*/true);
   torch::Tensor rows;
   torch::Tensor sum;
   if (count == 0) {

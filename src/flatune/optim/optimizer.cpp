@@ -68,21 +68,25 @@ double learning_rate_at(const Schedule& s, double base_lr, int64_t step) {
   fail("--schedule", "unknown schedule '" + s.kind + "' (constant, linear, cosine, step)");
 }
 
-double global_grad_norm(const std::vector<torch::Tensor>& params, const std::function<double(double)>& sum_across) {
+torch::Tensor global_grad_norm(const std::vector<torch::Tensor>& params, const SumAcross& sum_across) {
   std::vector<torch::Tensor> norms;
   for (const auto& p : params)
     if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kDouble).norm());
-  const double local = norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
-  return sum_across ? std::sqrt(sum_across(local * local)) : local;
+  const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
+  const torch::Tensor local = norms.empty()
+                                  ? torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device))
+                                  : torch::stack(norms).norm();
+  return sum_across ? sum_across(local * local).sqrt() : local;
 }
 
-double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm,
-                      const std::function<double(double)>& sum_across) {
-  double norm = global_grad_norm(params, sum_across);
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
-    // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6).
-    double scale = max_norm / (norm + 1e-6);
+torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm, const SumAcross& sum_across) {
+  torch::Tensor norm = global_grad_norm(params, sum_across);
+  if (max_norm > 0) {
+    // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when the norm is
+    // finite and above the limit; else by exactly 1 (a non-finite norm stops the run later).
     torch::NoGradGuard ng;
+    const torch::Tensor clip = torch::isfinite(norm) & (norm > max_norm);
+    const torch::Tensor scale = torch::where(clip, max_norm / (norm + 1e-6), torch::ones_like(norm));
     for (const auto& p : params)
       if (p.grad().defined()) p.grad().mul_(scale);
   }

@@ -50,12 +50,17 @@ struct Schedule {
 // to the floor) and StepLR for `step`: lr·gamma^(epoch / decay_every_epochs).
 double learning_rate_at(const Schedule& s, double base_lr, int64_t step);
 
-// Scales every gradient so their global L2 norm is at most max_norm; returns the norm before.
-// `sum_across` (optional) totals a partial sum of squares over processes that each hold part of
-// the gradients (sharded gradients).
-double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm,
-                      const std::function<double(double)>& sum_across = nullptr);
-double global_grad_norm(const std::vector<torch::Tensor>& params,
-                        const std::function<double(double)>& sum_across = nullptr);
+// Totals a partial sum held by each process (a 0-dim tensor, on the gradients' device) over the
+// processes that each hold part of the gradients (sharded gradients). Empty: one process, or
+// whole gradients everywhere.
+using SumAcross = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// Scales every gradient so their global L2 norm is at most max_norm; returns the norm before, a
+// 0-dim float64 tensor on the gradients' device. Nothing waits for the device: the scale is
+// applied as a tensor (1 when under the limit), so a training step reads the norm only when it
+// logs it.
+torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm,
+                             const SumAcross& sum_across = nullptr);
+torch::Tensor global_grad_norm(const std::vector<torch::Tensor>& params, const SumAcross& sum_across = nullptr);
 
 }  // namespace flatune

@@ -7,18 +7,20 @@
 namespace flatune {
 
 namespace {
-// Sums in float64 over all tensors with a single host synchronisation (one .item()).
-double sq_norm(const std::vector<torch::Tensor>& ts) {
-  if (ts.empty()) return 0.0;
+// Sums in float64 over all tensors into a 0-dim tensor on their device (nothing waits for it).
+torch::Tensor sq_norm(const std::vector<torch::Tensor>& ts) {
   std::vector<torch::Tensor> parts;
   for (const auto& t : ts) parts.push_back(t.to(torch::kDouble).pow(2).sum());
-  return torch::stack(parts).sum().item<double>();
+  return torch::stack(parts).sum();
 }
-double dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.empty()) return 0.0;
+torch::Tensor dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   std::vector<torch::Tensor> parts;
   for (size_t i = 0; i < a.size(); ++i) parts.push_back((a[i].to(torch::kDouble) * b[i].to(torch::kDouble)).sum());
-  return torch::stack(parts).sum().item<double>();
+  return torch::stack(parts).sum();
+}
+// numerator / denominator, or 0 where the denominator is 0 (as `d > 0 ? n / d : 0` on numbers).
+torch::Tensor ratio_or_zero(const torch::Tensor& numerator, const torch::Tensor& denominator) {
+  return torch::where(denominator > 0, numerator / denominator, torch::zeros_like(denominator));
 }
 }  // namespace
 
@@ -74,17 +76,18 @@ std::vector<torch::Tensor> SamStepper::grads_of(const std::vector<size_t>& idx) 
   return g;
 }
 
-StepStats SamStepper::step(const std::function<double()>& closure) {
+StepStats SamStepper::step(const std::function<torch::Tensor()>& closure) {
   StepStats st;
   // Every reduction of gradients over the model, whole even when each process holds a share.
-  auto total = [&](double partial) { return shard_.sum_across ? shard_.sum_across(partial) : partial; };
+  auto total = [&](const torch::Tensor& partial) { return shard_.sum_across ? shard_.sum_across(partial) : partial; };
   auto sync = [&] {
     if (grad_sync_) grad_sync_();
   };
   zero_grads();
-  st.loss = closure();
+  const torch::Tensor loss = closure().detach().to(torch::kDouble);
   sync();
 
+  torch::Tensor perturbed_loss, e_norm;
   const bool looksam_full = s_.kind == "looksam" && steps_ % s_.k == 0;
   const bool two_pass = s_.kind == "sam" || s_.kind == "asam" || s_.kind == "sam-subset" || looksam_full;
   if (two_pass) {
@@ -93,7 +96,8 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
     std::vector<torch::Tensor> g_saved;
     if (looksam_full)
       for (auto& x : g) g_saved.push_back(x.clone());
-    // e per perturbed tensor.
+    // e per perturbed tensor; the scale rho / ||.|| is a 0-dim float64 tensor (0 for a zero
+    // gradient), multiplied in as a scalar would be.
     std::vector<torch::Tensor> e;
     if (s_.kind == "asam") {
       std::vector<torch::Tensor> tg;
@@ -102,15 +106,13 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
         t.push_back(tensors_[perturbed_idx_[j]].detach().abs() + s_.eta);
         tg.push_back(t.back() * g[j]);
       }
-      double n = std::sqrt(total(sq_norm(tg)));
-      double scale = n > 0 ? s_.rho / n : 0.0;
+      const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), total(sq_norm(tg)).sqrt());
       for (size_t j = 0; j < g.size(); ++j) e.push_back(t[j] * t[j] * g[j] * scale);
     } else {
-      double n = std::sqrt(total(sq_norm(g)));
-      double scale = n > 0 ? s_.rho / n : 0.0;
+      const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), total(sq_norm(g)).sqrt());
       for (auto& x : g) e.push_back(x * scale);
     }
-    st.e_norm = std::sqrt(total(sq_norm(e)));
+    e_norm = total(sq_norm(e)).sqrt();
     // Keep exact copies of w: subtracting e again would not restore w bit for bit.
     std::vector<torch::Tensor> weights, saved;
     for (size_t i : perturbed_idx_) {
@@ -120,13 +122,11 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
     at::_foreach_add_(weights, e);  // one multi-tensor kernel on CUDA; per-tensor add_ on CPU
     if (shard_.share_perturbed) shard_.share_perturbed();
     zero_grads();
-    auto restore = [&] {
-      for (size_t j = 0; j < saved.size(); ++j) weights[j].copy_(saved[j]);
-    };
+    auto restore = [&] { at::_foreach_copy_(weights, saved); };
     try {
       {
         torch::AutoGradMode enable(true);
-        st.perturbed_loss = closure();
+        perturbed_loss = closure().detach().to(torch::kDouble);
       }
       sync();
     } catch (...) {
@@ -137,28 +137,37 @@ StepStats SamStepper::step(const std::function<double()>& closure) {
     st.second_pass = true;
     if (looksam_full) {
       std::vector<torch::Tensor> gs = grads_of(perturbed_idx_);
-      double gg = total(sq_norm(g_saved));
-      double proj = gg > 0 ? total(dot(gs, g_saved)) / gg : 0.0;
+      const torch::Tensor proj = ratio_or_zero(total(dot(gs, g_saved)), total(sq_norm(g_saved)));
       looksam_gv_.clear();
       for (size_t j = 0; j < gs.size(); ++j) looksam_gv_.push_back(gs[j] - g_saved[j] * proj);
     }
   } else if (s_.kind == "looksam" && !looksam_gv_.empty()) {
     torch::NoGradGuard ng;
     std::vector<torch::Tensor> g = grads_of(perturbed_idx_);
-    double gn = std::sqrt(total(sq_norm(g))), vn = std::sqrt(total(sq_norm(looksam_gv_)));
-    if (vn > 0) {
-      double scale = s_.alpha * gn / vn;
-      for (size_t j = 0; j < g.size(); ++j) {
-        auto& t = tensors_[perturbed_idx_[j]];
-        if (!t.grad().defined()) t.mutable_grad() = torch::zeros_like(t);
-        t.grad().add_(looksam_gv_[j] * scale);
-      }
+    const torch::Tensor gn = total(sq_norm(g)).sqrt(), vn = total(sq_norm(looksam_gv_)).sqrt();
+    // alpha * ||g|| / ||g_v||; a zero g_v adds nothing (scale 0 on a zero vector).
+    const torch::Tensor scale = ratio_or_zero(s_.alpha * gn, vn);
+    for (size_t j = 0; j < g.size(); ++j) {
+      auto& t = tensors_[perturbed_idx_[j]];
+      if (!t.grad().defined()) t.mutable_grad() = torch::zeros_like(t);
+      t.grad().add_(looksam_gv_[j] * scale);
     }
   }
-  st.grad_norm = clip_grad_norm(tensors_, max_grad_norm_, shard_.sum_across);
+  const torch::Tensor grad_norm = clip_grad_norm(tensors_, max_grad_norm_, shard_.sum_across);
   st.lr = base_.param_groups().front().options().get_lr();
   base_.step();
   ++steps_;
+  // The step's one wait for the device: the numbers it reports, read together.
+  const double nan = std::nan("");
+  std::vector<torch::Tensor> reported = {loss, grad_norm.to(torch::kDouble),
+                                         e_norm.defined() ? e_norm : torch::zeros_like(loss),
+                                         perturbed_loss.defined() ? perturbed_loss : torch::full_like(loss, nan)};
+  const torch::Tensor host = torch::stack(reported).cpu();
+  const double* v = host.data_ptr<double>();
+  st.loss = v[0];
+  st.grad_norm = v[1];
+  st.e_norm = v[2];
+  st.perturbed_loss = v[3];
   return st;
 }
 

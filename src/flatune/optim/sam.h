@@ -2,7 +2,9 @@
 //
 // One optimizer step is `step(closure)`. The closure runs forward and backward over all the
 // micro-batches of the step (accumulating .grad, already scaled by the caller so the sum is the
-// mean gradient) and returns the mean loss. What is perturbed: every trainable parameter the
+// mean gradient) and returns the mean loss as a 0-dim tensor. Norms, scales and the
+// perturbation stay tensors on the parameters' device: a step waits for the device once, at its
+// end, to read the numbers StepStats reports. What is perturbed: every trainable parameter the
 // wrapper was given (for `sam-subset`, those whose name matches a pattern), along the gradient
 // of the whole objective the closure computes (penalties such as EWC or L2 included).
 //   none        g(w), base step.
@@ -50,7 +52,7 @@ struct StepStats {
 // `sum_across` totals over the processes, and after the perturbation `share_perturbed` gives every
 // process the perturbed weights their owners computed. Empty: one process, or whole gradients.
 struct SamShardHooks {
-  std::function<double(double)> sum_across;
+  SumAcross sum_across;
   std::function<void()> share_perturbed;
 };
 
@@ -60,7 +62,7 @@ class SamStepper {
   SamStepper(NamedParams params, torch::optim::Optimizer& base, SamSettings settings, double max_grad_norm,
              std::function<void()> grad_sync = {}, SamShardHooks shard = {});
 
-  StepStats step(const std::function<double()>& closure);
+  StepStats step(const std::function<torch::Tensor()>& closure);
 
   // LookSAM's carried state (g_v and the step counter) for checkpoints.
   NamedTensors state() const;

@@ -33,7 +33,8 @@ NamedTensors compute_fisher(LlamaForCausalLM& model, const std::vector<Example>&
       // Sample the target of every labelled position from the model's prediction at the
       // position before it.
       torch::NoGradGuard ng;
-      auto probs = logits[0].softmax(-1).to(torch::kFloat);
+      // Sampled on the CPU with the seeded CPU generator: the same targets on every device.
+      auto probs = logits[0].softmax(-1).to(torch::kCPU, torch::kFloat);
       auto sampled = torch::multinomial(probs, 1, true, gen).squeeze(-1);  // sampled[t] predicts t+1
       auto shifted = torch::full_like(labels, -100);
       shifted[0].narrow(0, 1, labels.size(1) - 1).copy_(sampled.narrow(0, 0, labels.size(1) - 1));

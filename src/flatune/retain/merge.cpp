@@ -41,8 +41,10 @@ bool is_adapter_folder(const std::string& dir) { return file_exists(join_path(di
 }  // namespace
 
 NamedTensors load_tuned_weights(const std::string& base_dir, const std::string& tuned_dir) {
+  // Merging is arithmetic on weights read from files: on the CPU, beside the base weights,
+  // whatever the process's device.
   if (is_adapter_folder(tuned_dir)) {
-    auto model = load_llama(base_dir);
+    auto model = load_llama(base_dir, torch::kFloat32, torch::Device(torch::kCPU));
     load_lora_adapter(model, tuned_dir);
     return model->weights(/*merge_lora=*/true);
   }
@@ -57,7 +59,7 @@ WiseFtEnds load_wiseft_ends(const std::string& base_dir, const std::string& tune
     ends.tuned = load_checkpoint_weights(tuned_dir);
     return ends;
   }
-  auto model = load_llama(base_dir);
+  auto model = load_llama(base_dir, torch::kFloat32, torch::Device(torch::kCPU));
   load_lora_adapter(model, tuned_dir);
   torch::NoGradGuard ng;
   for (const auto& m : model->named_modules()) {

@@ -2,6 +2,9 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef FLATUNE_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -9,6 +12,7 @@
 #include <map>
 #include <thread>
 
+#include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 
 namespace flatune {
@@ -18,8 +22,8 @@ namespace {
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   std::chrono::milliseconds timeout{0};
-  // The Gloo backend itself: in libtorch 2.x a ProcessGroup only dispatches to backends, and
-  // every collective flatune makes is one Gloo runs on CPU tensors.
+  // The backend itself (Gloo or NCCL): in libtorch 2.x a ProcessGroup only dispatches to
+  // backends, and every collective flatune makes is one the backend runs on its own device.
   c10::intrusive_ptr<c10d::Backend> pg;
 };
 
@@ -93,9 +97,36 @@ std::chrono::milliseconds collective_timeout_from_env() {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
-Distributed init_distributed() { return init_distributed(collective_timeout_from_env()); }
+Distributed init_distributed(torch::Device device) { return init_distributed(collective_timeout_from_env(), device); }
 
-Distributed init_distributed(std::chrono::milliseconds timeout) {
+namespace {
+
+// The one place the backend is chosen: NCCL for tensors on a GPU when libtorch has it, Gloo for
+// everything else (a GPU without NCCL goes through CPU buffers). Sets where buffers live.
+c10::intrusive_ptr<c10d::Backend> make_backend(Distributed& d, const c10::intrusive_ptr<c10d::Store>& store,
+                                               const std::string& host, std::chrono::milliseconds timeout,
+                                               const torch::Device& device) {
+#ifdef FLATUNE_NCCL
+  if (device.is_cuda()) {
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = timeout;
+    d.comm_device = device;
+    d.backend = "nccl";
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, d.rank, d.world_size, opts);
+  }
+#else
+  (void)device;
+#endif
+  auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+  opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host == "localhost" ? "127.0.0.1" : host));
+  d.comm_device = torch::Device(torch::kCPU);
+  d.backend = "gloo";
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, d.rank, d.world_size, opts);
+}
+
+}  // namespace
+
+Distributed init_distributed(std::chrono::milliseconds timeout, torch::Device device) {
   Distributed d;
   d.world_size = env_int("WORLD_SIZE", 1);
   if (d.world_size <= 1) return d;
@@ -114,9 +145,7 @@ Distributed init_distributed(std::chrono::milliseconds timeout) {
     so.numWorkers = d.world_size;
     so.timeout = timeout;
     g->store = c10::make_intrusive<c10d::TCPStore>(host, so);
-    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host == "localhost" ? "127.0.0.1" : host));
-    g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, d.rank, d.world_size, opts);
+    g->pg = make_backend(d, g->store, host, timeout, device);
   } catch (const std::exception& e) {
     std::string msg = e.what();
     fail("rank " + std::to_string(d.rank), "cannot join the process group at " + host + ":" + std::to_string(port) +
@@ -146,7 +175,7 @@ void allreduce_buckets(const Distributed& d, const std::vector<torch::Tensor>& t
     }
     std::vector<torch::Tensor> flat_views;
     for (auto& t : bucket) flat_views.push_back(t.reshape({-1}));
-    std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
+    std::vector<torch::Tensor> flat = {torch::cat(flat_views).to(d.comm_device)};
     collective(d, "all-reduce", [&] { group(d).allreduce(flat)->wait(); });
     if (divisor != 1.0) flat[0].div_(divisor);
     int64_t off = 0;
@@ -171,9 +200,10 @@ void Distributed::broadcast(const std::vector<torch::Tensor>& tensors) const {
   if (!active()) return;
   torch::NoGradGuard ng;
   for (const auto& t : tensors) {
-    std::vector<torch::Tensor> one = {t.is_contiguous() ? t : t.contiguous()};
+    const bool in_place = t.is_contiguous() && t.device() == comm_device;
+    std::vector<torch::Tensor> one = {in_place ? t : t.contiguous().to(comm_device)};
     collective(*this, "broadcast", [&] { group(*this).broadcast(one)->wait(); });
-    if (!t.is_contiguous()) t.copy_(one[0]);
+    if (!in_place) t.copy_(one[0]);
   }
 }
 
@@ -182,13 +212,13 @@ namespace {
 // The tensors grouped by dtype, each group flattened into one buffer for one collective:
 // `run(flat, group)` runs it and says whether the buffer's values go back into the tensors.
 template <typename Fn>
-void on_flat_buffers(const std::vector<torch::Tensor>& tensors, Fn&& run) {
+void on_flat_buffers(const std::vector<torch::Tensor>& tensors, const torch::Device& comm_device, Fn&& run) {
   std::map<at::ScalarType, std::vector<torch::Tensor>> by_dtype;
   for (const auto& t : tensors) by_dtype[t.scalar_type()].push_back(t);
   for (auto& [dtype, group_tensors] : by_dtype) {
     std::vector<torch::Tensor> flat_views;
     for (auto& t : group_tensors) flat_views.push_back(t.reshape({-1}));
-    std::vector<torch::Tensor> flat = {torch::cat(flat_views)};
+    std::vector<torch::Tensor> flat = {torch::cat(flat_views).to(comm_device)};
     if (!run(flat, group_tensors)) continue;
     int64_t off = 0;
     for (auto& t : group_tensors) {
@@ -203,7 +233,7 @@ void on_flat_buffers(const std::vector<torch::Tensor>& tensors, Fn&& run) {
 void Distributed::broadcast_from(const std::vector<torch::Tensor>& tensors, int root) const {
   if (!active() || tensors.empty()) return;
   torch::NoGradGuard ng;
-  on_flat_buffers(tensors, [&](std::vector<torch::Tensor>& flat, const std::vector<torch::Tensor>&) {
+  on_flat_buffers(tensors, comm_device, [&](std::vector<torch::Tensor>& flat, const std::vector<torch::Tensor>&) {
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     collective(*this, "broadcast", [&] { group(*this).broadcast(flat, opts)->wait(); });
@@ -214,31 +244,32 @@ void Distributed::broadcast_from(const std::vector<torch::Tensor>& tensors, int 
 void Distributed::reduce_mean_to(const std::vector<torch::Tensor>& tensors, int root) const {
   if (!active() || tensors.empty()) return;
   torch::NoGradGuard ng;
-  on_flat_buffers(tensors, [&](std::vector<torch::Tensor>& flat, const std::vector<torch::Tensor>& group_tensors) {
-    c10d::ReduceOptions opts;
-    opts.rootRank = root;
-    collective(*this, "reduce", [&] { group(*this).reduce(flat, opts)->wait(); });
-    if (rank != root) {
-      for (const auto& t : group_tensors) t.zero_();
-      return false;
-    }
-    flat[0].div_(world_size);
-    return true;
-  });
+  on_flat_buffers(tensors, comm_device,
+                  [&](std::vector<torch::Tensor>& flat, const std::vector<torch::Tensor>& group_tensors) {
+                    c10d::ReduceOptions opts;
+                    opts.rootRank = root;
+                    collective(*this, "reduce", [&] { group(*this).reduce(flat, opts)->wait(); });
+                    if (rank != root) {
+                      for (const auto& t : group_tensors) t.zero_();
+                      return false;
+                    }
+                    flat[0].div_(world_size);
+                    return true;
+                  });
 }
 
 double Distributed::mean(double value) const {
   if (!active()) return value;
-  std::vector<torch::Tensor> t = {torch::tensor({value}, torch::kDouble)};
+  std::vector<torch::Tensor> t = {torch::tensor({value}, torch::kDouble).to(comm_device)};
   collective(*this, "all-reduce", [&] { group(*this).allreduce(t)->wait(); });
   return t[0].item<double>() / world_size;
 }
 
 std::vector<double> Distributed::all_gather(double value) const {
   if (!active()) return {value};
-  std::vector<torch::Tensor> in = {torch::tensor({value}, torch::kDouble)};
+  std::vector<torch::Tensor> in = {torch::tensor({value}, torch::kDouble).to(comm_device)};
   std::vector<std::vector<torch::Tensor>> out(1);
-  for (int r = 0; r < world_size; ++r) out[0].push_back(torch::zeros({1}, torch::kDouble));
+  for (int r = 0; r < world_size; ++r) out[0].push_back(torch::zeros_like(in[0]));
   collective(*this, "all-gather", [&] { group(*this).allgather(out, in)->wait(); });
   std::vector<double> values;
   for (auto& t : out[0]) values.push_back(t.item<double>());
@@ -252,12 +283,15 @@ std::vector<std::string> Distributed::all_gather(const std::string& bytes) const
   const int64_t longest = static_cast<int64_t>(*std::max_element(sizes.begin(), sizes.end()));
   std::vector<torch::Tensor> in = {torch::zeros({std::max<int64_t>(longest, 1)}, torch::kUInt8)};
   std::memcpy(in[0].data_ptr(), bytes.data(), bytes.size());
+  in[0] = in[0].to(comm_device);
   std::vector<std::vector<torch::Tensor>> out(1);
   for (int r = 0; r < world_size; ++r) out[0].push_back(torch::zeros_like(in[0]));
   collective(*this, "all-gather", [&] { group(*this).allgather(out, in)->wait(); });
   std::vector<std::string> all;
-  for (int r = 0; r < world_size; ++r)
-    all.emplace_back(static_cast<const char*>(out[0][r].data_ptr()), static_cast<size_t>(sizes[r]));
+  for (int r = 0; r < world_size; ++r) {
+    const torch::Tensor host = out[0][r].cpu();
+    all.emplace_back(static_cast<const char*>(host.data_ptr()), static_cast<size_t>(sizes[r]));
+  }
   return all;
 }
 

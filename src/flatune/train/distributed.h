@@ -1,7 +1,8 @@
 // Data parallel training on libtorch's c10d: process group from the torchrun environment
 // (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), TCPStore rendezvous with a timeout,
-// Gloo on CPU (NCCL when built with CUDA). One process is the degenerate case: every collective
-// is then a no-op, so the trainer calls them unconditionally.
+// NCCL when the device is a GPU and libtorch has c10d's NCCL, Gloo otherwise. Collectives take
+// tensors wherever they live: each runs on a flat buffer on the backend's device. One process is the degenerate case:
+// every collective is then a no-op, so the trainer calls them unconditionally.
 #pragma once
 #include <torch/torch.h>
 
@@ -19,6 +20,9 @@ struct Distributed {
   int world_size = 1;
   int local_rank = 0;
   std::shared_ptr<void> impl;  // the process group and its store, when world_size > 1
+  // Where the backend's buffers live: the GPU for NCCL, the CPU for Gloo.
+  torch::Device comm_device{torch::kCPU};
+  std::string backend = "none";  // gloo | nccl | none (one process)
 
   bool active() const { return world_size > 1; }
   bool is_main() const { return rank == 0; }
@@ -50,9 +54,10 @@ constexpr double kDefaultCollectiveTimeoutSeconds = 300;
 // Reads the environment; without WORLD_SIZE (or WORLD_SIZE=1) returns a single-process context.
 // `timeout` bounds the rendezvous and every collective: a dead or stuck peer makes the call
 // throw an Error naming the rank that noticed and the peers that never arrived, never hang.
-Distributed init_distributed(std::chrono::milliseconds timeout);
+// `device` is where the caller's tensors live: a GPU selects NCCL (when libtorch has it).
+Distributed init_distributed(std::chrono::milliseconds timeout, torch::Device device = torch::kCPU);
 // The timeout from FLATUNE_COLLECTIVE_TIMEOUT (seconds; `flatune launch --collective-timeout`
 // sets it), else the default.
-Distributed init_distributed();
+Distributed init_distributed(torch::Device device = torch::kCPU);
 
 }  // namespace flatune

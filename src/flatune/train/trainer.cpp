@@ -83,7 +83,8 @@ double validation_loss(LlamaForCausalLM& model, const std::vector<Example>& val,
   torch::NoGradGuard ng;
   bool was_training = model->is_training();
   model->eval();
-  double sum = 0;
+  torch::Tensor sum =
+      torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(model->lm_head_weight().device()));
   int64_t count = 0;
   auto [begin, end] = shard_range(static_cast<int64_t>(val.size()), dist.rank, dist.world_size);
   for (int64_t i = begin; i < end; i += batch_size) {
@@ -94,11 +95,11 @@ double validation_loss(LlamaForCausalLM& model, const std::vector<Example>& val,
     in.input_ids = b.input_ids;
     in.attention_mask = b.attention_mask;
     auto [s, n] = fused_causal_lm_loss_sum(model, in, b.labels);
-    sum += s.item<double>();
+    sum += s.detach().to(torch::kDouble);
     count += n;
   }
   model->train(was_training);
-  double total_sum = dist.mean(sum) * dist.world_size;
+  double total_sum = dist.mean(sum.item<double>()) * dist.world_size;
   double total_count = dist.mean(static_cast<double>(count)) * dist.world_size;
   return total_count > 0 ? total_sum / total_count : std::nan("");
 }
@@ -107,6 +108,7 @@ double validation_loss(LlamaForCausalLM& model, const std::vector<Example>& val,
 // stepper refer to the model's parameters, the closure of a step to the batches.
 struct Recipe {
   TrainOptions o;  // as resolved (max_length filled in)
+  torch::Device device{torch::kCPU};
   Distributed dist;
   RunFolder run;
   std::string tokenizer_dir;
@@ -167,6 +169,9 @@ void set_up_model(Recipe& r) {
   r.tokenizer = load_tokenizer(r.tokenizer_dir);
   r.model = o.init_config.empty() ? load_llama(o.model) : LlamaForCausalLM(load_llama_config(o.init_config));
   if (!o.init_config.empty()) r.model->init_weights(o.seed);
+  // On the device before anything keeps a reference to a weight: the penalty's anchors, LoRA
+  // (made like the weights), the optimizer's parameters.
+  r.model->to(r.device);
   const LlamaConfig& config = r.model->config();
   if (o.max_length == 0) o.max_length = std::min<int64_t>(config.max_position_embeddings, 2048);
   if (o.max_length > config.max_position_embeddings)
@@ -247,7 +252,11 @@ void set_up_optimizer(Recipe& r) {
         r.dist.reduce_mean_to(owned, root);
       }
     };
-    shard_hooks.sum_across = [&r](double partial) { return r.dist.mean(partial) * r.dist.world_size; };
+    shard_hooks.sum_across = [&r](const torch::Tensor& partial) {
+      torch::Tensor sum = partial.clone();
+      r.dist.allreduce_sum({sum});
+      return sum;
+    };
     shard_hooks.share_perturbed = [&r] { share_stepped_parameters(r); };
   } else if (r.dist.active()) {
     grad_sync = [&r, all_grads] { r.dist.allreduce_mean(all_grads()); };
@@ -272,9 +281,12 @@ void set_up_optimizer(Recipe& r) {
 void set_up(Recipe& r, const TrainOptions& options) {
   r.o = options;
   validate(r.o);
-  r.dist = init_distributed();
+  r.device = r.o.device.empty() ? compat::process_device() : compat::resolve_device(r.o.device);
+  r.o.device = r.device.is_cpu() ? "cpu" : "cuda";
+  compat::use_device(r.device);
+  r.dist = init_distributed(r.device);
   if (r.o.threads > 0) at::set_num_threads(r.o.threads);
-  if (r.o.bf16 && !compat::cpu_has_bf16() && !compat::cuda_available())
+  if (r.o.bf16 && r.device.is_cpu() && !compat::cpu_has_bf16())
     log_warn(
         "--bf16: this CPU has no bf16 instructions (AVX512-BF16, AMX): the numerics are bf16's, the speed will "
         "be lower than fp32");
@@ -310,6 +322,8 @@ void save_checkpoint_at(Recipe& r, int64_t step) {
     }
     NamedTensors extra = r.stepper->state();
     extra.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    // LoRA dropout on a GPU draws from that GPU's generator.
+    if (!r.device.is_cpu()) extra.emplace_back("rng.device", compat::default_generator(r.device).get_state());
     write_safetensors(join_path(dir, "trainer_tensors.safetensors"), extra);
     json state = {{"step", step},
                   {"epoch", r.order->epoch()},
@@ -364,6 +378,8 @@ int64_t restore_checkpoint(Recipe& r, int64_t step) {
     if (name == "rng.cpu") {
       at::Generator gen = at::detail::getDefaultCPUGenerator();
       gen.set_state(t);
+    } else if (name == "rng.device") {
+      if (!r.device.is_cpu()) compat::default_generator(r.device).set_state(t);
     } else {
       sam_state.emplace_back(name, t);
     }
@@ -511,11 +527,15 @@ StepOutcome train_step(Recipe& r, int64_t step, double lr) {
   const double global_labels = dist.mean(static_cast<double>(sb.label_tokens)) * dist.world_size;
   const double scale = dist.world_size / std::max(1.0, global_labels);
   const int64_t replay_rows = r.replay.per_batch;
-  double replay_sum = 0;
-  int64_t replay_count = 0;
   bool first_pass = true;
-  auto closure = [&]() -> double {
-    double loss_sum = 0;
+  // The losses stay on the model's device as float64 sums; SamStepper reads them once, at the
+  // end of the step, with the other logged numbers. (The label counts above and the replay rows'
+  // counts come from the CPU-side labels: no wait for the device.)
+  const auto on_model = torch::TensorOptions().dtype(torch::kDouble).device(r.device);
+  torch::Tensor replay_sum = torch::zeros({}, on_model);
+  int64_t replay_count = 0;
+  auto closure = [&]() -> torch::Tensor {
+    torch::Tensor loss_sum = torch::zeros({}, on_model);
     for (const auto& b : sb.batches) {
       ForwardInput in;
       in.input_ids = b.input_ids;
@@ -525,27 +545,27 @@ StepOutcome train_step(Recipe& r, int64_t step, double lr) {
       const bool log_replay = first_pass && replay_rows > 0 && !o.pack;
       torch::Tensor per_token, sum;
       {
-        compat::CpuBf16Autocast autocast(o.bf16);
+        compat::Bf16Autocast autocast(o.bf16, r.device.type());
         sum = fused_causal_lm_loss_sum(r.model, in, b.labels, log_replay ? &per_token : nullptr).first;
       }
       if (log_replay) {
         // The replayed rows are the last ones of each micro-batch: their loss, for the log.
         const int64_t first = b.labels.size(0) - replay_rows;
-        replay_sum += per_token.narrow(0, first, replay_rows).sum().item<double>();
+        replay_sum += per_token.narrow(0, first, replay_rows).sum().to(torch::kDouble);
         auto replay_labels = b.labels.narrow(0, first, replay_rows).narrow(1, 1, b.labels.size(1) - 1);
         replay_count += (replay_labels != -100).sum().item<int64_t>();
       }
       (sum * scale).backward();
-      loss_sum += sum.item<double>();
+      loss_sum += sum.detach().to(torch::kDouble);
     }
     first_pass = false;
-    double loss = loss_sum * scale / dist.world_size;
+    torch::Tensor loss = loss_sum * scale / dist.world_size;
     if (r.penalty.active()) {
       auto p = r.penalty.value(r.model);
       p.backward();
       // Every process adds the whole penalty and the logged loss is summed over processes
       // below: count it once. (Its gradient is counted once already: gradients are averaged.)
-      loss += p.item<double>() / dist.world_size;
+      loss += p.detach().to(torch::kDouble) / dist.world_size;
     }
     return loss;
   };
@@ -562,7 +582,7 @@ StepOutcome train_step(Recipe& r, int64_t step, double lr) {
   }
   if (out.stats.second_pass) out.stats.perturbed_loss = dist.mean(out.stats.perturbed_loss) * dist.world_size;
   out.tokens = dist.mean(static_cast<double>(sb.tokens)) * dist.world_size;
-  if (replay_count > 0) out.replay_loss = replay_sum / static_cast<double>(replay_count);
+  if (replay_count > 0) out.replay_loss = replay_sum.item<double>() / static_cast<double>(replay_count);
   return out;
 }
 
@@ -632,6 +652,7 @@ json train_options_to_json(const TrainOptions& o) {
           {"keep-last", o.keep_last},
           {"seed", o.seed},
           {"threads", o.threads},
+          {"device", o.device},
           {"bf16", o.bf16},
           {"checkpoint-activations", o.checkpoint_activations},
           {"shard", o.shard},
@@ -913,6 +934,7 @@ void set_train_option(TrainOptions& o, const std::string& key, const std::string
     integer(&i64);
     o.threads = static_cast<int>(i64);
   } else if (key == "save-dtype") o.save_dtype = value;
+  else if (key == "device") o.device = value;
   else if (key == "bf16") flag(&o.bf16);
   else if (key == "checkpoint-activations") flag(&o.checkpoint_activations);
   else if (key == "shard") o.shard = value;

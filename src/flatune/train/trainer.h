@@ -78,6 +78,11 @@ struct TrainOptions {
   uint64_t seed = 1;
   bool resume = false;
   int threads = 0;
+  // cpu, cuda or cuda:N (under `flatune launch`, cuda is cuda:$LOCAL_RANK): where the model, the
+  // optimizer state, SAM's perturbation and the penalties' anchors live. Empty: the process's
+  // device (compat::process_device(), the CPU unless a verb's --device set it). Resolved, it is
+  // recorded as its kind (cpu, cuda): ranks on different GPUs train one run.
+  std::string device;
   bool bf16 = false;  // bf16 autocast for the forward passes; weights, gradients and optimizer in fp32
   bool checkpoint_activations = false;
   // "optimizer": ZeRO stage 1 under `flatune launch`: each rank keeps the AdamW state of its share
