@@ -63,6 +63,74 @@ double student_t_two_sided_p(double t, double dof) {
   return incomplete_beta(dof / 2, 0.5, dof / (dof + t * t));
 }
 
+double student_t_cdf(double t, double dof) {
+  if (std::isnan(t)) return NAN;
+  if (std::isinf(t)) return t > 0 ? 1 : 0;
+  const double tail = 0.5 * incomplete_beta(dof / 2, 0.5, dof / (dof + t * t));
+  return t > 0 ? 1 - tail : tail;
+}
+
+double student_t_quantile(double p, double dof) {
+  if (!(p > 0 && p < 1)) fail("t quantile", "probability must be in (0, 1)");
+  // The CDF is increasing: bisection on a bracket wide enough for dof >= 1 and p in [1e-12, 1-1e-12].
+  double lo = -1e7, hi = 1e7;
+  for (int i = 0; i < 200 && hi - lo > 1e-13 * std::max(1.0, std::abs(lo)); ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (student_t_cdf(mid, dof) < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+double noncentral_t_cdf(double t, double dof, double ncp) {
+  // T = (Z + ncp) / sqrt(V / dof) with V chi-square: P(T <= t) = E_S[Phi(t S / sqrt(dof) - ncp)]
+  // over S = sqrt(V), whose density s^(dof-1) exp(-s^2/2) / (2^(dof/2-1) Gamma(dof/2)) is finite
+  // at 0 for every dof >= 1; Simpson's rule on [0, sqrt(dof) + 12] (the mass beyond is < 1e-30).
+  const int steps = 4000;
+  const double top = std::sqrt(dof) + 12, h = top / steps;
+  const double log_norm = (dof / 2 - 1) * std::log(2.0) + std::lgamma(dof / 2);
+  auto f = [&](double s) {
+    const double density =
+        s == 0 ? (dof == 1 ? std::exp(-log_norm) : 0) : std::exp((dof - 1) * std::log(s) - s * s / 2 - log_norm);
+    return density * 0.5 * std::erfc(-(t * s / std::sqrt(dof) - ncp) / std::sqrt(2.0));
+  };
+  double sum = f(0) + f(top);
+  for (int i = 1; i < steps; ++i) sum += f(i * h) * (i % 2 ? 4 : 2);
+  return std::clamp(sum * h / 3, 0.0, 1.0);
+}
+
+MeanCi mean_confidence_interval(const std::vector<double>& x, double level) {
+  MeanCi c;
+  c.n = static_cast<int>(x.size());
+  c.mean = c.lo = c.hi = mean_of(x);
+  c.sd = sample_std(x);
+  if (c.n < 2) return c;
+  const double half = student_t_quantile(0.5 + level / 2, c.n - 1) * c.sd / std::sqrt(static_cast<double>(c.n));
+  c.lo = c.mean - half;
+  c.hi = c.mean + half;
+  return c;
+}
+
+double paired_t_power(int n, double effect, double alpha) {
+  if (n < 2) return 0;
+  const double dof = n - 1, critical = student_t_quantile(1 - alpha / 2, dof);
+  const double ncp = effect * std::sqrt(static_cast<double>(n));
+  return 1 - noncentral_t_cdf(critical, dof, ncp) + noncentral_t_cdf(-critical, dof, ncp);
+}
+
+double paired_t_min_detectable_effect(int n, double alpha, double power) {
+  if (n < 2) return INFINITY;
+  double lo = 0, hi = 1;
+  while (paired_t_power(n, hi, alpha) < power) {
+    hi *= 2;
+    if (hi > 1e6) return INFINITY;
+  }
+  for (int i = 0; i < 60; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (paired_t_power(n, mid, alpha) < power ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
 TestResult paired_t_test(const std::vector<double>& a, const std::vector<double>& b) {
   if (a.size() != b.size()) fail("paired t-test", "samples differ in length");
   TestResult r;
