@@ -17,6 +17,7 @@
 #include "flatune/report/plot.h"
 #include "flatune/report/run_table.h"
 #include "flatune/report/stats.h"
+#include "flatune/report/suite_health.h"
 #include "flatune/report/watch_report.h"
 #include "test_util.h"
 
@@ -33,6 +34,34 @@ TEST(Stats, StudentTAgainstClosedForms) {
     EXPECT_NEAR(student_t_two_sided_p(t, 2), 1 - t / std::sqrt(t * t + 2), 1e-12) << t;
   }
   EXPECT_DOUBLE_EQ(student_t_two_sided_p(0, 5), 1.0);
+}
+
+// Reference values from SciPy 1.17 (scipy.stats.t, scipy.stats.nct; the power and the minimum
+// detectable effect by brentq on nct's tails): an implementation independent of ours.
+TEST(Stats, TDistributionsConfidenceIntervalAndPowerAgainstScipy) {
+  EXPECT_NEAR(student_t_quantile(0.975, 4), 2.7764451051977934, 1e-9);
+  EXPECT_NEAR(student_t_quantile(0.975, 9), 2.262157162798205, 1e-9);
+  EXPECT_NEAR(student_t_quantile(0.025, 4), -2.7764451051977934, 1e-9);
+  EXPECT_NEAR(student_t_cdf(-1.3, 3), 0.14223375436394853, 1e-12);
+  EXPECT_NEAR(noncentral_t_cdf(1.5, 4, 0.7), 0.7350601233028798, 1e-7);
+  EXPECT_NEAR(noncentral_t_cdf(-2, 1, 0.5), 0.07457768951883127, 1e-7);
+  EXPECT_NEAR(noncentral_t_cdf(2, 30, 1.0), 0.8295526728554211, 1e-7);
+  // Central case: the noncentral CDF with ncp 0 is Student's.
+  EXPECT_NEAR(noncentral_t_cdf(-1.3, 3, 0), student_t_cdf(-1.3, 3), 1e-8);
+  auto ci = mean_confidence_interval({0.01, -0.02, 0.03, 0.015, 0.0});
+  EXPECT_NEAR(ci.mean, 0.007, 1e-15);
+  EXPECT_NEAR(ci.lo, -0.016062885164918075, 1e-10);
+  EXPECT_NEAR(ci.hi, 0.030062885164918073, 1e-10);
+  EXPECT_EQ(ci.n, 5);
+  auto one = mean_confidence_interval({0.4});
+  EXPECT_EQ(one.lo, one.hi);
+  EXPECT_NEAR(paired_t_power(5, 1.0), 0.40138991737179536, 1e-6);
+  EXPECT_NEAR(paired_t_power(10, 1.0), 0.8030968566327219, 1e-6);
+  EXPECT_NEAR(paired_t_min_detectable_effect(5), 1.681996965955556, 1e-5);
+  EXPECT_NEAR(paired_t_min_detectable_effect(3), 3.2640435496995703, 1e-5);
+  EXPECT_NEAR(paired_t_min_detectable_effect(10), 0.9960013714554437, 1e-5);
+  EXPECT_TRUE(std::isinf(paired_t_min_detectable_effect(1)));
+  EXPECT_THROW(student_t_quantile(1.0, 3), Error);
 }
 
 TEST(Stats, PairedTTestByHand) {
@@ -431,7 +460,7 @@ TEST(WatchReport, PlotWatchWritesFiguresAndTheMatchedGainTable) {
 TEST(Grid, ErrorsNameFileLineAndKey) {
   const std::string good = "before: m\ntargets: [{name: t, data: d.json}]\nmethods: [{name: adamw}]\n";
   EXPECT_NO_THROW(grid_from_yaml_text(good, "/x/grid.yaml"));
-  for (auto [text, needle] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [text, needle] : std::vector<std::pair<std::string, std::string>>{
            {good + "seed: [1, 2]\n", "/x/grid.yaml: line 4: key 'seed': not a grid section"},
            {good + "seeds: [one]\n", "/x/grid.yaml: line 4: key 'seeds': "},
            {good + "flatness: {batches: many}\n", "/x/grid.yaml: line 4: key 'flatness': "}}) {
@@ -440,4 +469,88 @@ TEST(Grid, ErrorsNameFileLineAndKey) {
       ADD_FAILURE() << "no error for " << text;
     } catch (const Error& e) { EXPECT_EQ(std::string(e.what()).rfind(needle, 0), 0u) << e.what(); }
   }
+}
+
+namespace {
+// One model's evaluation of a task as `flatune eval` writes it: the result and per-item predictions.
+void write_eval(const std::string& dir, const std::string& task, double acc, const std::vector<int>& preds) {
+  make_dirs(join_path(dir, "eval"));
+  json result = {{"task", task}, {"kind", "multiple_choice"}, {"n", preds.size()}, {"metrics", {{"acc", acc}}}};
+  write_file_atomic(join_path(dir, "eval/" + task + ".json"), result.dump());
+  std::string items;
+  for (size_t i = 0; i < preds.size(); ++i)
+    items += json{{"id", "i" + std::to_string(i)}, {"pred_acc", preds[i]}, {"gold", 0}}.dump() + "\n";
+  write_file_atomic(join_path(dir, "eval/" + task + ".items.jsonl"), items);
+}
+}  // namespace
+
+// Suite health on hand-made evaluations: ten two-choice items ("no", "yes" in that order, so a
+// prediction of 0 is the answer "no"), then four-choice items whose texts move around.
+TEST(SuiteHealth, FlagsOneAnswerSuitesUnchangingScoresAndChance) {
+  TempDir tmp;
+  std::string yesno, mc;
+  for (int i = 0; i < 10; ++i) {
+    yesno += json{{"id", "i" + std::to_string(i)}, {"context", "q"}, {"choices", {"no", "yes"}}, {"gold", i % 2}}.dump() +
+             "\n";
+    // The answer "cat" sits at position i % 4: a model always answering "cat" predicts i % 4.
+    std::vector<std::string> choices = {"a", "b", "c", "d"};
+    choices[i % 4] = "cat";
+    mc += json{{"id", "i" + std::to_string(i)}, {"context", "q"}, {"choices", choices}, {"gold", 0}}.dump() + "\n";
+  }
+  write_file_atomic(tmp / "yesno.jsonl", yesno);
+  write_file_atomic(tmp / "animals.jsonl", mc);
+  const std::string before = tmp / "before", r1 = tmp / "r1", r2 = tmp / "r2";
+  // yesno: the before model says "no" to 9 of 10 (not above 0.9), run r1 to all 10; every score 0.5.
+  write_eval(before, "yesno", 0.5, {0, 0, 0, 0, 0, 0, 0, 0, 0, 1});
+  write_eval(r1, "yesno", 0.5, std::vector<int>(10, 0));
+  write_eval(r2, "yesno", 0.5, {0, 1, 0, 1, 0, 1, 0, 1, 0, 1});
+  // animals: before answers "cat" everywhere (positions differ, the text does not); runs vary.
+  std::vector<int> cat;
+  for (int i = 0; i < 10; ++i) cat.push_back(i % 4);
+  write_eval(before, "animals", 0.9, cat);
+  write_eval(r1, "animals", 0.8, {0, 0, 0, 0, 0, 0, 0, 0, 1, 2});
+  write_eval(r2, "animals", 0.7, {3, 2, 1, 0, 3, 2, 1, 0, 3, 2});
+  auto rows = suite_health({tmp / "yesno.jsonl", tmp / "animals.jsonl"}, before, {{"r1", r1}, {"r2", r2}});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].task, "yesno");
+  EXPECT_EQ(rows[0].items, 10);
+  EXPECT_DOUBLE_EQ(rows[0].chance, 0.5);
+  EXPECT_DOUBLE_EQ(rows[0].before_majority, 0.9);
+  EXPECT_DOUBLE_EQ(rows[0].worst_majority, 1.0);
+  EXPECT_EQ(rows[0].worst_run, "r1");
+  EXPECT_TRUE(rows[0].same_in_every_run);
+  // One answer in r1, unchanging score, near chance; the before model's 90% is not over the limit.
+  ASSERT_EQ(rows[0].flags.size(), 3u);
+  EXPECT_NE(rows[0].flags[0].find("r1 gives one answer to 100%"), std::string::npos);
+  EXPECT_DOUBLE_EQ(rows[1].chance, 0.25);
+  EXPECT_DOUBLE_EQ(rows[1].before_majority, 1.0);  // "cat" at four different positions
+  EXPECT_FALSE(rows[1].same_in_every_run);
+  ASSERT_EQ(rows[1].flags.size(), 1u);
+  EXPECT_NE(rows[1].flags[0].find("the before model gives one answer to 100%"), std::string::npos);
+  const std::string md = suite_health_markdown(rows);
+  EXPECT_NE(md.find("| yesno | 10 | 0.500 | 0.5000 | 0.900 | 1.000 (r1) |"), std::string::npos) << md;
+  // A run without the suite's evaluation is an error naming the file.
+  try {
+    suite_health({tmp / "yesno.jsonl"}, before, {{"r3", tmp / "r3"}});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("r3/eval/yesno.json"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Grid, ComparisonsDefaultToEqualStepsAgainstTheFirstMethod) {
+  const std::string base =
+      "before: m\ntargets: [{name: t, data: d.json}]\nmethods: [{name: adamw}, {name: sam, sam: sam}, "
+      "{name: adamw-2x, epochs: 2}]\n";
+  Grid g = grid_from_yaml_text(base, "/x/grid.yaml");
+  ASSERT_EQ(g.comparisons.size(), 2u);
+  EXPECT_EQ(g.comparisons[1].method, "adamw-2x");
+  EXPECT_EQ(g.comparisons[1].against, "adamw");
+  EXPECT_EQ(g.comparisons[1].design, "equal steps");
+  g = grid_from_yaml_text(base + "comparisons: [{method: sam, against: adamw-2x, design: compute-matched}]\n",
+                          "/x/grid.yaml");
+  ASSERT_EQ(g.comparisons.size(), 1u);
+  EXPECT_EQ(g.comparisons[0].design, "compute-matched");
+  EXPECT_THROW(grid_from_yaml_text(base + "comparisons: [{method: sgd, against: adamw}]\n", "/x/grid.yaml"), Error);
+  EXPECT_THROW(grid_from_yaml_text(base + "eval: {batch-size: 0}\n", "/x/grid.yaml"), Error);
 }

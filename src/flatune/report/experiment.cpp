@@ -89,15 +89,16 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
   if (!root.IsMap()) fail(where, "expected a map");
   const std::string dir = fs::path(where).parent_path().string();
   // A misspelt section would otherwise be ignored without a word.
-  static const std::set<std::string> sections = {"name",  "before", "stages",   "targets", "methods",    "seeds",
-                                                 "train", "eval",   "flatness", "watch",   "stage-cache"};
+  static const std::set<std::string> sections = {"name",     "before", "stages",      "targets",
+                                                 "methods",  "seeds",  "train",       "eval",
+                                                 "flatness", "watch",  "stage-cache", "comparisons"};
   for (const auto& kv : root) {
     const std::string key = kv.first.Scalar();
     if (!sections.count(key))
       fail(where + ": line " + std::to_string(kv.first.Mark().line + 1),
            "key '" + key +
                "': not a grid section (name, before, stages, targets, methods, seeds, train, eval, "
-               "flatness, watch, stage-cache)");
+               "flatness, watch, stage-cache, comparisons)");
   }
   Grid g;
   std::string section;  // the section being read, for errors
@@ -144,6 +145,10 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       if (e["categories"]) g.categories = resolve(e["categories"].as<std::string>(), dir);
       if (e["template"]) g.eval_template = e["template"].as<std::string>();
       if (e["limit"]) g.eval_limit = e["limit"].as<int64_t>();
+      if (e["batch-size"]) {
+        g.eval_batch = e["batch-size"].as<int64_t>();
+        if (g.eval_batch < 1) fail(where, "eval: batch-size must be positive");
+      }
       for (const auto& a : e["wiseft-sweep"]) {
         double alpha = a.as<double>();
         if (!(alpha >= 0 && alpha <= 1))
@@ -167,6 +172,19 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       if (w["limit"]) g.watch_limit = w["limit"].as<int64_t>();
       if (g.watch_every < 0) fail(where, "watch: every must be 0 (start and end only) or positive");
     }
+    section = "comparisons";
+    for (const auto& c : root["comparisons"]) {
+      GridComparison gc{c["method"].as<std::string>(), c["against"].as<std::string>(),
+                        c["design"] ? c["design"].as<std::string>() : "equal steps"};
+      for (const std::string* name : {&gc.method, &gc.against}) {
+        bool known = false;
+        for (const auto& m : g.methods) known = known || m.name == *name;
+        if (!known)
+          fail(where + ": line " + std::to_string(c.Mark().line + 1),
+               "key 'comparisons': '" + *name + "' is not one of the methods");
+      }
+      g.comparisons.push_back(gc);
+    }
     section = "stage-cache";
     if (root["stage-cache"]) g.stage_cache = resolve(root["stage-cache"].as<std::string>(), dir);
   } catch (const YAML::Exception& e) {
@@ -176,6 +194,9 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
   if (g.methods.empty()) fail(where, "no methods");
   if (g.before.empty() && g.stages.empty()) fail(where, "give 'before' (a model folder) or 'stages' that build one");
   if (g.watch && g.suites.empty()) fail(where, "watch: needs eval: suites to watch");
+  if (g.comparisons.empty())
+    for (size_t i = 1; i < g.methods.size(); ++i)
+      g.comparisons.push_back({g.methods[i].name, g.methods[0].name, "equal steps"});
   return g;
 }
 
@@ -192,6 +213,7 @@ void evaluate_into(const std::string& model_dir, const Grid& g, const std::strin
   make_dirs(join_path(dest, "eval"));
   EvalOptions eo;
   eo.limit = g.eval_limit;
+  if (g.eval_batch > 0) eo.batch_size = g.eval_batch;
   std::vector<std::pair<std::string, bool>> tasks;  // path, is a target test
   for (const auto& s : g.suites) tasks.emplace_back(s, false);
   for (const auto& t : g.targets)

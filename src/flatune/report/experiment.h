@@ -22,6 +22,12 @@ struct GridTarget {
   std::string name, data, format = "auto", test;
 };
 
+// One paired comparison in the report: `method` against `against`, seed by seed, under a named
+// design ("equal steps", "compute-matched", ...).
+struct GridComparison {
+  std::string method, against, design;
+};
+
 struct GridStage {
   std::string name;                          // pretrain | instruct
   std::map<std::string, std::string> train;  // options for that training run
@@ -34,11 +40,14 @@ struct Grid {
   std::vector<GridTarget> targets;
   std::vector<GridMethod> methods;
   std::vector<uint64_t> seeds = {1};
+  // Paired comparisons for the report; empty: every method against the first at equal steps.
+  std::vector<GridComparison> comparisons;
   std::map<std::string, std::string> train;  // common options for every run
   std::vector<std::string> suites, perplexity;
   std::string categories;     // YAML grouping; default: the seed paper's
   std::string eval_template;  // template for generative target tests
   int64_t eval_limit = 0;
+  int64_t eval_batch = 0;  // contexts per forward (0: flatune eval's default)
   // Wise-FT trade-off per run (eval key wiseft-sweep: [alphas]): before->tuned merged at each
   // alpha and evaluated; methods that already merge (wiseft-alpha) are skipped. Empty: none.
   std::vector<double> wiseft_sweep;

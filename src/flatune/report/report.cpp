@@ -15,6 +15,7 @@
 #include "flatune/report/experiment_layout.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/stats.h"
+#include "flatune/report/suite_health.h"
 #include "flatune/report/watch_report.h"
 #include "flatune/report/wiseft_sweep.h"
 
@@ -179,8 +180,11 @@ void write_report(const Grid& g, const std::string& out) {
   md << ". Seeds: " << g.seeds.size() << " (";
   for (size_t i = 0; i < g.seeds.size(); ++i) md << (i ? ", " : "") << g.seeds[i];
   md << "). Machine: " << u.machine << ", " << std::thread::hardware_concurrency() << " cores, " << u.sysname << " "
-     << u.release << "; libtorch " << compat::torch_version()
-     << ". Comparison at equal steps (every method trains the same number of steps).\n\n";
+     << u.release << "; libtorch " << compat::torch_version() << ". Comparisons: ";
+  for (size_t i = 0; i < g.comparisons.size(); ++i)
+    md << (i ? "; " : "") << g.comparisons[i].method << " against " << g.comparisons[i].against << " ("
+       << g.comparisons[i].design << ")";
+  md << ".\n\n";
   md << "| setting | value |\n|---|---|\n";
   for (const auto& [k, v] : g.train) md << "| " << k << " | " << v << " |\n";
   for (const auto& st : g.stages)
@@ -193,6 +197,12 @@ void write_report(const Grid& g, const std::string& out) {
   }
   md << "\n## Forgetting per run (tuned − before; general suites by category, target tests as gains)\n\n"
      << forgetting_markdown(table);
+  if (!g.suites.empty()) {
+    std::vector<std::pair<std::string, std::string>> named;
+    for (const auto& r : runs) named.emplace_back(r.name, r.dir);
+    md << "\n## The suites: can they show forgetting?\n\n"
+       << suite_health_markdown(suite_health(g.suites, base_dir, named));
+  }
 
   // Per method over seeds.
   md << "\n## Per method (mean ± sample std over " << g.seeds.size() << " seeds)\n\n";
@@ -212,40 +222,58 @@ void write_report(const Grid& g, const std::string& out) {
          << pm(get(rs, &RunInfo::lambda_max)) << " | " << f4(mean_of(get(rs, &RunInfo::seconds)) / 60) << " |\n";
     }
 
-  // Each method against the first (the baseline), paired by seed.
-  md << "\n## Against the baseline (" << g.methods[0].name << "), paired by seed\n\n";
-  md << "| target | method | pairs | Δ overall − baseline's | t | p | target gain − baseline's | p "
-        "|\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+  // Paired comparisons: effect on forgetting with its confidence interval and the smallest
+  // effect the design could have detected.
+  md << "\n## Effect on forgetting, paired by seed (95% confidence intervals)\n\n"
+     << "Effect = the method's change of the overall general score minus the other's, seed by seed: positive means "
+        "the method forgot less. MDE: the smallest true effect a paired t-test on this many seeds detects with 80% "
+        "power at the 5% level, given the spread of the differences seen here.\n\n"
+     << "| target | design | method | against | pairs | effect on forgetting | 95% CI | p | MDE | MDE / its forgetting "
+        "| "
+        "target gain difference | 95% CI |\n|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|\n";
   std::ostringstream findings;
+  auto interval = [](const MeanCi& c) { return "[" + f4(c.lo) + ", " + f4(c.hi) + "]"; };
   for (const auto& t : g.targets)
-    for (size_t mi = 1; mi < g.methods.size(); ++mi) {
-      std::vector<double> a, b, ta, tb;
+    for (const auto& cmp : g.comparisons) {
+      std::vector<double> a, b, ta, tb, effect, gain;
       for (uint64_t seed : g.seeds) {
         const RunInfo *x = nullptr, *y = nullptr;
         for (const auto& r : runs) {
-          if (r.target == t.name && r.seed == seed && r.method == g.methods[mi].name) x = &r;
-          if (r.target == t.name && r.seed == seed && r.method == g.methods[0].name) y = &r;
+          if (r.target == t.name && r.seed == seed && r.method == cmp.method) x = &r;
+          if (r.target == t.name && r.seed == seed && r.method == cmp.against) y = &r;
         }
-        if (x && y) {
-          a.push_back(x->delta);
-          b.push_back(y->delta);
-          ta.push_back(x->target_gain);
-          tb.push_back(y->target_gain);
-        }
+        if (!x || !y) continue;
+        a.push_back(x->delta);
+        b.push_back(y->delta);
+        effect.push_back(x->delta - y->delta);
+        gain.push_back(x->target_gain - y->target_gain);
       }
-      if (a.empty()) continue;
-      auto tt = paired_t_test(a, b), tg = paired_t_test(ta, tb);
-      double diff = mean_of(a) - mean_of(b), gdiff = mean_of(ta) - mean_of(tb);
-      md << "| " << t.name << " | " << g.methods[mi].name << " | " << a.size() << " | " << f4(diff) << " | "
-         << f4(tt.statistic) << " | " << f4(tt.p_value) << " | " << f4(gdiff) << " | " << f4(tg.p_value) << " |\n";
-      findings << "On " << t.name << ", " << g.methods[mi].name << " changed the overall general score by "
-               << f4(mean_of(a)) << " against " << f4(mean_of(b)) << " for " << g.methods[0].name << " (difference "
-               << f4(diff) << ", paired p = " << f4(tt.p_value) << ", " << a.size() << " seeds): it forgot "
-               << (diff > 0   ? "less"
-                   : diff < 0 ? "more"
-                              : "as much")
-               << (tt.p_value < 0.05 ? "" : ", a difference these seeds cannot tell from noise")
-               << ". Its target gain was " << f4(mean_of(ta)) << " against " << f4(mean_of(tb)) << ". ";
+      if (effect.empty()) continue;
+      const MeanCi ce = mean_confidence_interval(effect), cg = mean_confidence_interval(gain);
+      const TestResult tt = paired_t_test(a, b);
+      const double mde = paired_t_min_detectable_effect(static_cast<int>(effect.size())) * ce.sd;
+      const double baseline_forgetting = -mean_of(b);
+      const double mde_share = baseline_forgetting > 0 ? mde / baseline_forgetting : NAN;
+      md << "| " << t.name << " | " << cmp.design << " | " << cmp.method << " | " << cmp.against << " | "
+         << effect.size() << " | " << f4(ce.mean) << " | " << interval(ce) << " | " << f4(tt.p_value) << " | "
+         << f4(mde) << " | " << f4(mde_share) << " | " << f4(cg.mean) << " | " << interval(cg) << " |\n";
+      const bool excludes_zero = effect.size() >= 2 && (ce.lo > 0 || ce.hi < 0);
+      findings << "On " << t.name << " (" << cmp.design << "), " << cmp.method << " forgot "
+               << (ce.mean > 0   ? "less"
+                   : ce.mean < 0 ? "more"
+                                 : "as much")
+               << " than " << cmp.against << ": effect " << f4(ce.mean) << " on the overall general score (95% CI "
+               << interval(ce) << ", p = " << f4(tt.p_value) << ", " << effect.size() << " seeds; " << cmp.against
+               << " forgot " << f4(baseline_forgetting) << "). "
+               << (excludes_zero ? "The interval excludes zero. "
+                                 : "The interval includes zero: these seeds cannot tell the difference from noise. ")
+               << "The design detects, with 80% power, an effect of " << f4(mde);
+      if (std::isfinite(mde_share))
+        findings << " (" << f4(100 * mde_share) << "% of " << cmp.against << "'s forgetting)";
+      findings << "; a method that removed "
+               << (std::isfinite(mde_share) && mde_share <= 0.5 ? "half of the forgetting would have been seen"
+                                                                : "half of the forgetting could have been missed")
+               << ". Target gain difference " << f4(cg.mean) << " (95% CI " << interval(cg) << "). ";
     }
 
   // Sharpness against forgetting across runs.
