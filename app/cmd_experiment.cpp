@@ -51,6 +51,7 @@ void add_demo_command(CLI::App& app) {
   struct Args {
     std::string out = "runs/demo", preset = "default", wordnet = "/usr/share/wordnet", cache, device;
     int threads = 0;
+    bool prepare_only = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("demo", "the embedded study: WordNet data, a small base, AdamW vs SAM, report");
@@ -60,12 +61,19 @@ void add_demo_command(CLI::App& app) {
   sub->add_option("--cache", a->cache, "cache folder (default: $XDG_CACHE_HOME/flatune or ~/.cache/flatune)");
   sub->add_option("--threads", a->threads, "intra-op threads");
   add_device_option(sub, a->device);
+  sub->add_flag("--prepare-only", a->prepare_only,
+                "build the data and write OUT/grid.yaml, train nothing (edit it, then `flatune experiment`)");
   sub->callback([a] {
     use_device_option(a->device);
     // The grid names the cache's files, and a grid's relative paths are read from its own
     // folder: a relative --cache must be made absolute first.
     const std::string cache = std::filesystem::absolute(a->cache.empty() ? flatune_cache_root() : a->cache).string();
     std::string grid = write_demo_grid(a->preset, a->out, a->wordnet, cache);
+    if (a->prepare_only) {
+      std::printf("grid: %s\nrun it with: flatune experiment --grid %s --out %s\n", grid.c_str(), grid.c_str(),
+                  a->out.c_str());
+      return;
+    }
     run_grid_file(grid, a->out, a->threads);
   });
 }

@@ -12,15 +12,16 @@ namespace flatune {
 
 struct DemoDataOptions {
   uint64_t seed = 1;
-  int64_t nouns = 300;          // noun -> hypernym facts
-  int64_t fact_repeats = 6;     // copies of each fact phrasing in the corpus (facts are rarer than text)
-  int64_t glosses = 6000;       // definition lines of general text
-  int64_t antonyms = 120;       // adjective pairs
-  int64_t suite_items = 150;    // per general-ability suite
-  int64_t target_train = 2000;  // per target dataset
+  int64_t nouns = 1000;            // noun -> category facts (knowledge, reasoning, understanding)
+  int64_t min_category_size = 25;  // nouns drawn only from categories with this many candidates
+  int64_t fact_repeats = 12;       // times each fact is stated in the corpus (two phrasings each)
+  int64_t glosses = 3000;          // definition lines of general text about other nouns
+  int64_t antonyms = 1000;         // adjective pairs (exams)
+  int64_t suite_items = 1000;      // per general-ability suite
+  int64_t target_train = 2000;     // per target dataset
   int64_t target_test = 100;
-  int64_t instructions = 1500;  // general instructions for the "before" stage
-  int64_t vocab_size = 1000;
+  int64_t instructions = 4000;  // general instructions for the "before" stage
+  int64_t vocab_size = 2000;
 };
 
 struct DemoDataPaths {
