@@ -490,8 +490,9 @@ TEST(SuiteHealth, FlagsOneAnswerSuitesUnchangingScoresAndChance) {
   TempDir tmp;
   std::string yesno, mc;
   for (int i = 0; i < 10; ++i) {
-    yesno += json{{"id", "i" + std::to_string(i)}, {"context", "q"}, {"choices", {"no", "yes"}}, {"gold", i % 2}}.dump() +
-             "\n";
+    yesno +=
+        json{{"id", "i" + std::to_string(i)}, {"context", "q"}, {"choices", {"no", "yes"}}, {"gold", i % 2}}.dump() +
+        "\n";
     // The answer "cat" sits at position i % 4: a model always answering "cat" predicts i % 4.
     std::vector<std::string> choices = {"a", "b", "c", "d"};
     choices[i % 4] = "cat";

@@ -11,10 +11,10 @@ namespace flatune {
 struct SuiteHealth {
   std::string task;
   int64_t items = 0;
-  double chance = 0;          // mean over items of 1 / choices
-  double before = 0;          // the before model's reported metric
-  double before_majority = 0; // share of items whose predicted answer is the most common one
-  double worst_majority = 0;  // the largest such share over the tuned runs
+  double chance = 0;           // mean over items of 1 / choices
+  double before = 0;           // the before model's reported metric
+  double before_majority = 0;  // share of items whose predicted answer is the most common one
+  double worst_majority = 0;   // the largest such share over the tuned runs
   std::string worst_run;
   bool same_in_every_run = false;  // before and every tuned run score exactly alike
   std::vector<std::string> flags;  // empty: healthy
