@@ -211,11 +211,13 @@ TEST(Study, QuickDemoRunsEndToEndAndResumes) {
         "figures/watch_math/tradeoff.png"})
     EXPECT_TRUE(file_exists(dir / "study/" + f)) << f;
   std::string md = read_file(dir / "study/report.md");
-  for (const char* s : {"## Forgetting per run", "| **overall** |", "## Against the baseline (adamw)", "Pearson",
+  for (const char* s : {"## Forgetting per run", "| **overall** |", "## The suites: can they show forgetting?",
+                        "## Effect on forgetting, paired by seed", "| math | equal steps | sam | adamw | 2 |",
+                        "| math | compute-matched (1 SAM epoch vs 2 AdamW epochs) | sam | adamw-2x | 2 |", "Pearson",
                         "## Forgetting at matched target gain", "## Findings"})
     EXPECT_NE(md.find(s), std::string::npos) << s;
   auto forgetting = read_json_file(dir / "study/forgetting.json");
-  EXPECT_EQ(forgetting["tuned"].size(), 4u);
+  EXPECT_EQ(forgetting["tuned"].size(), 6u);  // adamw, sam, adamw-2x x 2 seeds
   // A second invocation finds every run done and rebuilds the same report numbers.
   auto again =
       run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");

@@ -184,7 +184,7 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
       "{a} {w} is a kind of {h}.",  "the {w} is one type of {h}.",       "{w}: a sort of {h}.",
       "every {w} is {ah} {h}.",     "the {w} belongs among the {h}s.",   "one kind of {h} is the {w}.",
       "{ah} {h}, such as the {w}.", "the {w}, {ah} {h}, was mentioned.", "think of the {w} as {ah} {h}."};
-  static const std::vector<std::string> kGlossSaid = {"{w}: {g}.", "the word for \"{g}\" is {w}.", "{a} {w} is {g}.",
+  static const std::vector<std::string> kGlossSaid = {"the word for \"{g}\" is {w}.", "{w}: {g}.", "{a} {w} is {g}.",
                                                       "{g}: that is {a} {w}.", "by {w} we mean {g}."};
   static const std::vector<std::string> kAntonymSaid = {"the opposite of {x} is {y}.", "{y} is the opposite of {x}.",
                                                         "{x} and {y} are opposites.", "not {x} but {y}.",
@@ -226,8 +226,10 @@ DemoDataPaths build_demo_data(const DemoDataOptions& o, const std::string& wordn
     for (const auto& f : facts) {
       auto v = fact_vars(f);
       auto [h1, h2] = two_of(kHypernymSaid);
-      auto [g1, g2] = two_of(kGlossSaid);
-      for (const std::string* t : {&h1, &h2, &g1, &g2}) lines.push_back(fill(*t, v));
+      // The definition -> word direction every time (it is the hardest to learn: measured 0.69
+      // on the understanding suite when it came in two of five phrasings), and one other.
+      const std::string& g2 = kGlossSaid[1 + rng.below(kGlossSaid.size() - 1)];
+      for (const std::string* t : {&h1, &h2, &kGlossSaid[0], &g2}) lines.push_back(fill(*t, v));
       if (r % 2 == 0) lines.push_back(fill(rng.pick(kDeductionSaid), v));
     }
     // Categories are few: each is stated once per fact of it would be far too often; ten times

@@ -18,8 +18,8 @@ struct DemoDataOptions {
   int64_t glosses = 3000;          // definition lines of general text about other nouns
   int64_t antonyms = 1000;         // adjective pairs (exams)
   int64_t suite_items = 1000;      // per general-ability suite
-  int64_t target_train = 2000;     // per target dataset
-  int64_t target_test = 100;
+  int64_t target_train = 1000;     // per target dataset
+  int64_t target_test = 60;
   int64_t instructions = 4000;  // general instructions for the "before" stage
   int64_t vocab_size = 2000;
 };

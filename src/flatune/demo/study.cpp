@@ -51,7 +51,7 @@ Preset preset_for(const std::string& name) {
     p.eval_batch = 16;
   } else if (name == "default" || name == "full") {
     p.pretrain_steps = 1000;
-    p.instruct_steps = 150;
+    p.instruct_steps = 300;
     p.batch = 16;
     p.seeds = 5;
     p.eval_batch = 64;
@@ -127,21 +127,20 @@ std::string write_demo_grid(const std::string& preset_name, const std::string& o
   const int64_t epoch_steps = std::max<int64_t>(1, p.data.target_train / p.batch);
   y << "]\n"
     << "train: {template: plain, max-length: 256, batch-size: " << p.batch
-    << ", epochs: 1, lr: 1e-3, warmup-steps: " << std::max<int64_t>(1, epoch_steps / 10)
+    << ", epochs: 1, lr: 2e-3, warmup-steps: " << std::max<int64_t>(1, epoch_steps / 10)
     << ", schedule: cosine, max-grad-norm: 1.0}\n"
     << "eval:\n  suites: [";
   for (size_t i = 0; i < d.suites.size(); ++i) y << (i ? ", " : "") << d.suites[i];
   y << "]\n  perplexity: [" << d.heldout << "]\n  categories: " << d.categories
     << "\n  template: plain\n  batch-size: " << p.eval_batch << "\n";
   if (p.full) y << "  wiseft-sweep: [0, 0.25, 0.5, 0.75, 1]\n";
-  y << "flatness: {batches: 2, points: " << (preset_name == "quick" ? 5 : 7)
-    << ", range: 1.0, lambda-iters: " << (preset_name == "quick" ? 3 : 10)
+  y << "flatness: {batches: 2, points: 5, range: 1.0, lambda-iters: " << (preset_name == "quick" ? 3 : 6)
     << ", rho: 0.05}\n"
-    // Five watches per one-epoch run (start, three between, end): the trade-off curves behind
-    // the matched-gain comparison. On the first 50 items of each suite and of the target test:
-    // the whole suites and target test took as long as training itself (2 cores), most of it
-    // decoding the target's answers.
-    << "watch: {every: " << std::max<int64_t>(1, epoch_steps / 4) << ", limit: 50}\n";
+    // Three watches per one-epoch run (start, middle, end; five for two epochs): the trade-off
+    // curves behind the matched-gain comparison. On the first 40 items of each suite and of the
+    // target test: the whole suites and target test took as long as training itself (2 cores),
+    // most of it decoding the target's answers.
+    << "watch: {every: " << (epoch_steps + 1) / 2 << ", limit: 40}\n";
   make_dirs(out);
   std::string grid = join_path(out, "grid.yaml");
   write_file_atomic(grid, y.str());

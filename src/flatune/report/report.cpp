@@ -38,6 +38,11 @@ std::string f4(double x) {
   std::snprintf(b, sizeof b, std::isfinite(x) ? "%.4f" : "n/a", x);
   return b;
 }
+std::string fixed1(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f", x);
+  return b;
+}
 std::string pm(const std::vector<double>& v) {
   char b[64];
   std::snprintf(b, sizeof b, "%.4f ± %.4f", mean_of(v), sample_std(v));
@@ -269,7 +274,7 @@ void write_report(const Grid& g, const std::string& out) {
                                  : "The interval includes zero: these seeds cannot tell the difference from noise. ")
                << "The design detects, with 80% power, an effect of " << f4(mde);
       if (std::isfinite(mde_share))
-        findings << " (" << f4(100 * mde_share) << "% of " << cmp.against << "'s forgetting)";
+        findings << " (" << fixed1(100 * mde_share) << "% of " << cmp.against << "'s forgetting)";
       findings << "; a method that removed "
                << (std::isfinite(mde_share) && mde_share <= 0.5 ? "half of the forgetting would have been seen"
                                                                 : "half of the forgetting could have been missed")
