@@ -115,3 +115,19 @@ TEST(DemoData, DeterministicParsableAndHeldOut) {
   EXPECT_EQ(tok->decode(tok->encode("what is a cat?\n\n### Response:", false)), "what is a cat?\n\n### Response:");
   EXPECT_THROW(build_demo_data(small(), "/nonexistent/wordnet", a / "x"), Error);
 }
+
+// The default study's suites: 1,000 items each, four distinct choices, and the reasoning suite
+// never offers the premise's own category (the answer must be the category's category).
+TEST(DemoData, DefaultSuitesHaveAThousandItemsAndReasoningExcludesThePremise) {
+  if (!file_exists(std::string(kWordnet) + "/data.noun")) GTEST_SKIP() << "wordnet-base not installed";
+  TempDir a;
+  auto p = build_demo_data(DemoDataOptions{}, kWordnet, a / "d");
+  for (const auto& suite : p.suites) EXPECT_EQ(read_task(suite).mc.size(), 1000u) << suite;
+  for (const auto& item : read_task(p.suites[1]).mc) {
+    // "q: if every W is one kind of H, what else is it? a: …"
+    const std::string& c = item.contexts[0];
+    const size_t at = c.find(" is one kind of ") + std::string(" is one kind of ").size();
+    const std::string premise = c.substr(at, c.find(',', at) - at);
+    for (const auto& choice : item.choices) EXPECT_NE(choice, premise) << c;
+  }
+}
