@@ -17,6 +17,7 @@
 #include "train_test_util.h"
 
 using namespace flatune;
+using flatune::testing::max_weight_diff;
 using flatune::testing::run_flatune;
 using flatune::testing::same_file;
 using flatune::testing::TempDir;
@@ -44,13 +45,6 @@ struct ScopedEnv {
     }
   }
 };
-
-double max_weight_diff(const std::string& a, const std::string& b) {
-  auto wa = read_safetensors(a), wb = read_safetensors(b);
-  double m = 0;
-  for (size_t i = 0; i < wa.size(); ++i) m = std::max(m, (wa[i].second - wb[i].second).abs().max().item<double>());
-  return m;
-}
 
 }  // namespace
 

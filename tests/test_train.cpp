@@ -22,6 +22,7 @@
 
 using namespace flatune;
 using flatune::testing::adamw_state;
+using flatune::testing::max_weight_diff;
 using flatune::testing::run_flatune;
 using flatune::testing::same_file;
 using flatune::testing::TempDir;
@@ -54,13 +55,6 @@ std::vector<double> losses(const std::string& run) {
     if (j.contains("loss")) out.push_back(j.at("loss").get<double>());
   });
   return out;
-}
-
-double max_weight_diff(const std::string& a, const std::string& b) {
-  auto wa = read_safetensors(a), wb = read_safetensors(b);
-  double m = 0;
-  for (size_t i = 0; i < wa.size(); ++i) m = std::max(m, (wa[i].second - wb[i].second).abs().max().item<double>());
-  return m;
 }
 
 }  // namespace
@@ -388,9 +382,10 @@ TEST(Train, KilledWhileCheckpointingLeavesALoadableCheckpoint) {
   waitpid(pid, &status, 0);
   auto newest = newest_checkpoint(run);
   ASSERT_TRUE(newest.has_value());
-  auto model = load_llama(run.checkpoint_dir(*newest));  // complete and loadable
+  const int64_t newest_step = newest.value_or(-1);           // present: asserted above
+  auto model = load_llama(run.checkpoint_dir(newest_step));  // complete and loadable
   auto r = run_flatune("train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --out '" +
-                       (dir / "run") + "' --max-steps " + std::to_string(*newest + 2) +
+                       (dir / "run") + "' --max-steps " + std::to_string(newest_step + 2) +
                        " --save-every 1 --threads 1 --batch-size 2 --schedule constant --resume");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(file_exists(dir / "run/final/model.safetensors"));
@@ -446,13 +441,14 @@ TEST(Train, SignalSavesACheckpointAndExitsNonZeroWithAResumeHint) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     kill(pid, sig);
     EXPECT_EQ(exit_code_of(pid), 128 + sig);
-    auto step = newest_checkpoint(RunFolder{out});
-    ASSERT_TRUE(step.has_value());
+    auto newest = newest_checkpoint(RunFolder{out});
+    ASSERT_TRUE(newest.has_value());
+    const int64_t step = newest.value_or(-1);  // present: asserted above
     const std::string log = read_file(dir / "log.txt");
     const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
     EXPECT_NE(
-        log.find("flatune: interrupted by " + name + " at step " + std::to_string(*step) + " of 100000; saved " + out +
-                 "/checkpoints/step-" + std::to_string(*step) + "; to continue, run the same command with --resume"),
+        log.find("flatune: interrupted by " + name + " at step " + std::to_string(step) + " of 100000; saved " + out +
+                 "/checkpoints/step-" + std::to_string(step) + "; to continue, run the same command with --resume"),
         std::string::npos)
         << log;
     EXPECT_FALSE(file_exists(out + "/final/config.json"));
@@ -563,7 +559,7 @@ TEST(Train, BadInputIsOneLineAndExitCodeTwo) {
   write_file_atomic(dir / "empty.json", "[]");
   write_file_atomic(dir / "bad.json", "[{\"instruction\": \"x\", \"output\": 3}]");
   std::string model = " --model '" + testdata("models/llama-gqa") + "' --out '" + (dir / "r") + "'";
-  for (auto [args, needle] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
            {"--data '" + (dir / "empty.json") + "'", "empty.json: empty dataset"},
            {"--data '" + (dir / "bad.json") + "'", "bad.json: record 0: field 'output' must be a string"},
            {"--data '" + (dir / "missing.json") + "'", "missing.json: cannot open"},
@@ -595,7 +591,7 @@ TEST(Train, ConfigFileSetsTheVerbsFlagsAndItsErrorsNameFileLineAndKey) {
 
   const std::string verb = " train --model '" + testdata("models/llama-gqa") + "' --data '" + data + "' --out '" +
                            (dir / "bad") + "' --threads 1";
-  for (auto [text, needle] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [text, needle] : std::vector<std::pair<std::string, std::string>>{
            {"max-steps: 2\nlr: abc\n", "bad.yaml: line 2: key 'lr': "},
            {"max-steps: 2\nrho: [1, [2]]\n", "bad.yaml: line 2: key 'rho': list items must be single values"},
            {"max-steps: 2\nlr: {a: 1}\n", "bad.yaml: line 2: key 'lr': must be a value or a list of values"},

@@ -1,11 +1,13 @@
-// Helpers for tests that compare training runs: the optimizer state a checkpoint holds, and
-// byte equality of files. Header-only; for tests linked with flatune_train.
+// Helpers for tests that compare training runs: the optimizer state a checkpoint holds, the
+// largest weight difference, and byte equality of files. Header-only; for tests linked with flatune_train.
 #pragma once
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "flatune/core/fs.h"
 #include "flatune/io/checkpoint.h"
+#include "flatune/io/safetensors.h"
 #include "flatune/model/llama.h"
 #include "flatune/optim/optimizer.h"
 #include "flatune/train/trainer.h"
@@ -34,6 +36,14 @@ inline std::vector<torch::Tensor> adamw_state(const std::string& checkpoint, con
       out.push_back(st.exp_avg_sq());
     }
   return out;
+}
+
+// The largest absolute difference between two safetensors files' tensors, in file order.
+inline double max_weight_diff(const std::string& a, const std::string& b) {
+  auto wa = read_safetensors(a), wb = read_safetensors(b);
+  double m = 0;
+  for (size_t i = 0; i < wa.size(); ++i) m = std::max(m, (wa[i].second - wb[i].second).abs().max().item<double>());
+  return m;
 }
 
 inline bool same_file(const std::string& a, const std::string& b) { return read_file(a) == read_file(b); }

@@ -233,14 +233,14 @@ void write_report(const Grid& g, const std::string& out) {
      << "Effect = the method's change of the overall general score minus the other's, seed by seed: positive means "
         "the method forgot less. MDE: the smallest true effect a paired t-test on this many seeds detects with 80% "
         "power at the 5% level, given the spread of the differences seen here.\n\n"
-     << "| target | design | method | against | pairs | effect on forgetting | 95% CI | p | MDE | MDE / its forgetting "
-        "| "
-        "target gain difference | 95% CI |\n|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|\n";
+     << "| target | design | method | against | pairs | effect on forgetting | 95% CI | p | MDE "
+        "| MDE / its forgetting | target gain difference | 95% CI |\n"
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|\n";
   std::ostringstream findings;
   auto interval = [](const MeanCi& c) { return "[" + f4(c.lo) + ", " + f4(c.hi) + "]"; };
   for (const auto& t : g.targets)
     for (const auto& cmp : g.comparisons) {
-      std::vector<double> a, b, ta, tb, effect, gain;
+      std::vector<double> a, b, effect, gain;
       for (uint64_t seed : g.seeds) {
         const RunInfo *x = nullptr, *y = nullptr;
         for (const auto& r : runs) {
