@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "flatune/core/error.h"
+#include "flatune/io/checkpoint.h"
 #include "flatune/io/safetensors.h"
 #include "flatune/model/config.h"
 
@@ -31,7 +32,7 @@ void print_safetensors(const std::string& path) {
   }
 }
 
-void print_folder(const std::string& dir) {
+void print_folder(const std::string& dir, bool weight_norm) {
   const std::string config_path = dir + "/config.json";
   if (!fs::exists(config_path)) throw Error(config_path, "missing (not a model folder)");
   LlamaConfig c = load_llama_config(config_path);
@@ -46,6 +47,7 @@ void print_folder(const std::string& dir) {
   std::printf("tie_word_embeddings: %s\n", c.tie_word_embeddings ? "true" : "false");
   std::printf("parameters: %lld\n", (long long)c.num_parameters());
   std::printf("torch_dtype: %s\n", c.torch_dtype.c_str());
+  if (weight_norm) std::printf("weight norm: %.6g\n", checkpoint_weight_norm(dir));
   std::printf("files:\n");
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir))
@@ -64,10 +66,14 @@ void print_folder(const std::string& dir) {
 void add_info_command(CLI::App& app) {
   auto path = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("info", "Describe a model folder or a .safetensors file");
+  auto weight_norm = std::make_shared<bool>(false);
   cmd->add_option("path", *path, "model folder or .safetensors file")->required();
-  cmd->callback([path] {
+  cmd->add_flag("--weight-norm", *weight_norm,
+                "also print ||weights||_2 over all stored floating-point tensors (reads every weight; what a "
+                "grid's rho-reference-norm wants)");
+  cmd->callback([path, weight_norm] {
     if (!fs::exists(*path)) throw Error(*path, "no such file or folder");
-    if (fs::is_directory(*path)) print_folder(*path);
+    if (fs::is_directory(*path)) print_folder(*path, *weight_norm);
     else print_safetensors(*path);
   });
 }

@@ -82,6 +82,10 @@ void add_train_options(CLI::App* sub, TrainOptions& o) {
                   "YAML {category: [task prefixes]} for the general score (default: the seed paper's four)");
   sub->add_option("--watch-template", o.watch_template, "template for a generative target test (default: raw prompts)");
   sub->add_option("--watch-limit", o.watch_limit, "items per watched suite (0: all)");
+  sub->add_option("--watch-batch-size", o.watch_batch_size,
+                  "contexts per forward (prompts decoded together) when watching (default: eval's 4)");
+  sub->add_option("--watch-max-new-tokens", o.watch_max_new_tokens,
+                  "tokens generated per answer of a generative --watch-target (default: eval's 64)");
   sub->add_option("--keep-best", o.keep_best,
                   "keep best/ by a rule: forgetting (least), target (highest score), tradeoff (highest target gain "
                   "with forgetting at most --max-forgetting)");

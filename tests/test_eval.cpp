@@ -1,14 +1,17 @@
 // Evaluation scored as lm-evaluation-harness scores it, against brute force and hand-worked values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
+#include "flatune/core/json.h"
 #include "flatune/eval/evaluate.h"
 #include "flatune/eval/forgetting.h"
 #include "flatune/eval/loglik.h"
+#include "flatune/model/generate.h"
 #include "flatune/text/tokenizer.h"
 #include "test_util.h"
 
@@ -226,6 +229,54 @@ TEST(Generative, AnswerExtraction) {
   EXPECT_EQ(extract_answer("costs $15 in total"), "15");
   EXPECT_EQ(extract_answer("-5 degrees"), "-5");
   EXPECT_EQ(extract_answer("no number here"), "");
+}
+
+// Generative items decoded in batches (left-padded, sorted by length) give each item the text
+// it gets alone: the reference is generate() on that item's prompt by itself, greedy, cut at the
+// stop string. Two items' answers are their own outputs, so exact match is 2/5 by hand.
+TEST(Generative, BatchedItemsDecodeAsEachAlone) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
+  auto model = load_llama(testdata("models/llama-gqa"));
+  auto tok = load_tokenizer(testdata("models/llama-gqa"));
+  const std::vector<std::string> prompts = {"Q: a\nA:", "Question: what is two and two?\nAnswer:", "x", "The cat sat",
+                                            "one two three four five six seven"};
+  GenerateOptions g;
+  g.max_new_tokens = 6;
+  if (const auto eos = tok->special().eos_id) g.eos_ids.push_back(*eos);
+  for (auto id : model->config().eos_token_ids)
+    if (std::find(g.eos_ids.begin(), g.eos_ids.end(), id) == g.eos_ids.end()) g.eos_ids.push_back(id);
+  std::vector<std::string> alone;
+  for (const auto& p : prompts) {
+    std::vector<int32_t> kept;
+    const auto out = generate(model, {enc(*tok, p, true)}, g);
+    for (int64_t t : out[0])
+      if (std::find(g.eos_ids.begin(), g.eos_ids.end(), t) == g.eos_ids.end()) kept.push_back(static_cast<int32_t>(t));
+    std::string text = tok->decode(kept, true);
+    if (auto at = text.find("\n\n"); at != std::string::npos) text.resize(at);
+    alone.push_back(text);
+  }
+  TempDir dir;
+  std::string lines;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    lines += json{{"id", "g" + std::to_string(i)},
+                  {"prompt", prompts[i]},
+                  {"answer", i == 0 || i == 3 ? alone[i] : "no such answer 0.5"}}
+                 .dump() +
+             "\n";
+  write_file_atomic(dir / "gen.jsonl", lines);
+  Task task = read_task(dir / "gen.jsonl");
+  EvalOptions o;
+  o.max_new_tokens = 6;
+  o.batch_size = 3;
+  TaskResult r = evaluate_task(model, *tok, task, o);
+  ASSERT_EQ(r.items.size(), prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(r.items[i]["id"], "g" + std::to_string(i));
+    EXPECT_EQ(r.items[i]["output"], alone[i]) << i;
+  }
+  EXPECT_TRUE(r.items[0]["correct"].get<bool>());
+  EXPECT_TRUE(r.items[3]["correct"].get<bool>());
+  EXPECT_DOUBLE_EQ(r.metrics["exact_match"].value, 2.0 / 5);
 }
 
 TEST(Forgetting, TableFromHandWrittenResults) {

@@ -206,6 +206,25 @@ TEST(Checkpoint, Bf16SaveRoundsAsTorch) {
   EXPECT_EQ(saved_cfg["torch_dtype"], "bfloat16");
 }
 
+// ||w|| over the stored floating-point tensors: 3-4-12 gives 13 whether in one file (with an
+// integer tensor, not a weight, left out) or in shards.
+TEST(Checkpoint, WeightNormByHandSingleAndSharded) {
+  ft::TempDir tmp;
+  NamedTensors w = {{"model.embed_tokens.weight", torch::tensor({3.0f, 4.0f}, torch::kFloat32)},
+                    {"model.norm.weight", torch::tensor({12.0}, torch::kBFloat16)}};
+  NamedTensors with_int = w;
+  with_int.emplace_back("model.step", torch::tensor({100}, torch::kInt64));
+  make_dirs(tmp / "one");
+  write_safetensors(tmp / "one/model.safetensors", with_int, {});
+  EXPECT_DOUBLE_EQ(checkpoint_weight_norm(tmp / "one"), 13.0);
+  SaveOptions o;
+  o.max_shard_bytes = 8;
+  save_checkpoint(tmp / "sharded", {{"model_type", "llama"}}, w, o);
+  ASSERT_TRUE(std::filesystem::exists(tmp / "sharded/model.safetensors.index.json"));
+  EXPECT_DOUBLE_EQ(checkpoint_weight_norm(tmp / "sharded"), 13.0);
+  expect_error_containing([&] { checkpoint_weight_norm(tmp / "absent"); }, "absent", "no such model folder");
+}
+
 TEST(Checkpoint, MissingFilesAreNamed) {
   ft::TempDir tmp;
   expect_error_containing([&] { load_checkpoint_weights(tmp.path); }, "model.safetensors", "");

@@ -13,12 +13,14 @@
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
+#include "flatune/io/safetensors.h"
 #include "flatune/report/experiment.h"
 #include "flatune/report/plot.h"
 #include "flatune/report/run_table.h"
 #include "flatune/report/stats.h"
 #include "flatune/report/suite_health.h"
 #include "flatune/report/watch_report.h"
+#include "flatune/train/watch_history.h"
 #include "test_util.h"
 
 using namespace flatune;
@@ -218,6 +220,14 @@ TEST(Study, QuickDemoRunsEndToEndAndResumes) {
     EXPECT_NE(md.find(s), std::string::npos) << s;
   auto forgetting = read_json_file(dir / "study/forgetting.json");
   EXPECT_EQ(forgetting["tuned"].size(), 6u);  // adamw, sam, adamw-2x x 2 seeds
+  // Every run starts from the before model: the first run scores step 0, the others reuse it.
+  const auto first = read_watch_csv(dir / "study/runs/math__adamw__s1/watch.csv", 0);
+  const auto later = read_watch_csv(dir / "study/runs/math__sam__s2/watch.csv", 0);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(later[0].score.overall, first[0].score.overall);
+  EXPECT_EQ(later[0].score.target, first[0].score.target);
+  EXPECT_EQ(later[0].score.columns, first[0].score.columns);
   // A second invocation finds every run done and rebuilds the same report numbers.
   auto again =
       run_flatune("demo --preset quick --threads 1 --out '" + (dir / "study") + "' --cache '" + (dir / "cache") + "'");
@@ -556,4 +566,37 @@ TEST(Grid, ComparisonsDefaultToEqualStepsAgainstTheFirstMethod) {
   EXPECT_EQ(g.comparisons[0].design, "compute-matched");
   EXPECT_THROW(grid_from_yaml_text(base + "comparisons: [{method: sgd, against: adamw}]\n", "/x/grid.yaml"), Error);
   EXPECT_THROW(grid_from_yaml_text(base + "eval: {batch-size: 0}\n", "/x/grid.yaml"), Error);
+}
+
+// A method's rho given for another model's weight norm runs at rho * ||before|| / that norm:
+// the run's config holds the scaled rho, against ||w|| summed here from the file in float64.
+TEST(Grid, RhoReferenceNormScalesRhoByTheBeforeWeightNorm) {
+  FLATUNE_REQUIRE_TESTDATA("models/llama-gqa/config.json");
+  const std::string before = flatune::testing::testdata("models/llama-gqa");
+  const std::string methods = "before: m\ntargets: [{name: t, data: d.json}]\nmethods: [";
+  for (const char* bad : {"{name: s, sam: sam, rho: 2, rho-reference-norm: 0}", "{name: s, rho-reference-norm: 50}"})
+    EXPECT_THROW(grid_from_yaml_text(methods + bad + "]\n", "/x/grid.yaml"), Error) << bad;
+
+  TempDir dir;
+  flatune::testing::write_sums_alpaca(dir / "sums.json", 8);
+  std::string text;
+  for (int i = 0; i < 150; ++i) text += "word" + std::to_string(i) + " and more text here. ";
+  write_file_atomic(dir / "text.txt", text);
+  write_file_atomic(dir / "grid.yaml", "before: " + before +
+                                           "\ntargets: [{name: t, data: sums.json, format: alpaca}]\n"
+                                           "methods: [{name: s, sam: sam, rho: 2, rho-reference-norm: 50}]\n"
+                                           "seeds: [1]\ntrain: {max-steps: 1, batch-size: 2, max-length: 128}\n"
+                                           "flatness: {batches: 1, points: 3, lambda-iters: 1}\n"
+                                           "eval: {perplexity: [text.txt]}\n");
+  auto r = run_flatune("experiment --threads 1 --grid '" + (dir / "grid.yaml") + "' --out '" + (dir / "exp") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  double sum = 0;
+  for (const auto& [name, t] : read_safetensors(before + "/model.safetensors"))
+    sum += t.to(torch::kDouble).pow(2).sum().item<double>();
+  const double want = 2 * std::sqrt(sum) / 50;
+  const std::string config = read_file(dir / "exp/runs/t__s__s1/config.yaml");
+  const auto at = config.find("\nrho: ");
+  ASSERT_NE(at, std::string::npos) << config;
+  EXPECT_NEAR(std::stod(config.substr(at + 6)), want, 1e-12 * want);
+  EXPECT_NE(read_file(dir / "exp/report.md").find("rho used: "), std::string::npos);
 }

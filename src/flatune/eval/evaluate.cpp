@@ -222,54 +222,70 @@ TaskResult evaluate_task(LlamaForCausalLM& model, const Tokenizer& tok, const Ta
     if (const auto eos = tok.special().eos_id) g.eos_ids.push_back(*eos);
     for (auto id : model->config().eos_token_ids)
       if (std::find(g.eos_ids.begin(), g.eos_ids.end(), id) == g.eos_ids.end()) g.eos_ids.push_back(id);
-    Progress progress("eval " + task.name, static_cast<int64_t>(n), "item");
-    std::vector<json> own;
+    // This process's prompts, generated in batches of o.batch_size (left-padded with a KV cache;
+    // greedy decoding gives each item the tokens it gets alone). Items sorted by prompt length
+    // so a batch pads little.
+    std::vector<std::pair<size_t, std::vector<int64_t>>> prompts;
     for (size_t i = 0; i < n; ++i) {
       if (!mine(i, o)) continue;
-      const GenItem& item = task.gen[i];
-      std::string prompt = item.prompt;
+      std::string prompt = task.gen[i].prompt;
       if (!o.template_name.empty()) {
-        Conversation c{{Turn{"user", item.prompt, ""}, Turn{"assistant", "", ""}}, ""};
+        Conversation c{{Turn{"user", prompt, ""}, Turn{"assistant", "", ""}}, ""};
         prompt = render(c, o.template_name)[0].text;
       }
       auto ids32 = tok.encode(prompt, true);
       std::vector<int64_t> ids(ids32.begin(), ids32.end());
       if (static_cast<int64_t>(ids.size()) + o.max_new_tokens > window)
         ids.erase(ids.begin(), ids.begin() + std::min<int64_t>(ids.size() - 1, ids.size() + o.max_new_tokens - window));
-      auto out = generate(model, {ids}, g)[0];
-      std::vector<int32_t> out32;
-      for (int64_t t : out)
-        if (std::find(g.eos_ids.begin(), g.eos_ids.end(), t) == g.eos_ids.end())
-          out32.push_back(static_cast<int32_t>(t));
-      std::string text = tok.decode(out32, true);
-      for (const auto& s : item.until.empty() ? o.stop : item.until) {
-        auto pos = text.find(s);
-        if (!s.empty() && pos != std::string::npos) text.resize(pos);
+      prompts.emplace_back(i, std::move(ids));
+    }
+    std::stable_sort(prompts.begin(), prompts.end(),
+                     [](const auto& a, const auto& b) { return a.second.size() < b.second.size(); });
+    const size_t per_batch = o.naive ? 1 : static_cast<size_t>(std::max<int64_t>(1, o.batch_size));
+    Progress progress("eval " + task.name, static_cast<int64_t>(prompts.size()), "item");
+    std::vector<json> own;
+    for (size_t first = 0; first < prompts.size(); first += per_batch) {
+      const size_t count = std::min(per_batch, prompts.size() - first);
+      std::vector<std::vector<int64_t>> batch;
+      for (size_t k = 0; k < count; ++k) batch.push_back(prompts[first + k].second);
+      const auto outputs = generate(model, batch, g);
+      for (size_t k = 0; k < count; ++k) {
+        const size_t i = prompts[first + k].first;
+        const GenItem& item = task.gen[i];
+        std::vector<int32_t> out32;
+        for (int64_t t : outputs[k])
+          if (std::find(g.eos_ids.begin(), g.eos_ids.end(), t) == g.eos_ids.end())
+            out32.push_back(static_cast<int32_t>(t));
+        std::string text = tok.decode(out32, true);
+        for (const auto& s : item.until.empty() ? o.stop : item.until) {
+          auto pos = text.find(s);
+          if (!s.empty() && pos != std::string::npos) text.resize(pos);
+        }
+        // Numeric answers (GSM8K style) compare extracted numbers; others the first line, trimmed
+        // and lower-cased.
+        std::string want = extract_answer(item.answer), got;
+        if (!want.empty()) {
+          got = extract_answer(text);
+        } else {
+          auto norm = [](std::string s) {
+            s = s.substr(0, s.find('\n'));
+            while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+            size_t b = s.find_first_not_of(" \t");
+            s = b == std::string::npos ? "" : s.substr(b);
+            for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            return s;
+          };
+          got = norm(text);
+          want = norm(item.answer);
+        }
+        own.push_back({{"i", i},
+                       {"id", item.id},
+                       {"output", text},
+                       {"extracted", got},
+                       {"answer", want},
+                       {"correct", !got.empty() && got == want}});
       }
-      // Numeric answers (GSM8K style) compare extracted numbers; others the first line, trimmed
-      // and lower-cased.
-      std::string want = extract_answer(item.answer), got;
-      if (!want.empty()) {
-        got = extract_answer(text);
-      } else {
-        auto norm = [](std::string s) {
-          s = s.substr(0, s.find('\n'));
-          while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-          size_t b = s.find_first_not_of(" \t");
-          s = b == std::string::npos ? "" : s.substr(b);
-          for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-          return s;
-        };
-        got = norm(text);
-        want = norm(item.answer);
-      }
-      own.push_back({{"i", i},
-                     {"id", item.id},
-                     {"output", text},
-                     {"extracted", got},
-                     {"answer", want},
-                     {"correct", !got.empty() && got == want}});
-      progress.update(static_cast<int64_t>(i + 1));
+      progress.update(static_cast<int64_t>(first + count));
     }
     progress.finish();
     for (json& log : gather_items(own, n, o)) {

@@ -19,10 +19,15 @@ const char* kIndex = "model.safetensors.index.json";
 const char* kSingle = "model.safetensors";
 }  // namespace
 
-NamedTensors load_checkpoint_weights(const std::string& dir) {
+void for_each_checkpoint_tensor(const std::string& dir,
+                                const std::function<void(const std::string&, const torch::Tensor&)>& visit) {
   if (!dir_exists(dir)) fail(dir, "no such model folder");
   const std::string single = join_path(dir, kSingle), index = join_path(dir, kIndex);
-  if (file_exists(single)) return read_safetensors(single);
+  if (file_exists(single)) {
+    SafetensorsFile f(single);
+    for (const auto& e : f.header().tensors) visit(e.name, f.load(e.name));
+    return;
+  }
   if (!file_exists(index)) fail(dir, std::string("no ") + kSingle + " or " + kIndex + " in the model folder");
   json j = read_json_file(index);
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
@@ -38,7 +43,6 @@ NamedTensors load_checkpoint_weights(const std::string& dir) {
     where[it.key()] = shard;
     if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
   }
-  NamedTensors out;
   for (const auto& shard : shards) {
     std::string path = join_path(dir, shard);
     if (!file_exists(path)) fail(path, "shard named in " + std::string(kIndex) + " is missing");
@@ -47,14 +51,27 @@ NamedTensors load_checkpoint_weights(const std::string& dir) {
       auto it = where.find(e.name);
       if (it == where.end() || it->second != shard)
         fail(path, "tensor '" + e.name + "' is not mapped to this shard in the index");
-      out.emplace_back(e.name, f.load(e.name));
+      visit(e.name, f.load(e.name));
       where.erase(it);
     }
   }
   if (!where.empty())
     fail(join_path(dir, where.begin()->second),
          "tensor '" + where.begin()->first + "' named in the index is not in the shard");
+}
+
+NamedTensors load_checkpoint_weights(const std::string& dir) {
+  NamedTensors out;
+  for_each_checkpoint_tensor(dir, [&](const std::string& name, const torch::Tensor& t) { out.emplace_back(name, t); });
   return out;
+}
+
+double checkpoint_weight_norm(const std::string& dir) {
+  double sum = 0;
+  for_each_checkpoint_tensor(dir, [&](const std::string&, const torch::Tensor& t) {
+    if (t.is_floating_point()) sum += t.to(torch::kDouble).pow(2).sum().item<double>();
+  });
+  return std::sqrt(sum);
 }
 
 void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,15 @@ namespace flatune {
 // All weights of a folder (single file or sharded), by Hugging Face name. Errors name the
 // missing or malformed file.
 NamedTensors load_checkpoint_weights(const std::string& dir);
+
+// Every tensor of a folder in file order, loaded one at a time (a 7B checkpoint need not fit in
+// memory twice).
+void for_each_checkpoint_tensor(const std::string& dir,
+                                const std::function<void(const std::string&, const torch::Tensor&)>& visit);
+
+// ||weights||_2 over every floating-point tensor as stored (tied embeddings count once), in
+// float64: what a SAM rho is relative to.
+double checkpoint_weight_norm(const std::string& dir);
 
 struct SaveOptions {
   torch::ScalarType dtype = torch::kFloat32;  // weights are converted (round-to-nearest-even for bf16)

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -128,7 +130,14 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       GridMethod gm;
       gm.name = m["name"].as<std::string>();
       if (m["wiseft-alpha"]) gm.wiseft_alpha = m["wiseft-alpha"].as<double>();
-      gm.train = options(m, where + ": method " + gm.name, dir, {"name", "wiseft-alpha"});
+      if (m["rho-reference-norm"]) {
+        gm.rho_reference_norm = m["rho-reference-norm"].as<double>();
+        if (!(gm.rho_reference_norm > 0) || !std::isfinite(gm.rho_reference_norm))
+          fail(where, "method " + gm.name + ": rho-reference-norm must be a positive number");
+        if (!m["rho"] || !m["sam"])
+          fail(where, "method " + gm.name + ": rho-reference-norm scales the method's own rho, so it needs sam: and rho:");
+      }
+      gm.train = options(m, where + ": method " + gm.name, dir, {"name", "wiseft-alpha", "rho-reference-norm"});
       g.methods.push_back(gm);
     }
     section = "seeds";
@@ -145,6 +154,10 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
       if (e["categories"]) g.categories = resolve(e["categories"].as<std::string>(), dir);
       if (e["template"]) g.eval_template = e["template"].as<std::string>();
       if (e["limit"]) g.eval_limit = e["limit"].as<int64_t>();
+      if (e["max-new-tokens"]) {
+        g.eval_max_new_tokens = e["max-new-tokens"].as<int64_t>();
+        if (g.eval_max_new_tokens < 1) fail(where, "eval: max-new-tokens must be positive");
+      }
       if (e["batch-size"]) {
         g.eval_batch = e["batch-size"].as<int64_t>();
         if (g.eval_batch < 1) fail(where, "eval: batch-size must be positive");
@@ -214,6 +227,7 @@ void evaluate_into(const std::string& model_dir, const Grid& g, const std::strin
   EvalOptions eo;
   eo.limit = g.eval_limit;
   if (g.eval_batch > 0) eo.batch_size = g.eval_batch;
+  if (g.eval_max_new_tokens > 0) eo.max_new_tokens = g.eval_max_new_tokens;
   std::vector<std::pair<std::string, bool>> tasks;  // path, is a target test
   for (const auto& s : g.suites) tasks.emplace_back(s, false);
   for (const auto& t : g.targets)
@@ -304,9 +318,12 @@ std::string stage_dir(const Grid& g, const std::string& out, const GridStage& s)
 
 // A signal stops the run being trained with a checkpoint; rerunning the experiment resumes it
 // (and skips what is done), so the hint is that, not --resume.
-void train_in_experiment(const TrainOptions& o, const std::string& what) {
+void train_in_experiment(const TrainOptions& o, const std::string& what,
+                         const std::optional<WatchScore>& start_score = std::nullopt) {
   try {
-    train(o, make_watch_hooks(o));
+    TrainHooks hooks = make_watch_hooks(o);
+    hooks.start_score = start_score;
+    train(o, hooks);
   } catch (const Interrupted& e) {
     throw Interrupted(e.signal, "interrupted by " + signal_name(e.signal) + " while training " + what + " (" + o.out +
                                     "); rerun the same command to continue: finished runs are kept, this one resumes "
@@ -347,6 +364,16 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
   const size_t total = g.targets.size() * g.methods.size() * g.seeds.size();
   size_t index = 0;
   Progress progress("study", static_cast<int64_t>(total), "run", 0.0);
+  // Every run of a target starts from the before model, so its step-0 watch is the same: scored
+  // by the first run, reused by the others (1.5-2 s a run on 2 cores). Keyed by what changes the
+  // numbers: the target test and the precision.
+  std::map<std::string, WatchScore> start_scores;
+  double before_norm = 0;
+  for (const auto& m : g.methods)
+    if (m.rho_reference_norm > 0 && before_norm == 0) {
+      before_norm = checkpoint_weight_norm(before);
+      write_file_atomic(experiment_layout::weight_norm_file(eo.out), json{{"norm", before_norm}, {"model", before}}.dump(2) + "\n");
+    }
   for (const auto& target : g.targets)
     for (const auto& method : g.methods)
       for (uint64_t seed : g.seeds) {
@@ -362,6 +389,11 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
         TrainOptions o;
         for (const auto& [k, v] : g.train) set_train_option(o, k, v);
         for (const auto& [k, v] : method.train) set_train_option(o, k, v);
+        if (method.rho_reference_norm > 0) {
+          o.rho *= before_norm / method.rho_reference_norm;
+          log_info(method.name + ": rho " + std::to_string(o.rho) + " (the method's rho scaled by ||before|| " +
+                   std::to_string(before_norm) + " / " + std::to_string(method.rho_reference_norm) + ")");
+        }
         o.model = before;
         o.data = target.data;
         o.format = target.format;
@@ -376,9 +408,18 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
           o.watch_template = g.eval_template;
           o.watch_every = g.watch_every;
           o.watch_limit = g.watch_limit >= 0 ? g.watch_limit : g.eval_limit;
+          o.watch_batch_size = g.eval_batch;
+          o.watch_max_new_tokens = g.eval_max_new_tokens;
         }
         if (eo.threads > 0) o.threads = eo.threads;
-        train_in_experiment(o, "run " + name);
+        const std::string start_key = target.name + (o.bf16 ? "|bf16" : "|fp32");
+        std::optional<WatchScore> start_score;
+        if (auto it = start_scores.find(start_key); it != start_scores.end()) start_score = it->second;
+        train_in_experiment(o, "run " + name, start_score);
+        if (g.watch && !start_score) {
+          const auto rows = read_watch_csv(RunFolder{run_dir}.watch_csv_path(), 0);
+          if (!rows.empty() && rows.front().step == 0) start_scores[start_key] = rows.front().score;
+        }
         std::string model_dir = RunFolder{run_dir}.final_dir();
         if (method.wiseft_alpha >= 0) {
           const std::string merged = experiment_layout::wiseft_model_dir(run_dir);
@@ -397,6 +438,8 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
           so.target_task = target.test;
           if (!g.categories.empty()) so.categories = load_categories(g.categories);
           so.eval.limit = g.eval_limit;
+          if (g.eval_batch > 0) so.eval.batch_size = g.eval_batch;
+          if (g.eval_max_new_tokens > 0) so.eval.max_new_tokens = g.eval_max_new_tokens;
           so.target_template = g.eval_template;
           so.out_dir = experiment_layout::wiseft_sweep_dir(run_dir);
           run_wiseft_sweep(so);

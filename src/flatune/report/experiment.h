@@ -16,6 +16,10 @@ struct GridMethod {
   std::string name;
   std::map<std::string, std::string> train;  // training options by flag name
   double wiseft_alpha = -1;                  // >= 0: evaluate (1-a)*before + a*tuned
+  // > 0: `rho` was chosen for a model whose weight norm is this; the run uses
+  // rho * ||before|| / rho_reference_norm (SAM's step is absolute, so a small model needs a
+  // proportionally smaller one for the same relative perturbation).
+  double rho_reference_norm = 0;
 };
 
 struct GridTarget {
@@ -48,6 +52,7 @@ struct Grid {
   std::string eval_template;  // template for generative target tests
   int64_t eval_limit = 0;
   int64_t eval_batch = 0;  // contexts per forward (0: flatune eval's default)
+  int64_t eval_max_new_tokens = 0;  // generative tests: tokens per answer (0: flatune eval's default)
   // Wise-FT trade-off per run (eval key wiseft-sweep: [alphas]): before->tuned merged at each
   // alpha and evaluated; methods that already merge (wiseft-alpha) are skipped. Empty: none.
   std::vector<double> wiseft_sweep;

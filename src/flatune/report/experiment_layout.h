@@ -38,6 +38,11 @@ inline std::string landscape_dir(const std::string& run_dir) { return join_path(
 inline std::string wiseft_model_dir(const std::string& run_dir) { return join_path(run_dir, "wiseft"); }
 inline std::string wiseft_sweep_dir(const std::string& run_dir) { return join_path(run_dir, "wiseft_sweep"); }
 
+// {"norm": ||before weights||}: written when a method scales its rho by it.
+inline std::string weight_norm_file(const std::string& experiment) {
+  return join_path(base_dir(experiment), "weight_norm.json");
+}
+
 inline std::string forgetting_file(const std::string& experiment) { return join_path(experiment, "forgetting.json"); }
 
 }  // namespace flatune::experiment_layout

@@ -198,6 +198,16 @@ void write_report(const Grid& g, const std::string& out) {
     md << "| method " << m.name << " | ";
     for (const auto& [k, v] : m.train) md << k << "=" << v << " ";
     if (m.wiseft_alpha >= 0) md << "wiseft-alpha=" << m.wiseft_alpha;
+    if (m.rho_reference_norm > 0) {
+      md << "rho-reference-norm=" << m.rho_reference_norm;
+      const std::string norm_file = experiment_layout::weight_norm_file(out);
+      if (file_exists(norm_file)) {
+        const double norm = json::parse(read_file(norm_file)).at("norm").get<double>();
+        const double rho = std::stod(m.train.at("rho"));
+        md << " (rho used: " << f4(rho * norm / m.rho_reference_norm) << " = " << m.train.at("rho") << " × ||before|| "
+           << fixed1(norm) << " / " << m.rho_reference_norm << ")";
+      }
+    }
     md << " |\n";
   }
   md << "\n## Forgetting per run (tuned − before; general suites by category, target tests as gains)\n\n"

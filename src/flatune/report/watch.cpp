@@ -56,6 +56,8 @@ TrainHooks make_watch_hooks(const TrainOptions& o) {
   s->categories = o.watch_categories.empty() ? paper_categories() : load_categories(o.watch_categories);
   s->tokenizer = load_tokenizer(o.tokenizer.empty() ? o.model : o.tokenizer);
   s->options.limit = o.watch_limit;
+  if (o.watch_batch_size > 0) s->options.batch_size = o.watch_batch_size;
+  if (o.watch_max_new_tokens > 0) s->options.max_new_tokens = o.watch_max_new_tokens;
   s->target_template = o.watch_template;
   bool any_categorised = false;
   for (const Task& t : s->general) any_categorised |= !s->categories.category_of(t.name).empty();

@@ -663,6 +663,8 @@ json train_options_to_json(const TrainOptions& o) {
           {"watch-template", o.watch_template},
           {"watch-every", o.watch_every},
           {"watch-limit", o.watch_limit},
+          {"watch-batch-size", o.watch_batch_size},
+          {"watch-max-new-tokens", o.watch_max_new_tokens},
           {"keep-best", o.keep_best},
           {"max-forgetting", o.max_forgetting}};
 }
@@ -690,7 +692,7 @@ void watch_now(Recipe& r, const TrainHooks& hooks, WatchLog& log, int64_t step, 
   {
     torch::NoGradGuard no_grad;
     r.model->eval();
-    score = hooks.watch(r.model, r.dist);
+    score = step == 0 && hooks.start_score ? *hooks.start_score : hooks.watch(r.model, r.dist);
     r.model->train();
   }
   const double seconds = seconds_since(t0);
@@ -944,6 +946,8 @@ void set_train_option(TrainOptions& o, const std::string& key, const std::string
   else if (key == "watch-template") o.watch_template = value;
   else if (key == "watch-every") integer(&o.watch_every);
   else if (key == "watch-limit") integer(&o.watch_limit);
+  else if (key == "watch-batch-size") integer(&o.watch_batch_size);
+  else if (key == "watch-max-new-tokens") integer(&o.watch_max_new_tokens);
   else if (key == "keep-best") o.keep_best = value;
   else if (key == "max-forgetting") num(&o.max_forgetting);
   else fail(key, "unknown training option");

@@ -99,6 +99,8 @@ struct TrainOptions {
   std::string watch_template;    // template for a generative target test ("": raw prompts)
   int64_t watch_every = 0;       // 0: at the start and the end only
   int64_t watch_limit = 0;       // items per suite (0: all)
+  int64_t watch_batch_size = 0;  // contexts (or prompts generated together) per forward; 0: evaluation's default
+  int64_t watch_max_new_tokens = 0;  // generative target test: tokens per answer; 0: evaluation's default
   std::string keep_best;         // "" | forgetting | target | tradeoff
   double max_forgetting = 0.0;   // tradeoff: the largest allowed drop of the overall general score
 };
@@ -109,6 +111,9 @@ struct TrainHooks {
   // Scores the live model (in eval mode, without gradients) on the watched suites; every rank
   // calls it and must get the same scores.
   std::function<WatchScore(LlamaForCausalLM& model, const Distributed& dist)> watch;
+  // The step-0 score when the caller has it already (an experiment's runs all start from the
+  // same before model): train() writes it as step 0's row instead of evaluating again.
+  std::optional<WatchScore> start_score;
 };
 
 struct TrainResult {
