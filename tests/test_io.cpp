@@ -222,6 +222,9 @@ TEST(Checkpoint, WeightNormByHandSingleAndSharded) {
   save_checkpoint(tmp / "sharded", {{"model_type", "llama"}}, w, o);
   ASSERT_TRUE(std::filesystem::exists(tmp / "sharded/model.safetensors.index.json"));
   EXPECT_DOUBLE_EQ(checkpoint_weight_norm(tmp / "sharded"), 13.0);
+  auto r = ft::run_flatune("info --weight-norm " + tmp / "sharded");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("weight norm: 13\n"), std::string::npos) << r.output;
   expect_error_containing([&] { checkpoint_weight_norm(tmp / "absent"); }, "absent", "no such model folder");
 }
 

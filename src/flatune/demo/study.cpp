@@ -116,7 +116,8 @@ std::string write_demo_grid(const std::string& preset_name, const std::string& o
     // (its weights are not available offline): sqrt(6.74e9 parameters) x 0.02 (Llama's
     // initializer_range as the per-weight RMS) = 1,642. Replace it with a measured norm
     // (`flatune info --weight-norm DIR` prints one) when you have the checkpoint.
-    y << "  # rho 2 (the paper's, for Llama-2-7B) x ||before|| / ||Llama-2-7B|| (1,642 estimated: sqrt(6.74e9) x 0.02)\n"
+    y << "  # rho 2 (the paper's, for Llama-2-7B) x ||before|| / ||Llama-2-7B|| (1,642 estimated: sqrt(6.74e9) x "
+         "0.02)\n"
       << "  - {name: sam-rho2-scaled, sam: sam, rho: 2, rho-reference-norm: 1642}\n";
     y << "  - {name: asam, sam: asam, rho: 0.5}\n  - {name: looksam, sam: looksam, rho: 0.05, looksam-k: 5}\n"
       << "  - {name: adamw-wiseft, wiseft-alpha: 0.5}\n  - {name: sam-wiseft, sam: sam, rho: 0.05, wiseft-alpha: 0.5}\n"
@@ -126,8 +127,8 @@ std::string write_demo_grid(const std::string& preset_name, const std::string& o
   y << "comparisons:\n  - {method: sam, against: adamw, design: equal steps}\n"
     << "  - {method: sam, against: adamw-2x, design: compute-matched (1 SAM epoch vs 2 AdamW epochs)}\n";
   if (p.full) {
-    for (const char* m :
-         {"sam-rho0.01", "sam-rho0.2", "sam-rho0.5", "sam-rho2-scaled", "asam", "looksam", "adamw-wiseft", "adamw-replay"})
+    for (const char* m : {"sam-rho0.01", "sam-rho0.2", "sam-rho0.5", "sam-rho2-scaled", "asam", "looksam",
+                          "adamw-wiseft", "adamw-replay"})
       y << "  - {method: " << m << ", against: adamw, design: equal steps}\n";
     y << "  - {method: sam-wiseft, against: adamw-wiseft, design: equal steps, both merged at 0.5}\n"
       << "  - {method: sam-replay, against: adamw-replay, design: equal steps, both with replay}\n";
@@ -141,8 +142,8 @@ std::string write_demo_grid(const std::string& preset_name, const std::string& o
     << ", schedule: cosine, max-grad-norm: 1.0}\n"
     << "eval:\n  suites: [";
   for (size_t i = 0; i < d.suites.size(); ++i) y << (i ? ", " : "") << d.suites[i];
-  y << "]\n  perplexity: [" << d.heldout << "]\n  categories: " << d.categories
-    << "\n  template: plain\n  batch-size: " << p.eval_batch
+  y << "]\n  perplexity: [" << d.heldout << "]\n  categories: " << d.categories << "\n  template: plain\n  batch-size: "
+    << p.eval_batch
     // The target's answers ("li has 8 + 5 = 13 shells. The answer is: 13") took at most 31
     // tokens in every run measured (480 answers); 40 bounds a model that has not learned to stop
     // where eval's default 64 decoded 60% longer.

@@ -135,7 +135,8 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
         if (!(gm.rho_reference_norm > 0) || !std::isfinite(gm.rho_reference_norm))
           fail(where, "method " + gm.name + ": rho-reference-norm must be a positive number");
         if (!m["rho"] || !m["sam"])
-          fail(where, "method " + gm.name + ": rho-reference-norm scales the method's own rho, so it needs sam: and rho:");
+          fail(where,
+               "method " + gm.name + ": rho-reference-norm scales the method's own rho, so it needs sam: and rho:");
       }
       gm.train = options(m, where + ": method " + gm.name, dir, {"name", "wiseft-alpha", "rho-reference-norm"});
       g.methods.push_back(gm);
@@ -372,7 +373,8 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
   for (const auto& m : g.methods)
     if (m.rho_reference_norm > 0 && before_norm == 0) {
       before_norm = checkpoint_weight_norm(before);
-      write_file_atomic(experiment_layout::weight_norm_file(eo.out), json{{"norm", before_norm}, {"model", before}}.dump(2) + "\n");
+      write_file_atomic(experiment_layout::weight_norm_file(eo.out),
+                        json{{"norm", before_norm}, {"model", before}}.dump(2) + "\n");
     }
   for (const auto& target : g.targets)
     for (const auto& method : g.methods)

@@ -51,7 +51,7 @@ struct Grid {
   std::string categories;     // YAML grouping; default: the seed paper's
   std::string eval_template;  // template for generative target tests
   int64_t eval_limit = 0;
-  int64_t eval_batch = 0;  // contexts per forward (0: flatune eval's default)
+  int64_t eval_batch = 0;           // contexts per forward (0: flatune eval's default)
   int64_t eval_max_new_tokens = 0;  // generative tests: tokens per answer (0: flatune eval's default)
   // Wise-FT trade-off per run (eval key wiseft-sweep: [alphas]): before->tuned merged at each
   // alpha and evaluated; methods that already merge (wiseft-alpha) are skipped. Empty: none.

@@ -47,7 +47,7 @@ std::vector<OptionChange> changed_options(const nlohmann::json& stored, const nl
 
 bool change_keeps_result(const std::string& key) {
   static const std::set<std::string> keeps = {
-      "log-every", "eval-every", "save-every", "keep-last", "threads", "watch-every", "checkpoint-activations",
+      "log-every",       "eval-every", "save-every", "keep-last", "threads", "watch-every", "checkpoint-activations",
       "watch-batch-size"};
   return keeps.count(key) > 0;
 }

@@ -95,14 +95,14 @@ struct TrainOptions {
   // suites, the target's test, the category grouping, how often, and which step is kept as best/.
   std::vector<std::string> watch;
   std::string watch_target;
-  std::string watch_categories;  // YAML {category: [task prefixes]}; default: the seed paper's four
-  std::string watch_template;    // template for a generative target test ("": raw prompts)
-  int64_t watch_every = 0;       // 0: at the start and the end only
-  int64_t watch_limit = 0;       // items per suite (0: all)
-  int64_t watch_batch_size = 0;  // contexts (or prompts generated together) per forward; 0: evaluation's default
+  std::string watch_categories;      // YAML {category: [task prefixes]}; default: the seed paper's four
+  std::string watch_template;        // template for a generative target test ("": raw prompts)
+  int64_t watch_every = 0;           // 0: at the start and the end only
+  int64_t watch_limit = 0;           // items per suite (0: all)
+  int64_t watch_batch_size = 0;      // contexts (or prompts generated together) per forward; 0: evaluation's default
   int64_t watch_max_new_tokens = 0;  // generative target test: tokens per answer; 0: evaluation's default
-  std::string keep_best;         // "" | forgetting | target | tradeoff
-  double max_forgetting = 0.0;   // tradeoff: the largest allowed drop of the overall general score
+  std::string keep_best;             // "" | forgetting | target | tradeoff
+  double max_forgetting = 0.0;       // tradeoff: the largest allowed drop of the overall general score
 };
 
 // What train() cannot do itself. train/ does not depend on eval/, so the evaluation a watch
