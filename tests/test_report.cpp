@@ -475,7 +475,9 @@ TEST(Grid, ErrorsNameFileLineAndKey) {
   for (const auto& [text, needle] : std::vector<std::pair<std::string, std::string>>{
            {good + "seed: [1, 2]\n", "/x/grid.yaml: line 4: key 'seed': not a grid section"},
            {good + "seeds: [one]\n", "/x/grid.yaml: line 4: key 'seeds': "},
-           {good + "flatness: {batches: many}\n", "/x/grid.yaml: line 4: key 'flatness': "}}) {
+           {good + "flatness: {batches: many}\n", "/x/grid.yaml: line 4: key 'flatness': "},
+           {good + "eval:\n  max-new-token: 3\n",
+            "/x/grid.yaml: line 5: key 'eval: max-new-token': not an eval setting"}}) {
     try {
       grid_from_yaml_text(text, "/x/grid.yaml");
       ADD_FAILURE() << "no error for " << text;

@@ -53,6 +53,9 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
+from bench_args import add_shape_args  # noqa: E402
+
 ATTN = ("eager", "sdpa")
 
 # ---------------------------------------------------------------- the model
@@ -325,12 +328,7 @@ def main():
     p.add_argument("--adam-eps", type=float, default=1e-8)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     # bench (flatune bench train's defaults)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--ffn", type=int, default=688)
-    p.add_argument("--vocab", type=int, default=8000)
-    p.add_argument("--seq", type=int, default=256)
+    add_shape_args(p)
     p.add_argument("--batch-size", dest="batch_rows", type=int, default=8)
     p.add_argument("--variants", nargs="+", default=["none", "sam", "asam"], choices=["none", "sam", "asam"])
     p.add_argument("--json", help="bench: also write the results as JSON")

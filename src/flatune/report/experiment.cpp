@@ -150,6 +150,15 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
     g.train = options(root["train"], where + ": train", dir);
     section = "eval";
     if (const auto& e = root["eval"]) {
+      static const std::set<std::string> eval_keys = {"suites", "perplexity", "categories",     "template",
+                                                      "limit",  "batch-size", "max-new-tokens", "wiseft-sweep"};
+      if (e.IsMap())
+        for (const auto& kv : e)
+          if (!eval_keys.count(kv.first.Scalar()))
+            fail(where + ": line " + std::to_string(kv.first.Mark().line + 1),
+                 "key 'eval: " + kv.first.Scalar() +
+                     "': not an eval setting (suites, perplexity, categories, template, limit, batch-size, "
+                     "max-new-tokens, wiseft-sweep)");
       for (const auto& s : e["suites"]) g.suites.push_back(resolve(s.as<std::string>(), dir));
       for (const auto& s : e["perplexity"]) g.perplexity.push_back(resolve(s.as<std::string>(), dir));
       if (e["categories"]) g.categories = resolve(e["categories"].as<std::string>(), dir);
