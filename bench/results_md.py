@@ -36,7 +36,9 @@ def fastest_peer(row, trainer):
 
 def main():
     s = json.load(open(sys.argv[1]))
-    train = s["train"]
+    # Smallest model first, fp32 before bf16, sequence 256 before 1024.
+    order = lambda n: (n.endswith("bf16"), int(n.split("m-")[0]), int(n.split("-")[1]))
+    train = {n: s["train"][n] for n in sorted(s["train"], key=order)}
     first = next(iter(train.values()))
     out = []
     w = out.append
@@ -108,7 +110,7 @@ def main():
         sh = t["shape"]
         size = SHAPES.get(name.split("-")[0], name)
         w(f"### {size}; batch {sh['batch']} × {sh['seq']}, {'bf16 autocast' if sh['bf16'] else 'fp32'}; "
-          f"best of {t['rounds']} rounds × {t['steps']} steps\n")
+          f"best of {t['rounds']} round{'s' if t['rounds'] > 1 else ''} × {t['steps']} steps\n")
         trainer = trainer_rows(s, name)
         w("| variant | flatune tok/s | loop tok/s | ratio | loop+tcm tok/s | ratio | Trainer tok/s | ratio | "
           "step vs adamw | MFU flatune | state | activ. | tensor peak | peak/sum |")
