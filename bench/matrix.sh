@@ -10,8 +10,8 @@
 # (bench eval); tokenizer MB/s for each kind in ../shared/testdata.
 #   bash bench/matrix.sh [OUT_DIR]      (default bench/results/matrix-<UTC time>)
 # Writes one JSON per part into OUT_DIR and OUT_DIR/summary.json, which gathers them. The peers
-# run with the project venv's python (.venv/bin/python: torch 2.13, transformers, lm_eval,
-# torchtune; scripts/setup.sh), transformers' default sdpa attention.
+# run with the project venv's python (.venv/bin/python: torch 2.13, transformers, lm_eval;
+# scripts/setup.sh) and torchtune with .venv-torchtune (bench/peers/setup-torchtune.sh), transformers' default sdpa attention.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench/results/matrix-$(date -u +%Y-%m-%dT%H%M%SZ)}
@@ -53,7 +53,8 @@ build/flatune bench train --hidden 256 --layers 8 --heads 4 --ffn 688 --vocab 80
 torchtune() {  # name, run.sh-style shape, [--bf16]: the recipe, then flatune at the recipe's vocabulary
   local name=$1 bf=${2:-}
   echo "=== torchtune full_finetune_single_device $name"
-  "$PY" bench/peers/torchtune_recipe.py --hidden 256 --layers 8 --heads 4 --ffn 688 --seq 256 --batch 8 --steps 5 \
+  [ -x .venv-torchtune/bin/python ] || bash bench/peers/setup-torchtune.sh
+  .venv-torchtune/bin/python bench/peers/torchtune_recipe.py --hidden 256 --layers 8 --heads 4 --ffn 688 --seq 256 --batch 8 --steps 5 \
     --threads "$(nproc)" $bf --json "$out/torchtune-$name.json" | tee "$out/torchtune-$name.txt"
   build/flatune bench train --hidden 256 --layers 8 --heads 4 --ffn 688 --vocab 32000 --seq 256 --batch 8 --steps 5 \
     --threads "$(nproc)" --variants none $bf --json "$out/torchtune-flatune-$name.json" | tee -a "$out/torchtune-$name.txt"

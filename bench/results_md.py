@@ -130,7 +130,9 @@ def main():
     tt = s.get("torchtune", {})
     if tt:
         w("## torchtune's full_finetune_single_device recipe\n")
-        w("10M shape at the recipe's vocabulary (32,000: the Llama-2 SentencePiece model), batch 8 × 256 packed "
+        w("Run in a venv of its own (`.venv-torchtune`, the same torch 2.13 wheel): torchtune 0.6.1 needs "
+          "torchao 0.11, which PEFT 0.21 in the project venv refuses (`bench/peers/setup-torchtune.sh`). "
+          "10M shape at the recipe's vocabulary (32,000: the Llama-2 SentencePiece model), batch 8 × 256 packed "
           "text, AdamW; flatune `bench train` at the same shape right after. torchtune's bf16 is bf16 weights and "
           "optimizer state (cheaper, different numerics); flatune's is bf16 autocast over fp32 weights.\n")
         w("| setting | torchtune tok/s | flatune tok/s | ratio |\n|---|---|---|---|")

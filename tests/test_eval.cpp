@@ -191,7 +191,7 @@ TEST(Perplexity, RollingWindowsMatchHandComputation) {
   auto tokens = enc(*tok, text);
   const int64_t n = static_cast<int64_t>(tokens.size());
   torch::NoGradGuard ng;
-  auto score = [&](std::vector<int64_t> input, int64_t first_target, int64_t count) {
+  auto score = [&](const std::vector<int64_t>& input, int64_t first_target, int64_t count) {
     ForwardInput in;
     in.input_ids = torch::tensor(input, torch::kLong).unsqueeze(0);
     auto logp = model->forward(in)[0].to(torch::kDouble).log_softmax(-1);

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <optional>
 
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
@@ -73,7 +74,7 @@ TEST(Config, FieldsAndDefaults) {
     "sliding_window":4096,"bos_token_id":1,"eos_token_id":[2,3],"rope_scaling":{"rope_type":"linear","factor":2.0}})");
   LlamaConfig c = parse_llama_config(j, "c.json");
   EXPECT_EQ(c.head_dim, 4);
-  EXPECT_EQ(c.sliding_window.value(), 4096);
+  EXPECT_EQ(c.sliding_window, std::optional<int64_t>(4096));
   EXPECT_EQ(c.bos_token_ids, std::vector<int64_t>({1}));
   EXPECT_EQ(c.eos_token_ids, std::vector<int64_t>({2, 3}));
   EXPECT_EQ(c.rope_scaling.type, "linear");
@@ -219,7 +220,10 @@ TEST(Checkpoint, WeightNormByHandSingleAndSharded) {
   EXPECT_DOUBLE_EQ(checkpoint_weight_norm(tmp / "one"), 13.0);
   SaveOptions o;
   o.max_shard_bytes = 8;
-  save_checkpoint(tmp / "sharded", {{"model_type", "llama"}}, w, o);
+  // A config `flatune info` accepts (the shape is not checked against the tensors).
+  const nlohmann::json cfg = {{"model_type", "llama"},   {"vocab_size", 10},       {"hidden_size", 8},
+                              {"intermediate_size", 16}, {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
+  save_checkpoint(tmp / "sharded", cfg, w, o);
   ASSERT_TRUE(std::filesystem::exists(tmp / "sharded/model.safetensors.index.json"));
   EXPECT_DOUBLE_EQ(checkpoint_weight_norm(tmp / "sharded"), 13.0);
   auto r = ft::run_flatune("info --weight-norm " + tmp / "sharded");

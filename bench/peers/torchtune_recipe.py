@@ -13,7 +13,8 @@ numeric recipe, reported as such). The recipe logs tokens/s per step (DiskLogger
 is every step after the first: their tokens over their time. SAM: the recipe has no hook for a
 second forward/backward in its step; adding one means rewriting its loop, so none is measured.
 Prints and writes --json rows {"variant": "adamw", "tokens_per_s", "steps", "dtype"}.
-Run: .venv/bin/python bench/peers/torchtune_recipe.py --steps 5
+Run in its own venv (bench/peers/setup-torchtune.sh says why):
+  .venv-torchtune/bin/python bench/peers/torchtune_recipe.py --steps 5
 """
 import argparse
 import glob
