@@ -50,8 +50,11 @@ def main():
       f"{first.get('torch_python', '?')} wheel, linked with tcmalloc; the peers on the same torch in the same venv: "
       f"transformers {first.get('transformers', '?')} (`LlamaForCausalLM`, sdpa attention), "
       f"lm-evaluation-harness {s['lm_eval'].get('lm_eval_version', '')}, torchtune (see its section). "
-      f"GEMM peak measured by each `flatune bench train` run (1024³): fp32 {first['gemm_peak_fp32_gflops']:.0f}, "
-      f"bf16 {first['gemm_peak_bf16_gflops']:.0f} GFLOP/s.\n")
+      "GEMM peak measured by each `flatune bench train` run (1024³), each shape's MFU against its own: fp32 "
+      f"{min(t['gemm_peak_fp32_gflops'] for t in train.values()):.0f}–"
+      f"{max(t['gemm_peak_fp32_gflops'] for t in train.values()):.0f}, bf16 "
+      f"{min(t['gemm_peak_bf16_gflops'] for t in train.values()):.0f}–"
+      f"{max(t['gemm_peak_bf16_gflops'] for t in train.values()):.0f} GFLOP/s.\n")
     w("**Peers**: *transformers loop* = `bench/reference/train_step.py --bench` (a plain loop: model(ids, "
       "labels).loss, backward, clipping, `torch.optim.AdamW`; SAM/ASAM as two passes), run as users run it "
       "(glibc malloc) and again with `LD_PRELOAD` of flatune's tcmalloc (*loop+tcm*); *Trainer* = "
