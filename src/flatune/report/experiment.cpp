@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -154,11 +155,12 @@ Grid grid_from_yaml_text(const std::string& text, const std::string& where) {
                                                       "limit",  "batch-size", "max-new-tokens", "wiseft-sweep"};
       if (e.IsMap())
         for (const auto& kv : e)
-          if (!eval_keys.count(kv.first.Scalar()))
+          if (!eval_keys.count(kv.first.Scalar())) {
+            std::string known;
+            for (const auto& k : eval_keys) known += (known.empty() ? "" : ", ") + k;
             fail(where + ": line " + std::to_string(kv.first.Mark().line + 1),
-                 "key 'eval: " + kv.first.Scalar() +
-                     "': not an eval setting (suites, perplexity, categories, template, limit, batch-size, "
-                     "max-new-tokens, wiseft-sweep)");
+                 "key 'eval: " + kv.first.Scalar() + "': not an eval setting (" + known + ")");
+          }
       for (const auto& s : e["suites"]) g.suites.push_back(resolve(s.as<std::string>(), dir));
       for (const auto& s : e["perplexity"]) g.perplexity.push_back(resolve(s.as<std::string>(), dir));
       if (e["categories"]) g.categories = resolve(e["categories"].as<std::string>(), dir);
@@ -230,14 +232,20 @@ Grid load_grid(const std::string& path) { return grid_from_yaml_text(read_file(p
 namespace {
 
 // Every suite, every target test and every perplexity text, into <dest>/eval/.
-void evaluate_into(const std::string& model_dir, const Grid& g, const std::string& dest) {
-  auto tok = load_tokenizer(model_dir);
-  auto model = load_llama(model_dir);
-  make_dirs(join_path(dest, "eval"));
+// What the grid's eval section sets for every evaluation of a run (final, Wise-FT sweep).
+EvalOptions grid_eval_options(const Grid& g) {
   EvalOptions eo;
   eo.limit = g.eval_limit;
   if (g.eval_batch > 0) eo.batch_size = g.eval_batch;
   if (g.eval_max_new_tokens > 0) eo.max_new_tokens = g.eval_max_new_tokens;
+  return eo;
+}
+
+void evaluate_into(const std::string& model_dir, const Grid& g, const std::string& dest) {
+  auto tok = load_tokenizer(model_dir);
+  auto model = load_llama(model_dir);
+  make_dirs(join_path(dest, "eval"));
+  EvalOptions eo = grid_eval_options(g);
   std::vector<std::pair<std::string, bool>> tasks;  // path, is a target test
   for (const auto& s : g.suites) tasks.emplace_back(s, false);
   for (const auto& t : g.targets)
@@ -379,12 +387,11 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
   // numbers: the target test and the precision.
   std::map<std::string, WatchScore> start_scores;
   double before_norm = 0;
-  for (const auto& m : g.methods)
-    if (m.rho_reference_norm > 0 && before_norm == 0) {
-      before_norm = checkpoint_weight_norm(before);
-      write_file_atomic(experiment_layout::weight_norm_file(eo.out),
-                        json{{"norm", before_norm}, {"model", before}}.dump(2) + "\n");
-    }
+  if (std::any_of(g.methods.begin(), g.methods.end(), [](const GridMethod& m) { return m.rho_reference_norm > 0; })) {
+    before_norm = checkpoint_weight_norm(before);
+    write_file_atomic(experiment_layout::weight_norm_file(eo.out),
+                      json{{"norm", before_norm}, {"model", before}}.dump(2) + "\n");
+  }
   for (const auto& target : g.targets)
     for (const auto& method : g.methods)
       for (uint64_t seed : g.seeds) {
@@ -401,7 +408,7 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
         for (const auto& [k, v] : g.train) set_train_option(o, k, v);
         for (const auto& [k, v] : method.train) set_train_option(o, k, v);
         if (method.rho_reference_norm > 0) {
-          o.rho *= before_norm / method.rho_reference_norm;
+          o.rho = method_rho(method, o.rho, before_norm);
           log_info(method.name + ": rho " + std::to_string(o.rho) + " (the method's rho scaled by ||before|| " +
                    std::to_string(before_norm) + " / " + std::to_string(method.rho_reference_norm) + ")");
         }
@@ -448,9 +455,7 @@ void run_experiment(const Grid& g, const ExperimentOptions& eo) {
           so.general_tasks = g.suites;
           so.target_task = target.test;
           if (!g.categories.empty()) so.categories = load_categories(g.categories);
-          so.eval.limit = g.eval_limit;
-          if (g.eval_batch > 0) so.eval.batch_size = g.eval_batch;
-          if (g.eval_max_new_tokens > 0) so.eval.max_new_tokens = g.eval_max_new_tokens;
+          so.eval = grid_eval_options(g);
           so.target_template = g.eval_template;
           so.out_dir = experiment_layout::wiseft_sweep_dir(run_dir);
           run_wiseft_sweep(so);

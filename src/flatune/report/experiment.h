@@ -22,6 +22,11 @@ struct GridMethod {
   double rho_reference_norm = 0;
 };
 
+// The rho a method's runs use: its own, scaled by ||before|| / rho_reference_norm when it has one.
+inline double method_rho(const GridMethod& m, double rho, double before_norm) {
+  return m.rho_reference_norm > 0 ? rho * before_norm / m.rho_reference_norm : rho;
+}
+
 struct GridTarget {
   std::string name, data, format = "auto", test;
 };

@@ -204,7 +204,7 @@ void write_report(const Grid& g, const std::string& out) {
       if (file_exists(norm_file)) {
         const double norm = json::parse(read_file(norm_file)).at("norm").get<double>();
         const double rho = std::stod(m.train.at("rho"));
-        md << " (rho used: " << f4(rho * norm / m.rho_reference_norm) << " = " << m.train.at("rho") << " × ||before|| "
+        md << " (rho used: " << f4(method_rho(m, rho, norm)) << " = " << m.train.at("rho") << " × ||before|| "
            << fixed1(norm) << " / " << m.rho_reference_norm << ")";
       }
     }
