@@ -237,6 +237,10 @@ TEST(Watch, CliWatchesAndRejectsBadInput) {
            {"--watch '" + s.knowledge + "' --watch-categories '" + s.categories + "' --keep-best most",
             "unknown rule 'most'"},
            {"--watch '" + (dir / "missing.jsonl") + "'", "missing.jsonl"},
+           {"--watch '" + s.knowledge + "' --watch-categories '" + s.categories + "' --watch-batch-size -2",
+            "--watch-batch-size: must be 0 (evaluation's default) or positive"},
+           {"--watch '" + s.knowledge + "' --watch-categories '" + s.categories + "' --watch-max-new-tokens -1",
+            "--watch-max-new-tokens: must be 0 (evaluation's default) or positive"},
            {"--watch '" + s.knowledge + "'", "no watched suite belongs to a category"}}) {
     auto r = run_flatune(common + (dir / "bad") + "' " + args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;

@@ -54,6 +54,8 @@ void validate(const TrainOptions& o) {
   if (o.watch.empty() && (!o.watch_target.empty() || o.watch_every > 0 || !o.keep_best.empty()))
     fail("--watch", "--watch-target, --watch-every and --keep-best need the general suites to watch (--watch FILE...)");
   if (o.watch_every < 0) fail("--watch-every", "must be 0 (start and end only) or positive");
+  if (o.watch_batch_size < 0) fail("--watch-batch-size", "must be 0 (evaluation's default) or positive");
+  if (o.watch_max_new_tokens < 0) fail("--watch-max-new-tokens", "must be 0 (evaluation's default) or positive");
   check_keep_best(o.keep_best, !o.watch_target.empty());
   if (o.max_forgetting < 0) fail("--max-forgetting", "must be at least 0");
   if (o.shard != "none" && o.shard != "optimizer" && o.shard != "gradients")
