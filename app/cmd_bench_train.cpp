@@ -1,15 +1,20 @@
 // `flatune bench train`: tokens/s of one optimizer step for AdamW and each SAM variant on a fresh
-// model of a given shape, measured in one process one after another, with the ratio to AdamW,
-// and the peak resident memory of each variant.
+// model of a given shape, in one process, with the ratio to AdamW, and the memory of each
+// variant. Memory is measured variant by variant (each one's own peak); time in rounds that take
+// every variant in turn, each variant's best round reported: a shared 2-core VM drifts by 20-40%
+// over a minute, and timing the variants one after another put that drift into their ratios.
 #ifdef FLATUNE_TCMALLOC
 #include <gperftools/malloc_extension_c.h>
 #else
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <memory>
 
 #include "commands.h"
 #include "flatune/core/compat.h"
@@ -78,11 +83,36 @@ double passes_per_step(const SamSettings& s) {
 
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
+// One variant's model, optimizer and step, alive for every round.
+struct VariantBench {
+  std::string name;  // adamw for none
+  LlamaForCausalLM model{nullptr};
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  std::unique_ptr<SamStepper> stepper;
+  std::function<torch::Tensor()> closure;
+  int64_t steps = 0;        // a round's steps
+  int64_t state = 0;        // bytes alive between steps
+  int64_t activations = 0;  // bytes the forward keeps for backward
+  int64_t tensor_peak = 0;  // bytes, above what was alive before the model
+  double peak_rss_mib = -1, growth_rss_mib = -1;
+  double flops_per_token = 0;
+  std::vector<double> round_secs;
+
+  void time_round() {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < steps; ++i) stepper->step(closure);
+    round_secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  double tokens_per_s(int64_t tokens_per_step) const {  // of the best round
+    return static_cast<double>(tokens_per_step * steps) / *std::min_element(round_secs.begin(), round_secs.end());
+  }
+};
+
 }  // namespace
 
 void add_bench_train_command(CLI::App& bench) {
   struct Args {
-    int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 5,
+    int64_t hidden = 256, layers = 8, heads = 4, ffn = 688, vocab = 8000, seq = 256, batch = 8, steps = 5, rounds = 3,
             lora_rank = 0;
     std::vector<std::string> variants = {"none", "sam", "asam", "looksam", "sam-subset"};
     int threads = 0;
@@ -101,7 +131,8 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--vocab", a->vocab, "vocabulary size");
   sub->add_option("--seq", a->seq, "sequence length");
   sub->add_option("--batch", a->batch, "rows per step");
-  sub->add_option("--steps", a->steps, "timed steps per variant (after one warm-up step)");
+  sub->add_option("--steps", a->steps, "timed steps per variant and round (after one warm-up step)");
+  sub->add_option("--rounds", a->rounds, "timing rounds, every variant in each; the best round counts (default 3)");
   sub->add_option("--lora-rank", a->lora_rank, "LoRA rank (0: full fine-tuning)");
   sub->add_option("--variants", a->variants, "none sam asam looksam sam-subset");
   sub->add_option("--threads", a->threads, "intra-op threads");
@@ -115,6 +146,8 @@ void add_bench_train_command(CLI::App& bench) {
   sub->add_option("--profile", a->profile, "write a Chrome trace (chrome://tracing) of the timed steps to this file");
   sub->callback([a] {
     if (a->threads > 0) at::set_num_threads(a->threads);
+    if (a->steps < 1) fail("--steps", "must be at least 1");
+    if (a->rounds < 1) fail("--rounds", "must be at least 1");
     const torch::Device device = use_device_option(a->device);
     const bool gpu = !device.is_cpu();
     // Counts tensor storage from here on; it must outlive every tensor, hence static. It sees CPU
@@ -139,7 +172,6 @@ void add_bench_train_command(CLI::App& bench) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
     auto ids = torch::randint(0, a->vocab, {a->batch, a->seq}, gen, torch::kLong).to(device);
     json results = json::array();
-    double adamw_tps = 0;
     std::printf("model %.1fM parameters, batch %lld x %lld tokens, %s, %s (MFU against that peak)\n",
                 c.num_parameters() / 1e6, static_cast<long long>(a->batch), static_cast<long long>(a->seq),
                 gpu ? device.str().c_str() : (std::to_string(at::get_num_threads()) + " threads").c_str(),
@@ -148,28 +180,33 @@ void add_bench_train_command(CLI::App& bench) {
                 peak_bf16);
     std::printf("%-10s %9s %8s %6s %9s %9s %9s %9s %9s %7s\n", "variant", "tokens/s", "vs adamw", "MFU", "state",
                 "activ.", "tensors", "RSS peak", "RSS grow", "grow/sum");
+    // Memory, variant by variant: each builds its model, takes a warm-up step, then its first
+    // timed round under a fresh peak. Every variant stays alive for the later rounds.
+    std::vector<std::unique_ptr<VariantBench>> benches;
     for (const auto& v : a->variants) {
+      auto b = std::make_unique<VariantBench>();
+      VariantBench& vb = *b;
+      vb.name = v == "none" ? "adamw" : v;
       const bool peak_known = reset_peak_rss();
       const int64_t rss_start = status_kib("VmRSS");
       const int64_t live_start = counter.live();
-      int64_t activations = 0;
-      LlamaForCausalLM model(c);
-      model->init_weights(0);
-      model->to(device);
-      model->set_checkpoint_activations(a->checkpoint_activations);
+      vb.model = LlamaForCausalLM(c);
+      vb.model->init_weights(0);
+      vb.model->to(device);
+      vb.model->set_checkpoint_activations(a->checkpoint_activations);
       if (a->lora_rank > 0) {
         LoraOptions lo;
         lo.rank = a->lora_rank;
-        model->add_lora(lo);
+        vb.model->add_lora(lo);
       }
-      auto params = model->trainable_parameters();
-      auto opt = make_adamw(params, AdamWSettings{});
+      auto params = vb.model->trainable_parameters();
+      vb.opt = make_adamw(params, AdamWSettings{});
       SamSettings s;
       s.kind = v;
       // Half the layers: their MLP weights, or with LoRA their adapters (the only trainable ones).
       s.subset = {a->lora_rank > 0 ? ".*layers\\.[0-9]*[13579]\\..*" : ".*layers\\.[0-9]*[13579]\\.mlp\\..*"};
-      SamStepper stepper(params, *opt, s, 1.0);
-      auto closure = [&] {
+      vb.stepper = std::make_unique<SamStepper>(params, *vb.opt, s, 1.0);
+      vb.closure = [&vb, &ids, a, device] {
         ForwardInput in;
         in.input_ids = ids;
         const int64_t live_before = counter.live();
@@ -177,51 +214,60 @@ void add_bench_train_command(CLI::App& bench) {
         {
           compat::Bf16Autocast autocast(a->bf16, device.type());
           if (a->unfused_loss) {
-            loss = causal_lm_loss(model->forward(in), ids);
+            loss = causal_lm_loss(vb.model->forward(in), ids);
           } else {
-            auto [sum, n] = fused_causal_lm_loss_sum(model, in, ids);
+            auto [sum, n] = fused_causal_lm_loss_sum(vb.model, in, ids);
             loss = sum / static_cast<double>(n);
           }
         }
-        activations = std::max(activations, counter.live() - live_before);  // what backward will read
+        vb.activations = std::max(vb.activations, counter.live() - live_before);  // what backward will read
         loss.backward();
         return loss.detach();
       };
-      stepper.step(closure);  // warm-up
+      vb.stepper->step(vb.closure);  // warm-up
       // Between steps what is alive is the state: weights, gradients, optimizer (and SAM) state.
-      const int64_t state = counter.live() - live_start;
+      vb.state = counter.live() - live_start;
       counter.reset_peak();
-      const double flops_per_token = pass_flops_per_token(model, a->seq) * passes_per_step(s);
+      vb.flops_per_token = pass_flops_per_token(vb.model, a->seq) * passes_per_step(s);
       // LookSAM does its full SAM step once every k steps: time whole cycles so its ratio is fair.
-      const int64_t steps = v == "looksam" ? (a->steps + s.k - 1) / s.k * s.k : a->steps;
+      vb.steps = v == "looksam" ? (a->steps + s.k - 1) / s.k * s.k : a->steps;
       std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
       if (!a->profile.empty())
-        trace = std::make_unique<torch::autograd::profiler::RecordProfile>(a->profile + "." +
-                                                                           (v == "none" ? "adamw" : v) + ".json");
-      auto t0 = std::chrono::steady_clock::now();
-      for (int64_t i = 0; i < steps; ++i) stepper.step(closure);
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        trace = std::make_unique<torch::autograd::profiler::RecordProfile>(a->profile + "." + vb.name + ".json");
+      vb.time_round();
       trace.reset();
-      double tps = static_cast<double>(a->batch * a->seq * steps) / secs;
-      if (v == "none") adamw_tps = tps;
-      double ratio = adamw_tps > 0 ? adamw_tps / tps : 0;
       // Without a resettable high-water mark the peak would be the whole run's: not reported.
-      const double peak_mib = peak_known ? status_kib("VmHWM") / 1024.0 : -1;
-      const double growth_mib = peak_known ? (status_kib("VmHWM") - rss_start) / 1024.0 : -1;
-      const double mfu_fp32 = tps * flops_per_token / (peak_fp32 * 1e9),
-                   mfu_bf16 = tps * flops_per_token / (peak_bf16 * 1e9);
+      if (peak_known) {
+        vb.peak_rss_mib = status_kib("VmHWM") / 1024.0;
+        vb.growth_rss_mib = (status_kib("VmHWM") - rss_start) / 1024.0;
+      }
+      vb.tensor_peak = counter.peak() - live_start;
+      benches.push_back(std::move(b));
+    }
+    // Time: the other rounds take every variant in turn.
+    for (int64_t r = 1; r < a->rounds; ++r)
+      for (auto& b : benches) b->time_round();
+
+    const double adamw_tps = benches.front()->name == "adamw" ? benches.front()->tokens_per_s(a->batch * a->seq) : 0;
+    for (const auto& b : benches) {
+      const VariantBench& vb = *b;
+      const double tps = vb.tokens_per_s(a->batch * a->seq);
+      const double ratio = adamw_tps > 0 ? adamw_tps / tps : 0;
+      const double mfu_fp32 = tps * vb.flops_per_token / (peak_fp32 * 1e9),
+                   mfu_bf16 = tps * vb.flops_per_token / (peak_bf16 * 1e9);
       const double mfu = a->bf16 ? mfu_bf16 : mfu_fp32;  // against the peak of the precision the GEMMs run in
-      const int64_t tensor_peak = counter.peak() - live_start;
-      const double sum_mib = mib(state + activations);
+      const double sum_mib = mib(vb.state + vb.activations);
       auto counted = [gpu](double v) { return gpu ? -1.0 : v; };  // the counter sees CPU storage only
-      std::printf("%-10s %9.0f %7.2fx %5.0f%% %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n",
-                  v == "none" ? "adamw" : v.c_str(), tps, ratio, 100 * mfu, counted(mib(state)),
-                  counted(mib(activations)), counted(mib(tensor_peak)), peak_mib, growth_mib,
-                  counted(growth_mib / sum_mib));
-      json row = {{"variant", v == "none" ? "adamw" : v},
+      std::printf("%-10s %9.0f %7.2fx %5.0f%% %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n", vb.name.c_str(), tps, ratio,
+                  100 * mfu, counted(mib(vb.state)), counted(mib(vb.activations)), counted(mib(vb.tensor_peak)),
+                  vb.peak_rss_mib, vb.growth_rss_mib, counted(vb.growth_rss_mib / sum_mib));
+      json rounds = json::array();
+      for (double secs : vb.round_secs) rounds.push_back(static_cast<double>(a->batch * a->seq * vb.steps) / secs);
+      json row = {{"variant", vb.name},
                   {"tokens_per_s", tps},
                   {"step_time_vs_adamw", ratio},
-                  {"model_flops_per_token", flops_per_token},
+                  {"rounds_in_process_tokens_per_s", rounds},
+                  {"model_flops_per_token", vb.flops_per_token},
                   {"bf16", a->bf16},
                   {"checkpoint_activations", a->checkpoint_activations},
                   {"mfu_fp32", mfu_fp32},
@@ -229,12 +275,12 @@ void add_bench_train_command(CLI::App& bench) {
                   {"gemm_peak_fp32_gflops", peak_fp32},
                   {"gemm_peak_bf16_gflops", peak_bf16},
                   {"device", device.str()},
-                  {"state_mib", counted(mib(state))},
-                  {"activations_mib", counted(mib(activations))},
-                  {"tensor_peak_mib", counted(mib(tensor_peak))}};
-      if (peak_known) {
-        row["peak_rss_mib"] = peak_mib;
-        row["peak_growth_mib"] = growth_mib;
+                  {"state_mib", counted(mib(vb.state))},
+                  {"activations_mib", counted(mib(vb.activations))},
+                  {"tensor_peak_mib", counted(mib(vb.tensor_peak))}};
+      if (vb.peak_rss_mib >= 0) {
+        row["peak_rss_mib"] = vb.peak_rss_mib;
+        row["peak_growth_mib"] = vb.growth_rss_mib;
       }
       results.push_back(row);
     }

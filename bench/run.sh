@@ -13,7 +13,9 @@
 # (bench/reference/check.sh, eager and sdpa), then runs R rounds, each flatune then the reference
 # (then flatune with LoRA, which the reference does not have), the order alternating between
 # rounds; a 2-core machine shared with other work is noisy (+-20% between runs), so each figure is
-# the best of its rounds and every round is kept in the JSON. Prints one table (also as Markdown)
+# the best of its rounds and every round is kept in the JSON. Within a process flatune also times
+# its variants in alternating rounds (`bench train --rounds`, 3): its step-vs-AdamW ratio is the
+# median over the processes of each process's own ratio. Prints one table (also as Markdown)
 # and writes bench/results/<UTC time>.json (or --json FILE). --bf16: both programs under bf16
 # autocast, MFU against the bf16 GEMM peak. The reference runs twice a round: as users run it
 # (glibc's malloc) and with the allocator flatune links (tcmalloc, LD_PRELOAD), so the table
@@ -125,6 +127,9 @@ def load(kind):
                 best[v] = dict(row)
     for v in best:
         best[v]["rounds_tokens_per_s"] = [row["tokens_per_s"] for run in runs for row in run if row["variant"] == v]
+        # flatune times its variants in turns within a process: each process's own ratio to AdamW.
+        best[v]["rounds_step_time_vs_adamw"] = [row["step_time_vs_adamw"] for run in runs for row in run
+                                                if row["variant"] == v and row.get("step_time_vs_adamw")]
     return best
 fl, py, lora, pytc = load("flatune"), load("python"), load("lora"), load("pytc")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
@@ -138,8 +143,11 @@ rows, table = [], []
 def add(name, f, p, pt, adamw):
     ratio = f["tokens_per_s"] / p["tokens_per_s"] if p else None
     ratio_tc = f["tokens_per_s"] / pt["tokens_per_s"] if pt else None
-    # Best against best: each round's own AdamW row would mix rounds of different speed.
-    f["step_time_vs_adamw"] = adamw["tokens_per_s"] / f["tokens_per_s"]
+    # The median of the processes' own ratios: each timed its variants in alternating rounds, so
+    # a drift of the machine's speed is in both sides of each ratio. Across processes, best
+    # against best would mix processes of different speed.
+    ratios = sorted(f.get("rounds_step_time_vs_adamw") or [adamw["tokens_per_s"] / f["tokens_per_s"]])
+    f["step_time_vs_adamw"] = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2
     peak = f["gemm_peak_bf16_gflops" if f.get("bf16") else "gemm_peak_fp32_gflops"] * 1e9
     mfu_fl = f["tokens_per_s"] * f["model_flops_per_token"] / peak
     mfu_py = p["tokens_per_s"] * f["model_flops_per_token"] / peak if p else None

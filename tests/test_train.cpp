@@ -6,7 +6,9 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "flatune/core/error.h"
@@ -691,4 +693,44 @@ TEST(Train, ShardedOptimizerStateEqualsOneProcessAndResumes) {
       run_flatune("train " + common + " --batch-size 8 --shard optimizer --resume --out '" + (dir / "alone") + "'");
   EXPECT_EQ(alone.exit_code, 2) << alone.output;
   EXPECT_NE(alone.output.find("sharded over 2 ranks"), std::string::npos) << alone.output;
+}
+
+// `bench train` times its variants in alternating rounds and reports each one's best round; SAM
+// holds one model-sized buffer beyond AdamW during its step (the exact copy of the weights it
+// restores), ASAM too, and LookSAM carries one between steps (g_v).
+TEST(BenchTrain, BestRoundsAndWhatEachVariantHolds) {
+  TempDir dir;
+  auto r = run_flatune(
+      "bench train --steps 1 --rounds 2 --layers 2 --hidden 64 --heads 2 --ffn 128 --vocab 256 --seq 8 --batch 2 "
+      "--threads 1 --variants none sam asam looksam --json '" +
+      (dir / "bench.json") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json rows = read_json_file(dir / "bench.json");
+  ASSERT_EQ(rows.size(), 4u);
+  std::map<std::string, json> by;
+  for (const auto& row : rows) {
+    const auto rounds = row["rounds_in_process_tokens_per_s"].get<std::vector<double>>();
+    ASSERT_EQ(rounds.size(), 2u) << row.dump();
+    EXPECT_DOUBLE_EQ(row["tokens_per_s"].get<double>(), *std::max_element(rounds.begin(), rounds.end()));
+    by[row["variant"].get<std::string>()] = row;
+  }
+  const double adamw_tps = by["adamw"]["tokens_per_s"].get<double>();
+  for (const auto& [name, row] : by)
+    EXPECT_NEAR(row["step_time_vs_adamw"].get<double>(), adamw_tps / row["tokens_per_s"].get<double>(), 1e-9);
+  // AdamW's state between steps is weights, gradients and two moments: four weight-sized buffers.
+  const double adamw_state = by["adamw"]["state_mib"].get<double>(), weights = adamw_state / 4;
+  const double adamw_extra = by["adamw"]["tensor_peak_mib"].get<double>() - adamw_state;
+  for (const char* kind : {"sam", "asam"}) {
+    EXPECT_DOUBLE_EQ(by[kind]["state_mib"].get<double>(), adamw_state) << kind;
+    const double extra = by[kind]["tensor_peak_mib"].get<double>() - adamw_state - adamw_extra;
+    EXPECT_GT(extra, 0.9 * weights) << kind;
+    EXPECT_LT(extra, 1.1 * weights) << kind;
+  }
+  EXPECT_NEAR(by["looksam"]["state_mib"].get<double>() - adamw_state, weights, 0.01 * weights);
+  EXPECT_LT(by["looksam"]["tensor_peak_mib"].get<double>() - by["looksam"]["state_mib"].get<double>() - adamw_extra,
+            1.1 * weights);
+
+  auto bad = run_flatune("bench train --rounds 0");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(bad.output, "flatune: --rounds: must be at least 1\n");
 }

@@ -68,15 +68,22 @@ double learning_rate_at(const Schedule& s, double base_lr, int64_t step) {
   fail("--schedule", "unknown schedule '" + s.kind + "' (constant, linear, cosine, step)");
 }
 
+torch::Tensor sum_of_squares(const std::vector<torch::Tensor>& tensors, const torch::Device& device) {
+  // Each tensor's norm in its own dtype, as torch.nn.utils.clip_grad_norm_ takes them (one
+  // multi-tensor kernel on CUDA; on the CPU no float64 copy of the model), then summed in float64.
+  std::vector<torch::Tensor> parts;
+  for (const auto& n : at::_foreach_norm(tensors, 2)) parts.push_back(n.to(torch::kDouble));
+  if (parts.empty()) return torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  return torch::stack(parts).square().sum();
+}
+
 torch::Tensor global_grad_norm(const std::vector<torch::Tensor>& params, const SumAcross& sum_across) {
-  std::vector<torch::Tensor> norms;
+  std::vector<torch::Tensor> grads;
   for (const auto& p : params)
-    if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kDouble).norm());
+    if (p.grad().defined()) grads.push_back(p.grad().detach());
   const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
-  const torch::Tensor local = norms.empty()
-                                  ? torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device))
-                                  : torch::stack(norms).norm();
-  return sum_across ? sum_across(local * local).sqrt() : local;
+  const torch::Tensor local = sum_of_squares(grads, device);
+  return sum_across ? sum_across(local).sqrt() : local.sqrt();
 }
 
 torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm, const SumAcross& sum_across) {

@@ -63,4 +63,8 @@ torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double ma
                              const SumAcross& sum_across = nullptr);
 torch::Tensor global_grad_norm(const std::vector<torch::Tensor>& params, const SumAcross& sum_across = nullptr);
 
+// The sum of the squares of every element of `tensors`, a 0-dim float64 tensor on `device`
+// (zero for no tensors). Nothing waits for the device.
+torch::Tensor sum_of_squares(const std::vector<torch::Tensor>& tensors, const torch::Device& device);
+
 }  // namespace flatune

@@ -7,15 +7,11 @@
 namespace flatune {
 
 namespace {
-// Sums in float64 over all tensors into a 0-dim tensor on their device (nothing waits for it).
-torch::Tensor sq_norm(const std::vector<torch::Tensor>& ts) {
-  std::vector<torch::Tensor> parts;
-  for (const auto& t : ts) parts.push_back(t.to(torch::kDouble).pow(2).sum());
-  return torch::stack(parts).sum();
-}
+// a . b over all tensors, a 0-dim float64 tensor on their device (nothing waits for it).
 torch::Tensor dot(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   std::vector<torch::Tensor> parts;
-  for (size_t i = 0; i < a.size(); ++i) parts.push_back((a[i].to(torch::kDouble) * b[i].to(torch::kDouble)).sum());
+  for (size_t i = 0; i < a.size(); ++i)
+    parts.push_back(torch::dot(a[i].reshape({-1}), b[i].reshape({-1})).to(torch::kDouble));
   return torch::stack(parts).sum();
 }
 // numerator / denominator, or 0 where the denominator is 0 (as `d > 0 ? n / d : 0` on numbers).
@@ -90,36 +86,45 @@ StepStats SamStepper::step(const std::function<torch::Tensor()>& closure) {
   torch::Tensor perturbed_loss, e_norm;
   const bool looksam_full = s_.kind == "looksam" && steps_ % s_.k == 0;
   const bool two_pass = s_.kind == "sam" || s_.kind == "asam" || s_.kind == "sam-subset" || looksam_full;
+  const torch::Device device = loss.device();
+  auto sq_norm = [&](const std::vector<torch::Tensor>& ts) { return sum_of_squares(ts, device); };
   if (two_pass) {
     torch::NoGradGuard ng;
     std::vector<torch::Tensor> g = grads_of(perturbed_idx_);
     std::vector<torch::Tensor> g_saved;
-    if (looksam_full)
+    if (looksam_full) {
+      looksam_gv_.clear();  // replaced below; freed first so the step holds one of the two
       for (auto& x : g) g_saved.push_back(x.clone());
-    // e per perturbed tensor; the scale rho / ||.|| is a 0-dim float64 tensor (0 for a zero
-    // gradient), multiplied in as a scalar would be.
-    std::vector<torch::Tensor> e;
-    if (s_.kind == "asam") {
-      std::vector<torch::Tensor> tg;
-      std::vector<torch::Tensor> t;
-      for (size_t j = 0; j < g.size(); ++j) {
-        t.push_back(tensors_[perturbed_idx_[j]].detach().abs() + s_.eta);
-        tg.push_back(t.back() * g[j]);
-      }
-      const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), total(sq_norm(tg)).sqrt());
-      for (size_t j = 0; j < g.size(); ++j) e.push_back(t[j] * t[j] * g[j] * scale);
-    } else {
-      const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), total(sq_norm(g)).sqrt());
-      for (auto& x : g) e.push_back(x * scale);
     }
-    e_norm = total(sq_norm(e)).sqrt();
     // Keep exact copies of w: subtracting e again would not restore w bit for bit.
     std::vector<torch::Tensor> weights, saved;
     for (size_t i : perturbed_idx_) {
       weights.push_back(tensors_[i].detach());
       saved.push_back(weights.back().clone());
     }
-    at::_foreach_add_(weights, e);  // one multi-tensor kernel on CUDA; per-tensor add_ on CPU
+    // w += e tensor by tensor, e never held for the whole model: its one copy would be a second
+    // model-sized buffer beside `saved`. The scale rho / ||.|| is a 0-dim float64 tensor (0 for a
+    // zero gradient), multiplied in as a scalar would be.
+    if (s_.kind == "asam") {
+      // e = rho T^2 g / ||T g||, T = |w| + eta.
+      std::vector<torch::Tensor> tg_norms;
+      for (size_t j = 0; j < g.size(); ++j) tg_norms.push_back((weights[j].abs().add_(s_.eta) * g[j]).norm());
+      const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), total(sq_norm(tg_norms)).sqrt());
+      std::vector<torch::Tensor> e_norms;
+      for (size_t j = 0; j < g.size(); ++j) {
+        const torch::Tensor t = weights[j].abs().add_(s_.eta);
+        const torch::Tensor e = t.mul_(t).mul_(g[j]).mul_(scale);
+        e_norms.push_back(e.norm());
+        weights[j].add_(e);
+      }
+      e_norm = total(sq_norm(e_norms)).sqrt();
+    } else {
+      // e = rho g / ||g||, so ||e|| = rho (0 for a zero gradient).
+      const torch::Tensor g_norm = total(sq_norm(g)).sqrt();
+      const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), g_norm);
+      for (size_t j = 0; j < g.size(); ++j) weights[j].addcmul_(g[j], scale);
+      e_norm = g_norm * scale;
+    }
     if (shard_.share_perturbed) shard_.share_perturbed();
     zero_grads();
     auto restore = [&] { at::_foreach_copy_(weights, saved); };
@@ -134,23 +139,27 @@ StepStats SamStepper::step(const std::function<torch::Tensor()>& closure) {
       throw;
     }
     restore();
+    saved.clear();
     st.second_pass = true;
     if (looksam_full) {
+      // g_v = g_s - (g_s . g / ||g||^2) g, written over the copy of g.
       std::vector<torch::Tensor> gs = grads_of(perturbed_idx_);
       const torch::Tensor proj = ratio_or_zero(total(dot(gs, g_saved)), total(sq_norm(g_saved)));
-      looksam_gv_.clear();
-      for (size_t j = 0; j < gs.size(); ++j) looksam_gv_.push_back(gs[j] - g_saved[j] * proj);
+      for (size_t j = 0; j < gs.size(); ++j) g_saved[j].mul_(-proj).add_(gs[j]);
+      looksam_gv_ = std::move(g_saved);
+      looksam_gv_norm_ = total(sq_norm(looksam_gv_)).sqrt();
     }
   } else if (s_.kind == "looksam" && !looksam_gv_.empty()) {
     torch::NoGradGuard ng;
     std::vector<torch::Tensor> g = grads_of(perturbed_idx_);
-    const torch::Tensor gn = total(sq_norm(g)).sqrt(), vn = total(sq_norm(looksam_gv_)).sqrt();
+    const torch::Tensor gn = total(sq_norm(g)).sqrt();
+    if (!looksam_gv_norm_.defined()) looksam_gv_norm_ = total(sq_norm(looksam_gv_)).sqrt();
     // alpha * ||g|| / ||g_v||; a zero g_v adds nothing (scale 0 on a zero vector).
-    const torch::Tensor scale = ratio_or_zero(s_.alpha * gn, vn);
+    const torch::Tensor scale = ratio_or_zero(s_.alpha * gn, looksam_gv_norm_);
     for (size_t j = 0; j < g.size(); ++j) {
       auto& t = tensors_[perturbed_idx_[j]];
       if (!t.grad().defined()) t.mutable_grad() = torch::zeros_like(t);
-      t.grad().add_(looksam_gv_[j] * scale);
+      t.grad().addcmul_(looksam_gv_[j], scale);
     }
   }
   const torch::Tensor grad_norm = clip_grad_norm(tensors_, max_grad_norm_, shard_.sum_across);
@@ -181,6 +190,7 @@ NamedTensors SamStepper::state() const {
 
 void SamStepper::load_state(const NamedTensors& state, const std::string& where) {
   looksam_gv_.clear();
+  looksam_gv_norm_ = torch::Tensor();  // taken at the next step, where every process takes part
   std::map<std::string, torch::Tensor> m(state.begin(), state.end());
   auto it = m.find("sam.steps");
   if (it == m.end()) fail(where, "missing SAM state 'sam.steps'");

@@ -84,6 +84,7 @@ class SamStepper {
   std::vector<bool> perturbed_;
   std::vector<size_t> perturbed_idx_;
   std::vector<torch::Tensor> looksam_gv_;
+  torch::Tensor looksam_gv_norm_;  // ||g_v||, fixed until the next full step
   int64_t steps_ = 0;
 };
 
