@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/core/log.h"
 #include "flatune/core/version.h"
@@ -22,19 +23,18 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 }  // namespace
 
 int main(int argc, char** argv) {
-  // libgomp's idle threads spin after every parallel region while OpenBLAS (pthreads) runs its own
-  // threads for every matrix product, so on a small machine each pool burns the cores the other
-  // needs: training a 1M-parameter model ran 5x slower on 2 cores than with passive waiting
-  // (bench train, 2 threads, 1.6k against 9.1k tokens/s). libgomp reads the policy when it is
-  // loaded, before main, so flatune sets it and executes itself again, once; a policy the user
-  // set is kept.
+  // libgomp reads its wait policy when it is loaded, before main, so flatune sets it (see
+  // compat::default_omp_wait_policy) and executes itself again, once; a policy the user set is
+  // kept. FLATUNE_CHOSE_OMP_WAIT_POLICY tells `launch` the policy was flatune's choice, which it
+  // replaces for several ranks on one machine (their threads would spin on each other's cores).
   // SIGINT/SIGTERM stay pending across the re-execution (blocked signals are, even ones the
   // parent ignores) and reach the handlers installed below: a Ctrl-C while flatune starts is
   // never lost.
   if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    setenv("OMP_WAIT_POLICY", flatune::compat::default_omp_wait_policy(), 1);
+    setenv("FLATUNE_CHOSE_OMP_WAIT_POLICY", "1", 1);
     flatune::block_interrupts();
-    execv("/proc/self/exe", argv);  // on failure, run on with the spinning default
+    execv("/proc/self/exe", argv);  // on failure, run on with libgomp's default
   }
   flatune::install_interrupt_handlers();
   CLI::App app{"flatune: fine-tune Llama-family models while keeping what they know"};

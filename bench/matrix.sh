@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench/results/matrix-$(date -u +%Y-%m-%dT%H%M%SZ)}
+unset OMP_WAIT_POLICY  # every program waits between parallel regions as it does for a user (bench/run.sh)
 mkdir -p "$out"
 [ -x build/flatune ] || bash scripts/build.sh
 testdata=${FLATUNE_TESTDATA:-../shared/testdata}
@@ -32,7 +33,6 @@ train 10m-256-bf16 --shape 10m --steps 5 --rounds 2 --variants "none sam" --bf16
 train 50m-256-bf16 --shape 50m --batch 4 --steps 3 --rounds 1 --variants "none sam" --bf16 --no-check
 
 PY=.venv/bin/python
-export OMP_WAIT_POLICY=PASSIVE
 trainer() {  # name, hidden layers heads ffn vocab seq batch steps [--bf16]
   local name=$1; shift
   echo "=== transformers.Trainer $name"

@@ -46,7 +46,8 @@ def main():
     w(f"Measured {first['date'][:10]} with `bash bench/matrix.sh`, rendered by `bench/results_md.py` from its "
       "`summary.json` (copied to `bench/RESULTS.json`: every round of every program is there).\n")
     w(f"**Machine**: {first['cpu']}, {first['nproc']} cores, {first['threads']} threads for every program, "
-      "`OMP_WAIT_POLICY=PASSIVE`. flatune on the libtorch of the venv's torch "
+      "OpenMP wait policy as each program sets it for a user (the peers libgomp's default, flatune ACTIVE: "
+      "MKL's products run on libgomp's threads). flatune on the libtorch of the venv's torch "
       f"{first.get('torch_python', '?')} wheel, linked with tcmalloc; the peers on the same torch in the same venv: "
       f"transformers {first.get('transformers', '?')} (`LlamaForCausalLM`, sdpa attention), "
       f"lm-evaluation-harness {s['lm_eval'].get('lm_eval_version', '')}, torchtune (see its section). "

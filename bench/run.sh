@@ -68,9 +68,9 @@ if ! "$PY" -c 'import torch, transformers' 2>/dev/null; then
 fi
 [ -x build/flatune ] || bash scripts/build.sh
 
-# libtorch's OpenMP threads otherwise spin between operations while OpenBLAS's threads need the
-# same cores (see app/flatune.cpp); flatune sets it for itself, the reference needs it too.
-export OMP_WAIT_POLICY=PASSIVE
+# Each program waits between parallel regions as it does for a user: the reference with libgomp's
+# default, flatune with the policy it chooses (ACTIVE on this wheel's MKL; see core/compat.h).
+unset OMP_WAIT_POLICY
 
 if [ "$check" = 1 ]; then
   echo "== same step, same numbers (bench/reference/check.sh)"

@@ -7,10 +7,12 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <map>
 #include <thread>
 
+#include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/core/fs.h"
 #include "flatune/core/json.h"
@@ -733,4 +735,26 @@ TEST(BenchTrain, BestRoundsAndWhatEachVariantHolds) {
   auto bad = run_flatune("bench train --rounds 0");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_EQ(bad.output, "flatune: --rounds: must be at least 1\n");
+}
+
+// The wait policy flatune picks when the user has not (ACTIVE with MKL's products on libgomp's
+// threads, else PASSIVE) reaches what it runs; `launch` with several ranks gives them PASSIVE, and
+// a policy the user set is kept everywhere.
+TEST(Launch, ChoosesTheOpenMpWaitPolicyUnlessTheUserDid) {
+  auto policies = [](const std::string& env, int nproc) {
+    const std::string cmd = env + " '" + std::string(FLATUNE_BINARY) + "' launch --nproc " + std::to_string(nproc) +
+                            " -- sh -c 'echo \"policy=$OMP_WAIT_POLICY\"' 2>&1";
+    FILE* pipe = popen(cmd.c_str(), "r");
+    std::string out;
+    std::array<char, 256> buf{};
+    size_t n = 0;
+    while (pipe && (n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+    if (pipe) pclose(pipe);
+    return out;
+  };
+  const std::string chosen = std::string("policy=") + compat::default_omp_wait_policy() + "\n";
+  EXPECT_EQ(policies("env -u OMP_WAIT_POLICY", 1), chosen);
+  EXPECT_EQ(policies("env -u OMP_WAIT_POLICY", 2), "policy=PASSIVE\npolicy=PASSIVE\n");
+  EXPECT_EQ(policies("env OMP_WAIT_POLICY=ACTIVE", 2), "policy=ACTIVE\npolicy=ACTIVE\n");
+  EXPECT_EQ(policies("env OMP_WAIT_POLICY=PASSIVE", 1), "policy=PASSIVE\n");
 }

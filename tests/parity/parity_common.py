@@ -54,7 +54,6 @@ def run_flatune(*args, timeout=600, check=True, env=None):
     a non-zero exit raises AssertionError carrying the command and its output."""
     cmd = [flatune_binary()] + [str(a) for a in args]
     full_env = dict(os.environ)
-    full_env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if env:
         full_env.update(env)
     p = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout, env=full_env)

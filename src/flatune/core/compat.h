@@ -1,6 +1,7 @@
 // What differs between CPU and CUDA builds of libtorch (>= 2.6) and between CPUs, so the rest of
 // the code calls one spelling.
 #pragma once
+#include <ATen/Config.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
@@ -25,6 +26,20 @@ static_assert(TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERS
 namespace flatune::compat {
 
 inline std::string torch_version() { return TORCH_VERSION; }
+
+// How libgomp's idle threads wait between parallel regions when the user has not said
+// (OMP_WAIT_POLICY). A libtorch with MKL (the PyPI wheel) runs its matrix products on libgomp's
+// own threads: spinning (ACTIVE) keeps them awake between the thousands of small regions of a
+// step, 1.2-1.5x the tokens/s of PASSIVE on 2 cores (bench train, 1M and 10M). A libtorch on
+// OpenBLAS (Debian's) has a second pool of threads for the products, and libgomp's spinning took
+// the cores they needed (5x slower): PASSIVE there.
+inline const char* default_omp_wait_policy() {
+#if AT_MKL_ENABLED()
+  return "ACTIVE";
+#else
+  return "PASSIVE";
+#endif
+}
 
 // Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX-BF16); decided at run time because
 // machines of one kind differ.

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -48,6 +49,9 @@ LaunchResult launch_local(int nproc, const std::vector<std::string>& command, in
   if (command.empty()) fail("launch", "no command given (flatune launch --nproc N -- COMMAND ...)");
   if (master_port == 0) master_port = free_local_port();
 
+  // Several ranks share the machine's cores: threads spinning between regions would take the
+  // cores the other ranks compute on, so a policy flatune chose (not the user) becomes PASSIVE.
+  const bool own_policy = std::getenv("FLATUNE_CHOSE_OMP_WAIT_POLICY") != nullptr;
   StopRequest stop;
   std::vector<pid_t> pids(nproc, -1);
   pid_t group = 0;  // the ranks' process group: the first rank's pid
@@ -58,6 +62,7 @@ LaunchResult launch_local(int nproc, const std::vector<std::string>& command, in
       for (const char* k : {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "MASTER_ADDR=", "MASTER_PORT=", "LOCAL_WORLD_SIZE=",
                             "FLATUNE_COLLECTIVE_TIMEOUT="})
         if (s.rfind(k, 0) == 0) s.clear();
+      if (own_policy && nproc > 1 && s.rfind("OMP_WAIT_POLICY=", 0) == 0) s = "OMP_WAIT_POLICY=PASSIVE";
       if (!s.empty()) env_strings.push_back(s);
     }
     env_strings.push_back("RANK=" + std::to_string(r));
