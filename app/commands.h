@@ -35,7 +35,8 @@ void add_bench_gemm_command(CLI::App& bench);
 void add_bench_landscape_command(CLI::App& bench);
 
 // GFLOP/s of (m x k) @ (k x n) in dtype on the current threads (or the GPU), repeated for
-// min_seconds (the peak model-FLOPs utilisation is measured against).
+// min_seconds: the best product (on a GPU the best 16), the peak model-FLOPs utilisation is
+// measured against.
 double gemm_rate(int64_t m, int64_t k, int64_t n, c10::ScalarType dtype, double min_seconds,
                  const c10::Device& device = c10::Device(c10::kCPU));
 

@@ -48,7 +48,7 @@ trainer 50m-256-bf16 512 12 8 1376 16000 256 4 3 --bf16
 
 echo "=== profile: 10M fp32 AdamW (Chrome trace of 3 steps)"
 build/flatune bench train --hidden 256 --layers 8 --heads 4 --ffn 688 --vocab 8000 --seq 256 --batch 8 --steps 3 \
-  --variants none --threads "$(nproc)" --profile "$out/profile-10m" | tee "$out/profile-10m.txt"
+  --variants none --rounds 1 --threads "$(nproc)" --profile "$out/profile-10m" | tee "$out/profile-10m.txt"
 
 torchtune() {  # name, run.sh-style shape, [--bf16]: the recipe, then flatune at the recipe's vocabulary
   local name=$1 bf=${2:-}
@@ -57,7 +57,7 @@ torchtune() {  # name, run.sh-style shape, [--bf16]: the recipe, then flatune at
   .venv-torchtune/bin/python bench/peers/torchtune_recipe.py --hidden 256 --layers 8 --heads 4 --ffn 688 --seq 256 --batch 8 --steps 5 \
     --threads "$(nproc)" $bf --json "$out/torchtune-$name.json" | tee "$out/torchtune-$name.txt"
   build/flatune bench train --hidden 256 --layers 8 --heads 4 --ffn 688 --vocab 32000 --seq 256 --batch 8 --steps 5 \
-    --threads "$(nproc)" --variants none $bf --json "$out/torchtune-flatune-$name.json" | tee -a "$out/torchtune-$name.txt"
+    --threads "$(nproc)" --variants none --rounds 1 $bf --json "$out/torchtune-flatune-$name.json" | tee -a "$out/torchtune-$name.txt"
 }
 torchtune 10m-256
 torchtune 10m-256-bf16 --bf16

@@ -61,8 +61,9 @@ def main():
       "(glibc malloc) and again with `LD_PRELOAD` of flatune's tcmalloc (*loop+tcm*); *Trainer* = "
       "`bench/peers/hf_trainer.py` (`transformers.Trainer`, optim adamw_torch, SAM in `training_step`); "
       "*torchtune* = its `full_finetune_single_device` recipe unchanged (`bench/peers/torchtune_recipe.py`). "
-      "Same shape, batch, data size and threads. Each training figure is the best of its rounds; the VM "
-      "varies by ±20–30% between identical runs, so read ratios within ±15% as ties.\n")
+      "Same shape, batch, data size and threads. Each training figure is the best of its rounds (processes); "
+      "flatune's is the first of the rounds it times within each process, the block a peer's process times too. "
+      "The VM varies by ±20–30% between identical runs, so read ratios within ±15% as ties.\n")
 
     # ---------------------------------------------------------------- targets
     w("## The targets (issue 21)\n")
@@ -107,7 +108,8 @@ def main():
     # ---------------------------------------------------------------- training tables
     w("## Training\n")
     w("tok/s: tokens per second over the timed steps (after one warm-up step). *step vs adamw*: this variant's "
-      "step time against flatune's AdamW step. *state*: weights + gradients + optimizer (and SAM) state between "
+      "step time against flatune's AdamW step, from rounds that take the variants in turn within one process "
+      "(`bench train --rounds 3`, each variant's best round; the median over the processes). *state*: weights + gradients + optimizer (and SAM) state between "
       "steps; *activ.*: tensors the forward keeps for backward; *tensor peak*: high-water mark of live tensor "
       "bytes in a step (MiB). The loop has no LookSAM, sam-subset or LoRA; Trainer has AdamW and SAM.\n")
     for name, t in train.items():
