@@ -357,6 +357,10 @@ TEST(Loglik, BatchedAcrossItemsEqualsBruteForce) {
   }
   ASSERT_GT(truncated, 0);
   ASSERT_GT(partial, 0);
+  // An item that lists one choice twice (an exact tie, as lm-eval's separate forwards give it).
+  const size_t twice = pairs.size();
+  const std::string ctx = random_text(9), choice = " " + random_text(7);
+  for (const std::string& c : {choice, " " + random_text(5), choice}) pairs.push_back(encode_pair(*tok, ctx, c));
   auto slow = score_naive(model, pairs, window);
   for (int64_t batch : {1, 3, 64}) {
     int64_t last_progress = 0;
@@ -370,6 +374,7 @@ TEST(Loglik, BatchedAcrossItemsEqualsBruteForce) {
       EXPECT_NEAR(fast[i].value, slow[i].value, 1e-5) << "batch " << batch << " pair " << i;
       EXPECT_EQ(fast[i].is_greedy, slow[i].is_greedy) << "batch " << batch << " pair " << i;
     }
+    EXPECT_EQ(fast[twice].value, fast[twice + 2].value) << "batch " << batch;
   }
   EXPECT_THROW(score_batched(model, pairs, window, 0), Error);
 }

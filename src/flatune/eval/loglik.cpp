@@ -1,6 +1,7 @@
 #include "flatune/eval/loglik.h"
 
 #include <algorithm>
+#include <map>
 #include <numeric>
 
 #include "flatune/core/error.h"
@@ -115,51 +116,70 @@ void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& 
   auto last_logits = torch::nn::functional::linear(
       hidden.reshape({G * Lc, -1}).index_select(0, torch::tensor(last_index).to(hidden.device())), weight);
 
-  // Every continuation without its last token, right-padded, each over its group's cache.
+  // Each group's continuations without their last tokens, packed one after another into one row
+  // per group over that group's own cache: a choice sees the context and its own earlier tokens
+  // (segment ids), at the positions it would have after the context. Packing instead of a row
+  // per choice pads only to the longest group and keeps one copy of each context's cache.
+  // A choice written twice in one item is scored once and copied: lm-eval's separate forwards
+  // give both copies the same value (a tie its argmax breaks by order), and two places in a
+  // packed row need not round alike.
   std::vector<int64_t> row_group;
   std::vector<size_t> row_pair;
-  int64_t Lk = 0;
-  for (int64_t g = 0; g < G; ++g)
+  std::vector<std::pair<size_t, size_t>> copies;  // (pair, the pair whose score it takes)
+  std::vector<int64_t> packed_length(G, 0);
+  for (int64_t g = 0; g < G; ++g) {
+    std::map<std::vector<int64_t>, size_t> seen;
     for (size_t i : batch[g]->pairs) {
+      auto [it, fresh] = seen.emplace(pairs[i].continuation, i);
+      if (!fresh) {
+        copies.emplace_back(i, it->second);
+        continue;
+      }
       row_group.push_back(g), row_pair.push_back(i);
-      Lk = std::max<int64_t>(Lk, static_cast<int64_t>(pairs[i].continuation.size()) - 1);
+      packed_length[g] += static_cast<int64_t>(pairs[i].continuation.size()) - 1;
     }
+  }
   const int64_t R = static_cast<int64_t>(row_pair.size());
-  torch::Tensor cont_logits;  // [real continuation rows, V]
+  const int64_t Lp = *std::max_element(packed_length.begin(), packed_length.end());
+  torch::Tensor cont_logits;  // [real continuation tokens, V]
   std::vector<int64_t> first_row(R, 0);
-  if (Lk > 0) {
-    auto cids = torch::zeros({R, Lk}, torch::kLong);
-    auto pos = torch::zeros({R, Lk}, torch::kLong);
-    auto mask = torch::zeros({R, Lc + Lk}, torch::kLong);
+  if (Lp > 0) {
+    auto cids = torch::zeros({G, Lp}, torch::kLong);
+    auto pos = torch::zeros({G, Lp}, torch::kLong);
+    auto seg = torch::full({G, Lp}, -1, torch::kLong);
+    auto mask = torch::zeros({G, Lc + Lp}, torch::kLong);
     auto cids_a = cids.accessor<int64_t, 2>();
     auto pos_a = pos.accessor<int64_t, 2>();
+    auto seg_a = seg.accessor<int64_t, 2>();
     auto m_a = mask.accessor<int64_t, 2>();
-    std::vector<int64_t> real_rows;
+    std::vector<int64_t> real_rows, used(G, 0);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t t = 0; t < static_cast<int64_t>(batch[g]->context->size()); ++t) m_a[g][t] = 1;
     for (int64_t r = 0; r < R; ++r) {
       const int64_t g = row_group[r];
       const int64_t n_ctx = static_cast<int64_t>(batch[g]->context->size());
       const auto& c = pairs[row_pair[r]].continuation;
-      for (int64_t t = 0; t < n_ctx; ++t) m_a[r][t] = 1;
       first_row[r] = static_cast<int64_t>(real_rows.size());
       for (int64_t t = 0; t + 1 < static_cast<int64_t>(c.size()); ++t) {
-        cids_a[r][t] = c[t];
-        pos_a[r][t] = n_ctx + t;
-        m_a[r][Lc + t] = 1;
-        real_rows.push_back(r * Lk + t);
+        const int64_t at = used[g]++;
+        cids_a[g][at] = c[t];
+        pos_a[g][at] = n_ctx + t;
+        seg_a[g][at] = r;
+        m_a[g][Lc + at] = 1;
+        real_rows.push_back(g * Lp + at);
       }
-      // Padded continuation positions keep position 0 and are masked as keys; as queries they
-      // see real keys and their rows are never read.
+      // Padding after a group's last choice keeps position 0 and segment -1 and is masked as
+      // keys; as queries it sees the context and its rows are never read.
     }
-    KVCache shared = cache.index_select(torch::tensor(row_group, torch::kLong).to(hidden.device()));
     ForwardInput cin;
     cin.input_ids = cids;
     cin.attention_mask = mask;
     cin.position_ids = pos;
-    cin.cache = &shared;
-    auto h = model->hidden_states(cin);  // [R, Lk, H]
-    if (!real_rows.empty())
-      cont_logits = torch::nn::functional::linear(
-          h.reshape({R * Lk, -1}).index_select(0, torch::tensor(real_rows).to(h.device())), weight);
+    cin.segment_ids = seg;
+    cin.cache = &cache;
+    auto h = model->hidden_states(cin);  // [G, Lp, H]
+    cont_logits = torch::nn::functional::linear(
+        h.reshape({G * Lp, -1}).index_select(0, torch::tensor(real_rows).to(h.device())), weight);
   }
   for (int64_t r = 0; r < R; ++r) {
     const auto& c = pairs[row_pair[r]].continuation;
@@ -168,6 +188,7 @@ void score_group_batch(LlamaForCausalLM& model, const std::vector<EncodedPair>& 
     if (k > 1) rows = torch::cat({rows, cont_logits.narrow(0, first_row[r], k - 1)});
     out[row_pair[r]] = sum_logprobs(rows, c);
   }
+  for (const auto& [copy, original] : copies) out[copy] = out[original];
 }
 
 }  // namespace

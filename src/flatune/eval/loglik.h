@@ -40,9 +40,9 @@ std::vector<Loglik> score_naive(LlamaForCausalLM& model, const std::vector<Encod
 // continuations. Consecutive pairs with the same context form a group (one
 // item's choices; each context of a WinoGrande item is a group of one). Groups are sorted by
 // length (longest first, so padding stays small and memory peaks early) and `batch_size` of them
-// go through one padded forward; their caches then serve all their continuations in a second
-// padded forward. Pairs whose input would be truncated are scored by the naive path. Results are
-// in the order of `pairs`; `progress(done)` counts pairs scored.
+// go through one padded forward; each group's continuations, packed into one row over its cache,
+// then go through a second padded forward. Pairs whose input would be truncated are scored by the naive path. Results
+// are in the order of `pairs`; `progress(done)` counts pairs scored.
 std::vector<Loglik> score_batched(LlamaForCausalLM& model, const std::vector<EncodedPair>& pairs, int64_t max_length,
                                   int64_t batch_size, const std::function<void(int64_t)>& progress = {});
 

@@ -362,8 +362,11 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
       allowed = allowed & (attention_mask != 0).unsqueeze(1);
     }
     if (segment_ids.defined()) {
-      TORCH_CHECK(past == 0, "segment_ids (packing) cannot be combined with a KV cache");
-      allowed = allowed & (segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1));
+      torch::Tensor same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1);  // [B, T, T]
+      // The cache's keys are a prefix every segment shares (the choices of one item after its
+      // context, packed).
+      if (past > 0) same = torch::cat({torch::ones({B, T, past}, same.options()), same}, 2);
+      allowed = allowed & same;
     }
     // Additive mask with the dtype's lowest value, as transformers uses: fully masked rows (left
     // padding) stay finite instead of becoming NaN.

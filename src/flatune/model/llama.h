@@ -29,7 +29,8 @@ struct ForwardInput {
   torch::Tensor input_ids;       // [B, T] int64
   torch::Tensor attention_mask;  // optional [B, S] (S = cached + T): 1 real token, 0 padding
   torch::Tensor position_ids;    // optional [B, T]; default from cache length or attention_mask
-  torch::Tensor segment_ids;     // optional [B, T]: packing, attention only within equal ids
+  torch::Tensor segment_ids;     // optional [B, T]: packing, attention only within equal ids (and to
+                                 // every cached key: a shared prefix)
   KVCache* cache = nullptr;      // when given, keys/values are appended to it
 };
 
