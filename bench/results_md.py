@@ -156,7 +156,7 @@ def main():
       "Llama saved by transformers with a byte-level tokenizer; wall clock of each evaluation call, model "
       "loading included; lm-eval's `hf` model on the CPU. "
       + ("acc and acc_norm equal on every suite." if not le["mismatches"] else "Results differ: "
-         + "; ".join(le["mismatches"])) + "\n")
+         + "; ".join(le["mismatches"])) + (f" This table was {le['note']}." if le.get("note") else "") + "\n")
     w("| program | batch | seconds | items/s |\n|---|---|---|---|")
     for r in le["rows"]:
         w(f"| {r['program']} | {r['batch']} | {r['seconds']:.1f} | {r['items_per_s']:.1f} |")
