@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything bench/RESULTS.md reports, in one go (about 30 minutes on a 2-core machine):
+# Everything bench/RESULTS.md reports, in one go (about 40 minutes on a 2-core machine):
 # training (bench/run.sh: flatune against transformers' LlamaForCausalLM in a plain loop with
 # torch.optim.AdamW and two-pass SAM) at 1M, 10M and 50M parameters, sequence 256 and 1024, fp32
 # and bf16, AdamW, SAM, ASAM, LookSAM and sam-subset, full and LoRA; the same shapes under
