@@ -264,22 +264,24 @@ TEST(Model, KvCacheDecodingMatchesFullForward) {
     EXPECT_LE((logits.squeeze(1) - full.select(1, t)).abs().max().item<double>(), 1e-5) << "step " << t;
   }
   EXPECT_EQ(cache.length(), 9);
-  // A cache shared by several continuations (index_select) gives each its full-forward logits.
+  // Continuations packed into one row after a cached context (a segment id each, positions
+  // restarting after the context) each get their full-forward logits.
   KVCache ctx;
   ForwardInput c1;
   c1.input_ids = ids.narrow(0, 0, 1).narrow(1, 0, 5);
   c1.cache = &ctx;
   m->forward(c1);
-  KVCache shared = ctx.index_select(torch::zeros({2}, torch::kLong));
   auto conts = torch::stack({longs({4, 7}), longs({11, 12})});
   ForwardInput c2;
-  c2.input_ids = conts;
-  c2.cache = &shared;
-  auto cl = m->forward(c2);
+  c2.input_ids = conts.reshape({1, 4});
+  c2.position_ids = longs({5, 6, 5, 6}).unsqueeze(0);
+  c2.segment_ids = longs({0, 0, 1, 1}).unsqueeze(0);
+  c2.cache = &ctx;
+  auto cl = m->forward(c2)[0];
   for (int64_t b = 0; b < 2; ++b) {
     auto seq = torch::cat({ids[0].narrow(0, 0, 5), conts[b]}).unsqueeze(0);
     auto ref = forward_logits(m, seq).narrow(1, 5, 2);
-    EXPECT_LE((cl[b] - ref[0]).abs().max().item<double>(), 1e-5);
+    EXPECT_LE((cl.narrow(0, 2 * b, 2) - ref[0]).abs().max().item<double>(), 1e-5);
   }
 }
 

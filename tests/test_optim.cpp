@@ -198,6 +198,10 @@ TEST(Optim, ClippingMatchesHandComputation) {
   EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 * scale, 1e-15);
   EXPECT_NEAR(clip_grad_norm({a, b}, 10.0).item<double>(), 5.0 * scale, 1e-12);  // below the limit: unchanged
   EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 * scale, 1e-15);
+  // Parameters without gradients (none reached them yet): norm 0, nothing to scale.
+  auto c = torch::zeros({3}, torch::kDouble).requires_grad_(true);
+  EXPECT_EQ(clip_grad_norm({c}, 1.0).item<double>(), 0.0);
+  EXPECT_FALSE(c.grad().defined());
 }
 
 TEST(Optim, SchedulesMatchHandValues) {

@@ -10,15 +10,6 @@ namespace flatune {
 
 namespace F = torch::nn::functional;
 
-KVCache KVCache::index_select(const torch::Tensor& index) const {
-  KVCache out;
-  for (size_t i = 0; i < k.size(); ++i) {
-    out.k.push_back(k[i].index_select(0, index));
-    out.v.push_back(v[i].index_select(0, index));
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------- Projection (+ LoRA)
 
 ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool with_bias) {

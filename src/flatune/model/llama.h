@@ -20,9 +20,6 @@ struct KVCache {
   std::vector<torch::Tensor> k, v;
   int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
   int64_t batch() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(0); }
-  // A cache whose batch row i is row index[i] of this one (shares nothing; for scoring several
-  // continuations of one context, or reordering beams).
-  KVCache index_select(const torch::Tensor& index) const;
 };
 
 struct ForwardInput {

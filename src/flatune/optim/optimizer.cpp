@@ -71,9 +71,9 @@ double learning_rate_at(const Schedule& s, double base_lr, int64_t step) {
 torch::Tensor sum_of_squares(const std::vector<torch::Tensor>& tensors, const torch::Device& device) {
   // Each tensor's norm in its own dtype, as torch.nn.utils.clip_grad_norm_ takes them (one
   // multi-tensor kernel on CUDA; on the CPU no float64 copy of the model), then summed in float64.
-  std::vector<torch::Tensor> parts;
+  if (tensors.empty()) return torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  std::vector<torch::Tensor> parts;  // _foreach_norm refuses an empty list, hence the return above
   for (const auto& n : at::_foreach_norm(tensors, 2)) parts.push_back(n.to(torch::kDouble));
-  if (parts.empty()) return torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
   return torch::stack(parts).square().sum();
 }
 
