@@ -376,6 +376,27 @@ TEST(Data, PaddingAndPackingLayOutPositionsAndSegments) {
   EXPECT_THROW(collate_packed({&c}, 3, 0), Error);
 }
 
+TEST(Data, PackingBalancesRowsToLeaveLittlePadding) {
+  // 6 + 1 + 1 + 1 + 1 tokens into rows of 8: first fit in order would give rows of 8 and 2 (the
+  // second padded by 6); two rows of 6 and 4 need only 2 pads.
+  Example big{{1, 2, 3, 4, 5, 6}, {-100, 2, 3, 4, 5, 6}};
+  std::vector<Example> small;
+  for (int64_t i = 0; i < 4; ++i) small.push_back({{10 + i}, {-100}});
+  Batch k = collate_packed({&big, &small[0], &small[1], &small[2], &small[3]}, 8, 0);
+  EXPECT_TRUE(
+      torch::equal(k.input_ids, torch::tensor({1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 0, 0}, torch::kLong).view({2, 6})));
+  EXPECT_TRUE(
+      torch::equal(k.segment_ids, torch::tensor({0, 0, 0, 0, 0, 0, 0, 1, 2, 3, -1, -1}, torch::kLong).view({2, 6})));
+  EXPECT_EQ(k.tokens, 10);
+  // No two of these fit in a row of 4: one row each, none padded.
+  Example four{{1, 1, 1, 1}, {-100, 1, 1, 1}}, three{{2, 2, 2}, {-100, 2, 2}};
+  Batch m = collate_packed({&four, &three, &four, &three}, 4, 0);
+  EXPECT_EQ(m.input_ids.size(0), 4);
+  EXPECT_EQ(m.input_ids.size(1), 4);
+  EXPECT_EQ(m.tokens, 14);
+  EXPECT_THROW(collate_packed({}, 4, 0), Error);
+}
+
 TEST(Data, LengthGroupingSortsWithinGroupsAndStaysSeeded) {
   std::vector<int64_t> lengths = {5, 9, 1, 7, 3, 8, 2, 6, 4, 10};
   DataOrder plain(10, 3), grouped(10, 3);

@@ -351,7 +351,13 @@ TEST(Attention, SdpaEqualsEagerValuesAndGradients) {
   auto padding = torch::ones({3, 11}, torch::kLong);
   padding[1].narrow(0, 0, 4).zero_();   // left padding
   padding[2].narrow(0, 0, 10).zero_();  // a row with one real token
-  auto segments = torch::tensor({0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2}, torch::kLong).unsqueeze(0).expand({3, 11});
+  // Packed rows as collate_packed lays them out (contiguous runs, padding as segment -1), which
+  // sdpa attends span by span, and rows whose ids come back, which need the mask.
+  auto segments = torch::tensor({0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2,  //
+                                 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+                                torch::kLong)
+                      .view({3, 11});
+  auto returning = torch::tensor({0, 0, 1, 1, 0, 0, 2, 2, 1, 1, 1}, torch::kLong).unsqueeze(0).expand({3, 11});
   struct Case {
     std::string name;
     std::function<ForwardInput()> input;
@@ -375,6 +381,13 @@ TEST(Attention, SdpaEqualsEagerValuesAndGradients) {
          ForwardInput in;
          in.input_ids = ids;
          in.segment_ids = segments;
+         return in;
+       }},
+      {"segments that come back",
+       [&] {
+         ForwardInput in;
+         in.input_ids = ids;
+         in.segment_ids = returning;
          return in;
        }},
   };
@@ -530,13 +543,16 @@ TEST(Model, ActivationCheckpointingGivesThePlainGradients) {
   auto ids = torch::randint(0, c.vocab_size, {3, 9}, at::make_generator<at::CPUGeneratorImpl>(6), torch::kLong);
   auto padding = torch::ones({3, 9}, torch::kLong);
   padding[1].narrow(0, 0, 3).zero_();
-  auto run = [&](LlamaForCausalLM& m, bool checkpoint, bool bf16) {
+  // Packed rows too: sdpa attends their spans one by one, and the recomputed layer must as well.
+  auto segments = torch::tensor({0, 0, 0, 1, 1, 1, 1, 1, -1}, torch::kLong).unsqueeze(0).expand({3, 9});
+  auto run = [&](LlamaForCausalLM& m, bool checkpoint, bool bf16, bool packed = false) {
     m->set_checkpoint_activations(checkpoint);
     m->zero_grad();
     torch::manual_seed(99);  // LoRA dropout's draws
     ForwardInput in;
     in.input_ids = ids;
-    in.attention_mask = padding;
+    if (packed) in.segment_ids = segments;
+    else in.attention_mask = padding;
     torch::Tensor loss;
     {
       compat::Bf16Autocast autocast(bf16, dev.type());
@@ -560,6 +576,7 @@ TEST(Model, ActivationCheckpointingGivesThePlainGradients) {
   for (AttentionKernel k : {AttentionKernel::eager, AttentionKernel::sdpa}) {
     AttentionKernelScope scope(*m, k);
     expect_equal(run(m, false, false), run(m, true, false), 1e-12, "float64");
+    expect_equal(run(m, false, false, true), run(m, true, false, true), 1e-12, "float64, packed");
   }
   LoraOptions lo;
   lo.rank = 2;

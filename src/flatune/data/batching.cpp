@@ -40,20 +40,64 @@ Batch collate(const std::vector<const Example*>& examples, int64_t pad_id) {
   return b;
 }
 
-Batch collate_packed(const std::vector<const Example*>& examples, int64_t max_length, int64_t pad_id) {
-  std::vector<std::vector<const Example*>> rows;
-  std::vector<int64_t> used;
-  for (auto* e : examples) {
-    int64_t len = static_cast<int64_t>(e->ids.size());
-    if (len > max_length) fail("packing", "an example is longer than --max-length");
-    size_t r = 0;
-    while (r < rows.size() && used[r] + len > max_length) ++r;
-    if (r == rows.size()) {
-      rows.emplace_back();
-      used.push_back(0);
+namespace {
+
+// Which examples go into which row: as few rows of at most max_length tokens as the tokens need
+// (one more at a time while the examples do not divide that way), filled longest example first
+// into the emptiest row, so the rows come out about equally long and padding them to the longest
+// is small (first fit in order can leave one full row beside a nearly empty one, which then pads
+// to the full row's length). Within a row the examples keep their batch order, and rows are in
+// the order of their first example.
+std::vector<std::vector<const Example*>> assign_rows(const std::vector<const Example*>& examples, int64_t max_length) {
+  const size_t n = examples.size();
+  std::vector<int64_t> length(n);
+  int64_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    length[i] = static_cast<int64_t>(examples[i]->ids.size());
+    if (length[i] > max_length) fail("packing", "an example is longer than --max-length");
+    total += length[i];
+  }
+  std::vector<size_t> longest_first(n);
+  for (size_t i = 0; i < n; ++i) longest_first[i] = i;
+  std::stable_sort(longest_first.begin(), longest_first.end(),
+                   [&](size_t a, size_t b) { return length[a] > length[b]; });
+  // One example per row always fits, so this ends by rows == n.
+  for (size_t rows = std::max<size_t>(1, static_cast<size_t>((total + max_length - 1) / max_length));; ++rows) {
+    std::vector<int64_t> used(rows, 0);
+    std::vector<std::vector<size_t>> members(rows);
+    bool fits = true;
+    for (size_t i : longest_first) {
+      const size_t r = static_cast<size_t>(std::min_element(used.begin(), used.end()) - used.begin());
+      if (used[r] + length[i] > max_length) {
+        fits = false;
+        break;
+      }
+      used[r] += length[i];
+      members[r].push_back(i);
     }
-    rows[r].push_back(e);
-    used[r] += len;
+    if (!fits) continue;
+    for (auto& m : members) std::sort(m.begin(), m.end());
+    members.erase(std::remove_if(members.begin(), members.end(), [](const auto& m) { return m.empty(); }),
+                  members.end());
+    std::sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.front() < b.front(); });
+    std::vector<std::vector<const Example*>> out;
+    for (const auto& m : members) {
+      out.emplace_back();
+      for (size_t i : m) out.back().push_back(examples[i]);
+    }
+    return out;
+  }
+}
+
+}  // namespace
+
+Batch collate_packed(const std::vector<const Example*>& examples, int64_t max_length, int64_t pad_id) {
+  if (examples.empty()) fail("packing", "no examples to pack");
+  const std::vector<std::vector<const Example*>> rows = assign_rows(examples, max_length);
+  std::vector<int64_t> used;
+  for (const auto& row : rows) {
+    used.push_back(0);
+    for (auto* e : row) used.back() += static_cast<int64_t>(e->ids.size());
   }
   const int64_t B = static_cast<int64_t>(rows.size());
   const int64_t T = *std::max_element(used.begin(), used.end());

@@ -24,9 +24,10 @@ struct Batch {
 // Right padding to the longest example.
 Batch collate(const std::vector<const Example*>& examples, int64_t pad_id);
 
-// Examples placed one after another into rows of at most max_length tokens (first fit, in
-// order); attention stays within each example and positions restart, so a packed row's loss
-// is the sum of its examples' losses.
+// Examples placed one after another into rows of at most max_length tokens, as few rows as fit
+// them and about equally long (longest example first into the emptiest row), so little padding
+// is left; attention stays within each example and positions restart, so a packed row's loss is
+// the sum of its examples' losses.
 Batch collate_packed(const std::vector<const Example*>& examples, int64_t max_length, int64_t pad_id);
 
 // Epoch-wise seeded permutations of n examples; `take` continues across epochs.

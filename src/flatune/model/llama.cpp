@@ -1,6 +1,8 @@
 #include "flatune/model/llama.h"
 
 #include <cmath>
+#include <set>
+#include <vector>
 
 #include "flatune/core/compat.h"
 #include "flatune/core/error.h"
@@ -95,6 +97,41 @@ torch::Tensor repeat_kv(const torch::Tensor& x, int64_t groups) {
   return x.unsqueeze(2).expand({s[0], s[1], groups, s[2], s[3]}).reshape({s[0], s[1] * groups, s[2], s[3]});
 }
 
+// How every layer's attention decides which keys a query sees, worked out once per forward.
+struct AttentionPlan {
+  AttentionKernel kernel = AttentionKernel::sdpa;
+  // Additive; eager: [B·heads, T, S] or [1, T, S]; sdpa: [B or 1, 1, T, S]. Undefined when
+  // `causal` or `spans` says it all, or when every query sees every key (one token after a cache).
+  torch::Tensor mask;
+  bool causal = false;  // sdpa's is_causal: each query sees the keys up to itself
+  // sdpa on packed rows whose segments are contiguous runs: [n, 3] int64 on the CPU (row, start,
+  // length), each span attended causally on its own. A dense mask over a packed row costs T² per
+  // head however short its examples; this costs the sum of their squares and keeps the fused
+  // kernel's is_causal path.
+  torch::Tensor spans;
+};
+
+// The spans of packed rows (see AttentionPlan), or undefined when some segment id comes back
+// after another one in its row (the mask handles that: equal ids attend each other wherever
+// they are).
+torch::Tensor contiguous_segment_spans(const torch::Tensor& segment_ids) {
+  const torch::Tensor seg = segment_ids.to(torch::kCPU, torch::kLong).contiguous();
+  auto a = seg.accessor<int64_t, 2>();
+  std::vector<int64_t> flat;
+  for (int64_t r = 0; r < seg.size(0); ++r) {
+    std::set<int64_t> seen;
+    for (int64_t t = 0; t < seg.size(1);) {
+      const int64_t id = a[r][t];
+      if (!seen.insert(id).second) return {};
+      int64_t end = t + 1;
+      while (end < seg.size(1) && a[r][end] == id) ++end;
+      flat.insert(flat.end(), {r, t, end - t});
+      t = end;
+    }
+  }
+  return torch::tensor(flat, torch::kLong).view({-1, 3});
+}
+
 // RoPE inverse frequencies with the config's scaling, in float64.
 torch::Tensor rope_inv_freq(const LlamaConfig& c) {
   const int64_t dim = c.head_dim;
@@ -133,12 +170,9 @@ struct AttentionImpl : torch::nn::Module {
     o_proj = register_module("o_proj", Projection(heads * head_dim, c.hidden_size, c.attention_bias));
   }
 
-  // x [B,T,H]; cos/sin [B,1,T,D]. eager: mask additive, [B·heads, T, S] or [1, T, S]. sdpa: mask
-  // additive [B or 1, 1, T, S], or undefined when every query sees every cached key and the new
-  // keys up to itself (`causal`) or all of them.
+  // x [B,T,H]; cos/sin [B,1,T,D].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, bool causal, AttentionKernel kernel, torch::Tensor* cache_k,
-                        torch::Tensor* cache_v) {
+                        const AttentionPlan& plan, torch::Tensor* cache_k, torch::Tensor* cache_v) {
     const int64_t B = x.size(0), T = x.size(1);
     auto q = q_proj(x).view({B, T, heads, head_dim}).transpose(1, 2);
     auto k = k_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
@@ -155,20 +189,34 @@ struct AttentionImpl : torch::nn::Module {
     }
     const int64_t groups = heads / kv_heads, S = k.size(2);
     torch::Tensor out;
-    if (kernel == AttentionKernel::sdpa) {
+    if (plan.kernel == AttentionKernel::sdpa && plan.spans.defined()) {
       // The keys and values are expanded to every query head here rather than with enable_gqa,
       // which libtorch's CPU flash kernel does not take (it falls back to the math path).
-      torch::Tensor m = mask;
+      const torch::Tensor kr = repeat_kv(k, groups), vr = repeat_kv(v, groups);
+      auto span = plan.spans.accessor<int64_t, 2>();
+      std::vector<std::vector<torch::Tensor>> rows(static_cast<size_t>(B));
+      for (int64_t i = 0; i < span.size(0); ++i) {
+        const int64_t r = span[i][0], start = span[i][1], len = span[i][2];
+        auto part = [&](const torch::Tensor& t) { return t.narrow(0, r, 1).narrow(2, start, len); };
+        rows[static_cast<size_t>(r)].push_back(
+            at::scaled_dot_product_attention(part(q), part(kr), part(vr), c10::nullopt, 0.0, /*is_causal=*/true));
+      }
+      std::vector<torch::Tensor> joined;
+      for (auto& pieces : rows) joined.push_back(pieces.size() == 1 ? pieces[0] : torch::cat(pieces, 2));
+      out = B == 1 ? joined[0] : torch::cat(joined, 0);
+    } else if (plan.kernel == AttentionKernel::sdpa) {
+      torch::Tensor m = plan.mask;
       if (m.defined() && m.scalar_type() != q.scalar_type())  // autocast made q bf16
         m = torch::zeros({}, q.options()).masked_fill(m < 0, lowest_value(q.scalar_type()));
       out = at::scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups),
-                                             m.defined() ? c10::optional<torch::Tensor>(m) : c10::nullopt, 0.0, causal);
+                                             m.defined() ? c10::optional<torch::Tensor>(m) : c10::nullopt, 0.0,
+                                             plan.causal);
     } else {
       auto kr = repeat_kv(k, groups).reshape({B * heads, S, head_dim});
       auto vr = repeat_kv(v, groups).reshape({B * heads, S, head_dim});
       // One GEMM that also scales and adds the mask: the [B·H, T, S] scores are written once
       // instead of three times (matmul, divide, add), and backward has two fewer passes over them.
-      auto scores = torch::baddbmm(mask, q.reshape({B * heads, T, head_dim}), kr.transpose(1, 2), 1.0,
+      auto scores = torch::baddbmm(plan.mask, q.reshape({B * heads, T, head_dim}), kr.transpose(1, 2), 1.0,
                                    1.0 / std::sqrt(static_cast<double>(head_dim)));
       auto probs = scores.softmax(-1, scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat)
                        .to(q.scalar_type());
@@ -201,9 +249,9 @@ struct LlamaForCausalLMImpl::Layer : torch::nn::Module {
     weight_holder(*this, "input_layernorm", torch::ones({c.hidden_size}), &input_norm);
     weight_holder(*this, "post_attention_layernorm", torch::ones({c.hidden_size}), &post_norm);
   }
-  torch::Tensor forward(torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask,
-                        bool causal, AttentionKernel kernel, torch::Tensor* ck, torch::Tensor* cv) {
-    h = h + self_attn->forward(rms_norm(h, input_norm, eps), cos, sin, mask, causal, kernel, ck, cv);
+  torch::Tensor forward(torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin, const AttentionPlan& plan,
+                        torch::Tensor* ck, torch::Tensor* cv) {
+    h = h + self_attn->forward(rms_norm(h, input_norm, eps), cos, sin, plan, ck, cv);
     return h + mlp->forward(rms_norm(h, post_norm, eps));
   }
 };
@@ -223,23 +271,25 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
   // input of a custom function).
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                LlamaForCausalLMImpl::Layer* layer, const torch::Tensor* cos_ptr,
-                               const torch::Tensor* sin_ptr, const torch::Tensor* mask_ptr, bool causal,
-                               AttentionKernel kernel) {
-    const torch::Tensor &cos = *cos_ptr, &sin = *sin_ptr, &mask = *mask_ptr;
+                               const torch::Tensor* sin_ptr, const AttentionPlan* plan_ptr) {
+    const torch::Tensor &cos = *cos_ptr, &sin = *sin_ptr;
+    const AttentionPlan& plan = *plan_ptr;
     ctx->save_for_backward({x});
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
-    ctx->saved_data["has_mask"] = mask.defined();
-    if (mask.defined()) ctx->saved_data["mask"] = mask;
-    ctx->saved_data["causal"] = causal;
-    ctx->saved_data["kernel"] = static_cast<int64_t>(kernel);
+    ctx->saved_data["has_mask"] = plan.mask.defined();
+    if (plan.mask.defined()) ctx->saved_data["mask"] = plan.mask;
+    ctx->saved_data["has_spans"] = plan.spans.defined();
+    if (plan.spans.defined()) ctx->saved_data["spans"] = plan.spans;
+    ctx->saved_data["causal"] = plan.causal;
+    ctx->saved_data["kernel"] = static_cast<int64_t>(plan.kernel);
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
     // The generator and autocast state of the device the layer runs on (LoRA dropout draws
     // from the GPU's generator there, and CUDA autocast is separate from the CPU's).
     ctx->saved_data["rng"] = compat::default_generator(x.device()).get_state();
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
     torch::NoGradGuard no_grad;
-    return layer->forward(x, cos, sin, mask, causal, kernel, nullptr, nullptr);
+    return layer->forward(x, cos, sin, plan, nullptr, nullptr);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -248,7 +298,11 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     // NOLINTNEXTLINE(performance-no-int-to-ptr)
     auto* layer = reinterpret_cast<LlamaForCausalLMImpl::Layer*>(ctx->saved_data["layer"].toInt());
     torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
-    torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? ctx->saved_data["mask"].toTensor() : torch::Tensor();
+    AttentionPlan plan;
+    plan.kernel = static_cast<AttentionKernel>(ctx->saved_data["kernel"].toInt());
+    plan.causal = ctx->saved_data["causal"].toBool();
+    if (ctx->saved_data["has_mask"].toBool()) plan.mask = ctx->saved_data["mask"].toTensor();
+    if (ctx->saved_data["has_spans"].toBool()) plan.spans = ctx->saved_data["spans"].toTensor();
     at::Generator gen = compat::default_generator(x.device());
     const torch::Tensor rng_now = gen.get_state();
     gen.set_state(ctx->saved_data["rng"].toTensor());
@@ -256,14 +310,12 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     {
       torch::AutoGradMode grad(true);
       compat::Bf16Autocast autocast(ctx->saved_data["autocast"].toBool(), x.device().type());
-      out = layer->forward(x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), mask,
-                           ctx->saved_data["causal"].toBool(),
-                           static_cast<AttentionKernel>(ctx->saved_data["kernel"].toInt()), nullptr, nullptr);
+      out = layer->forward(x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), plan, nullptr,
+                           nullptr);
     }
     gen.set_state(rng_now);
     torch::autograd::backward({out}, {grad_out[0]});
-    return {x.grad(),        torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -339,11 +391,14 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
 
   // With neither padding nor packing, the fused kernel needs no mask: a query sees every key up to
   // itself (no cache: is_causal), or all keys (one new token after a cache).
+  AttentionPlan plan;
+  plan.kernel = attention_;
   const bool plain = !attention_mask.defined() && !segment_ids.defined();
   const bool sdpa = attention_ == AttentionKernel::sdpa;
-  const bool causal = sdpa && plain && past == 0 && T > 1;
-  torch::Tensor mask;
-  if (!sdpa || !(plain && (past == 0 || T == 1))) {
+  plan.causal = sdpa && plain && past == 0 && T > 1;
+  if (sdpa && segment_ids.defined() && !attention_mask.defined() && past == 0)
+    plan.spans = contiguous_segment_spans(segment_ids);
+  if (!sdpa || (!(plain && (past == 0 || T == 1)) && !plan.spans.defined())) {
     // allowed[b, i, j]: query i (absolute position past+i) may attend key j.
     auto kpos = torch::arange(S, torch::TensorOptions().dtype(torch::kLong).device(dev));
     auto qpos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kLong).device(dev));
@@ -361,7 +416,7 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
     }
     // Additive mask with the dtype's lowest value, as transformers uses: fully masked rows (left
     // padding) stay finite instead of becoming NaN.
-    mask = torch::zeros({}, x.options()).masked_fill(~allowed, lowest_value(dtype));  // [1 or B, T, S]
+    torch::Tensor mask = torch::zeros({}, x.options()).masked_fill(~allowed, lowest_value(dtype));  // [1 or B, T, S]
     if (sdpa) {
       mask = mask.unsqueeze(1);  // [1 or B, 1, T, S], broadcast over heads
     } else if (mask.size(0) > 1) {
@@ -369,6 +424,7 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
       const int64_t heads = config_.num_attention_heads;
       mask = mask.unsqueeze(1).expand({B, heads, T, S}).reshape({B * heads, T, S});
     }
+    plan.mask = mask;
   }
 
   if (in.cache && in.cache->k.empty()) {
@@ -382,10 +438,9 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
   if (checkpointing && !x.requires_grad()) x = x.detach().requires_grad_(true);
   for (size_t i = 0; i < layers_.size(); ++i) {
     auto* layer = static_cast<Layer*>(layers_[i].get());
-    if (checkpointing) x = CheckpointedLayer::apply(x, layer, &cos, &sin, &mask, causal, attention_);
+    if (checkpointing) x = CheckpointedLayer::apply(x, layer, &cos, &sin, &plan);
     else
-      x = layer->forward(x, cos, sin, mask, causal, attention_, in.cache ? &in.cache->k[i] : nullptr,
-                         in.cache ? &in.cache->v[i] : nullptr);
+      x = layer->forward(x, cos, sin, plan, in.cache ? &in.cache->k[i] : nullptr, in.cache ? &in.cache->v[i] : nullptr);
   }
   return rms_norm(x, norm_weight_, config_.rms_norm_eps);
 }
