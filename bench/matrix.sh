@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Everything bench/RESULTS.md reports, in one go (about 40 minutes on a 2-core machine):
+# Everything bench/RESULTS.md reports, in one go (about 90 minutes on a 2-core machine):
 # training (bench/run.sh: flatune against transformers' LlamaForCausalLM in a plain loop with
 # torch.optim.AdamW and two-pass SAM) at 1M, 10M and 50M parameters, sequence 256 and 1024, fp32
 # and bf16, AdamW, SAM, ASAM, LookSAM and sam-subset, full and LoRA; the same shapes under
 # transformers.Trainer (bench/peers/hf_trainer.py, AdamW and SAM); torchtune's
 # full_finetune_single_device recipe against flatune at the recipe's vocabulary
-# (bench/peers/torchtune_recipe.py); multiple-choice evaluation against lm-evaluation-harness's
-# hf model (bench/peers/lm_eval_mc.py) and flatune's own shared-context vs one-forward-per-choice
-# (bench eval); tokenizer MB/s for each kind in ../shared/testdata.
+# (bench/peers/torchtune_recipe.py); instruction tuning on variable-length data, `flatune train`
+# against transformers.Trainer padded, grouped by length and flattened (bench/sft.py);
+# multiple-choice evaluation against lm-evaluation-harness's hf model (bench/peers/lm_eval_mc.py)
+# and flatune's own shared-context vs one-forward-per-choice (bench eval); tokenizer MB/s for each
+# kind in ../shared/testdata.
 #   bash bench/matrix.sh [OUT_DIR]      (default bench/results/matrix-<UTC time>)
 # Writes one JSON per part into OUT_DIR and OUT_DIR/summary.json, which gathers them. The peers
 # run with the project venv's python (.venv/bin/python: torch 2.13, transformers, lm_eval;
@@ -62,6 +64,16 @@ torchtune() {  # name, run.sh-style shape, [--bf16]: the recipe, then flatune at
 torchtune 10m-256
 torchtune 10m-256-bf16 --bf16
 
+sft() {  # name, bench/sft.py options: instruction tuning on variable-length data, flatune train against Trainer
+  local name=$1; shift
+  echo "=== instruction tuning $name: $*"
+  "$PY" bench/sft.py "$@" --json "$out/sft-$name.json" | tee "$out/sft-$name.txt"
+}
+sft 1m --shape 1m --rounds 2
+sft 10m --shape 10m --rounds 2
+sft 10m-bf16 --shape 10m --bf16 --rounds 2
+sft 50m --shape 50m --examples 96 --rounds 1
+
 echo "=== eval: lm-evaluation-harness hf against flatune eval (same items, same scores)"
 "$PY" bench/peers/lm_eval_mc.py --items 200 --json "$out/lm-eval.json" | tee "$out/lm-eval.txt"
 
@@ -82,7 +94,7 @@ done
 .venv/bin/python - "$out" <<'PYEOF'
 import glob, json, os, sys
 out = sys.argv[1]
-summary = {"train": {}, "trainer": {}, "torchtune": {}, "lm_eval": json.load(open(f"{out}/lm-eval.json")),
+summary = {"train": {}, "trainer": {}, "torchtune": {}, "sft": {}, "lm_eval": json.load(open(f"{out}/lm-eval.json")),
            "eval": open(f"{out}/eval.txt").read(), "tokenize": open(f"{out}/tokenize.txt").read()}
 # Self time per op from the Chrome trace (children's time taken off their parent, per thread).
 trace = json.load(open(f"{out}/profile-10m.adamw.json"))
@@ -100,7 +112,7 @@ for tid in {e.get("tid") for e in events}:
         stack.append(e)
 total = sum(self_time.values())
 summary["profile"] = sorted(((k, v / total) for k, v in self_time.items()), key=lambda kv: -kv[1])[:20]
-for part in ("train", "trainer", "torchtune"):
+for part in ("train", "trainer", "torchtune", "sft"):
     for f in sorted(glob.glob(f"{out}/{part}-*.json")):
         summary[part][os.path.basename(f)[len(part) + 1:-5]] = json.load(open(f))
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=1)
