@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything bench/RESULTS.md reports, in one go (about 90 minutes on a 2-core machine):
+# Everything bench/RESULTS.md reports, in one go (about 100 minutes on a 2-core machine):
 # training (bench/run.sh: flatune against transformers' LlamaForCausalLM in a plain loop with
 # torch.optim.AdamW and two-pass SAM) at 1M, 10M and 50M parameters, sequence 256 and 1024, fp32
 # and bf16, AdamW, SAM, ASAM, LookSAM and sam-subset, full and LoRA; the same shapes under
@@ -72,7 +72,7 @@ sft() {  # name, bench/sft.py options: instruction tuning on variable-length dat
 sft 1m --shape 1m --rounds 2
 sft 10m --shape 10m --rounds 2
 sft 10m-bf16 --shape 10m --bf16 --rounds 2
-sft 50m --shape 50m --examples 96 --rounds 1
+sft 50m --shape 50m --examples 96 --rounds 2
 
 echo "=== eval: lm-evaluation-harness hf against flatune eval (same items, same scores)"
 "$PY" bench/peers/lm_eval_mc.py --items 200 --json "$out/lm-eval.json" | tee "$out/lm-eval.txt"

@@ -67,6 +67,9 @@ def sft_section(w, sft):
         w(f"### The {t['shape'].upper()} shape's layers (hidden {t['hidden']}, {t['layers']} layers) at vocabulary "
           f"{t['vocab']:,}: {t['parameters'] / 1e6:.1f}M parameters; {t['examples']} examples, "
           f"{'bf16 autocast' if t['bf16'] else 'fp32'}; best of {t['rounds']} round{'s' if t['rounds'] > 1 else ''}\n")
+        counts = sorted({int(r["epoch_tokens"]) for r in t["runs"]})
+        w(f"Tokens in the epoch: {counts[0]:,} in every run of both programs.\n" if len(counts) == 1 else
+          "Tokens in the epoch differ between runs: " + ", ".join(f"{c:,}" for c in counts) + ".\n")
         w("| variant | flatune pack tok/s | flatune pad tok/s | " + " | ".join(f"hf {m} tok/s" for m in modes)
           + " | flatune pack / fastest peer |")
         w("|---" * (4 + len(modes)) + "|")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Supervised fine-tuning on variable-length instruction data: transformers.Trainer as users run
-it, against which bench/sft.sh times `flatune train` (issue 21).
+it, against which bench/sft.py times `flatune train` (issue 21).
 
 The fixed-length benchmarks (bench/run.sh) give every program rows with no padding and a loss on
 every token, where all of them run the same kernels. Instruction tuning is not like that: examples
@@ -12,7 +12,7 @@ runs transformers' side of it.
                    so lengths are set in tokens). Lengths are log-normal, chosen to resemble
                    Stanford Alpaca: instruction median 12 tokens, an input in 40% of the examples
                    (median 15), response median 45 with a long tail (sigma 0.9); with the Alpaca
-                   prompt about 135 tokens an example, about half of them prompt. At most 1,000
+                   prompt about 135 tokens an example, about half of them prompt. Under 1,024
                    tokens an example.
   DIR/model/       a fresh LlamaForCausalLM (the shape flags, vocabulary of the tokenizer, seed 0)
                    saved by transformers, with the tokenizer (shared/testdata's spm-bpe-32k, a
