@@ -23,6 +23,7 @@ Run: .venv/bin/python bench/sft.py [--shape 10m] [--rounds 2] [--variants adamw 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ SHAPES = {  # hidden layers heads ffn: bench/run.sh's shapes, with the tokenizer
 
 def flatune_run(a, data, variant, pack):
     out = os.path.join(data, "run")
-    subprocess.run(["rm", "-rf", out], check=True)
+    shutil.rmtree(out, ignore_errors=True)
     cmd = [os.path.join(ROOT, "build", "flatune"), "train", "--model", os.path.join(data, "model"), "--data",
            os.path.join(data, "train.jsonl"), "--format", "alpaca", "--template", "alpaca", "--max-length",
            str(a.max_length), "--batch-size", str(a.batch), "--epochs", "1", "--lr", "1e-4", "--schedule", "constant",

@@ -44,6 +44,8 @@ for _k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "WANDB_DISABLED"):
     os.environ.setdefault(_k, "1")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_args import add_shape_args  # noqa: E402
 TOKENIZER = os.path.join(HERE, "..", "..", "..", "shared", "testdata", "tokenizers", "spm-bpe-32k")
 
 # The Stanford Alpaca prompts, as flatune's `--template alpaca` renders them.
@@ -108,7 +110,6 @@ def run(a):
     from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback,
                               TrainingArguments)
     from transformers.utils import logging as hf_logging
-    sys.path.insert(0, HERE)
     from hf_trainer import SamTrainer
 
     hf_logging.set_verbosity_error()
@@ -126,11 +127,16 @@ def run(a):
                                                               dtype=torch.float32).train()
 
     class Clock(TrainerCallback):
-        """Wall time and real tokens of the steps after the first (warm-up) one."""
+        """Wall time and real tokens of the steps after the first (warm-up) one; Timed starts it and
+        counts the tokens, each step's end moves its end."""
 
         def __init__(self):
             self.start = self.end = None
             self.tokens = self.padded = self.all_tokens = 0
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.start is not None:
+                self.end = time.perf_counter()
 
     clock = Clock()
 
@@ -155,11 +161,6 @@ def run(a):
                 clock.padded += total
             return loss
 
-    class End(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if clock.start is not None:
-                clock.end = time.perf_counter()
-
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, use_cpu=True, per_device_train_batch_size=a.batch, num_train_epochs=1,
@@ -168,7 +169,7 @@ def run(a):
             report_to=[], dataloader_num_workers=0, disable_tqdm=True, seed=0,
             train_sampling_strategy="group_by_length" if a.mode == "group" else "random",
             remove_unused_columns=False)
-        trainer = Timed(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[End()])
+        trainer = Timed(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[clock])
         trainer.train()
         steps = trainer.state.global_step
     seconds = clock.end - clock.start
@@ -191,10 +192,7 @@ def main():
     p.add_argument("--variant", choices=["adamw", "sam"], default="adamw")
     p.add_argument("--examples", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--ffn", type=int, default=688)
+    add_shape_args(p, vocab=False, seq=False)  # the vocabulary is the tokenizer's; lengths are the data's
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--threads", type=int, default=0)

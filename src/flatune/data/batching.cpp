@@ -77,6 +77,7 @@ std::vector<std::vector<const Example*>> assign_rows(const std::vector<const Exa
     }
     if (!fits) continue;
     for (auto& m : members) std::sort(m.begin(), m.end());
+    // Every row holds an example unless some example has no tokens (the emptiest row then stays empty).
     members.erase(std::remove_if(members.begin(), members.end(), [](const auto& m) { return m.empty(); }),
                   members.end());
     std::sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.front() < b.front(); });
