@@ -184,6 +184,34 @@ TEST(FusedLoss, GradientMatchesFiniteDifferences) {
   }
 }
 
+// Under bf16 autocast the head's products run in bf16 while the gradients land in the fp32
+// inputs' dtype, close to the float64 gradient of the bf16-rounded inputs, over several chunks
+// (the weight gradient summed over them in fp32).
+TEST(FusedLoss, UnderAutocastGradientsAreFp32AndCloseToTheBf16RoundedInputs) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto h = torch::randn({40, 32}, gen, torch::kFloat).requires_grad_(true);
+  auto w = (torch::randn({300, 32}, gen, torch::kFloat) * 0.3).requires_grad_(true);
+  auto y = torch::randint(0, 300, {40}, gen, torch::kLong);
+  FusedLossOptions o;
+  o.chunk_rows = 16;  // 3 chunks, the last ragged
+  torch::Tensor loss;
+  {
+    compat::Bf16Autocast autocast(true, torch::kCPU);
+    loss = linear_cross_entropy_sum(h, w, y, nullptr, o);
+  }
+  loss.backward();
+  ASSERT_EQ(h.grad().scalar_type(), torch::kFloat);
+  ASSERT_EQ(w.grad().scalar_type(), torch::kFloat);
+  auto h64 = h.detach().to(torch::kBFloat16).to(torch::kDouble).requires_grad_(true);
+  auto w64 = w.detach().to(torch::kBFloat16).to(torch::kDouble).requires_grad_(true);
+  auto z = torch::mm(h64, w64.t());
+  (z.logsumexp(1) - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum().backward();
+  for (auto [got, want] : {std::pair{h.grad(), h64.grad()}, std::pair{w.grad(), w64.grad()}}) {
+    const double rel = (got.to(torch::kDouble) - want).norm().item<double>() / want.norm().item<double>();
+    EXPECT_LT(rel, 2e-2);  // bf16 products: 8 significant bits
+  }
+}
+
 // On a whole model (tied and untied head, ignored labels, a fully ignored row) the fused loss
 // and every parameter's gradient equal forward() + causal_lm_loss_sum in float64; the
 // per-token losses equal the unreduced cross-entropy.

@@ -1,5 +1,7 @@
 #include "flatune/model/loss.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <algorithm>
 
 namespace flatune {
@@ -25,6 +27,7 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
                   const FusedLossOptions& o, torch::Tensor& rows_out, torch::Tensor* grad_h, torch::Tensor* grad_w) {
   const int64_t N = h.size(0), V = w.size(0), step = rows_per_chunk(o, V);
   const auto st = softmax_type(h);
+  const bool autocast = at::autocast::is_autocast_enabled(h.device().type()) && st == torch::kFloat;
   const torch::Tensor wt = w.t();
   for (int64_t r0 = 0; r0 < N; r0 += step) {
     const int64_t n = std::min(step, N - r0);
@@ -40,11 +43,14 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
     // d loss / d z = softmax(z) - onehot(y).
     logits.div_(total);
     logits.scatter_add_(1, yc, torch::full({n, 1}, -1.0, logits.options()));
-    const torch::Tensor g = logits.to(h.scalar_type());
+    // Under autocast the products below run in its dtype: cast the chunk's gradient once here
+    // rather than once in each product.
+    const torch::Tensor g = logits.to(autocast ? at::autocast::get_autocast_dtype(h.device().type()) : h.scalar_type());
     if (grad_h) grad_h->narrow(0, r0, n).copy_(torch::mm(g, w));
     if (grad_w) {
-      if (grad_w->scalar_type() == g.scalar_type()) grad_w->addmm_(g.t(), hc);
-      else grad_w->add_(torch::mm(g.t(), hc).to(grad_w->scalar_type()));  // bf16/fp16: sum chunks in fp32
+      // addmm_ is in place, so autocast would leave it in fp32 at half the bf16 rate; mm is cast.
+      if (grad_w->scalar_type() == g.scalar_type() && !autocast) grad_w->addmm_(g.t(), hc);
+      else grad_w->add_(torch::mm(g.t(), hc));  // reduced precision products summed over chunks in fp32
     }
   }
 }
