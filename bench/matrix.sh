@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Everything bench/RESULTS.md reports, in one go (about 100 minutes on a 2-core machine):
+# Everything bench/RESULTS.md reports, in one go (about 2 hours on a 2-core machine):
 # training (bench/run.sh: flatune against transformers' LlamaForCausalLM in a plain loop with
 # torch.optim.AdamW and two-pass SAM) at 1M, 10M and 50M parameters, sequence 256 and 1024, fp32
 # and bf16, AdamW, SAM, ASAM, LookSAM and sam-subset, full and LoRA; the same shapes under
 # transformers.Trainer (bench/peers/hf_trainer.py, AdamW and SAM); torchtune's
 # full_finetune_single_device recipe against flatune at the recipe's vocabulary
 # (bench/peers/torchtune_recipe.py); instruction tuning on variable-length data, `flatune train`
-# against transformers.Trainer padded, grouped by length and flattened (bench/sft.py);
+# against transformers.Trainer padded, grouped by length and flattened, and against torchtune's
+# recipe packed and padded (bench/sft.py);
 # multiple-choice evaluation against lm-evaluation-harness's hf model (bench/peers/lm_eval_mc.py)
 # and flatune's own shared-context vs one-forward-per-choice (bench eval); tokenizer MB/s for each
 # kind in ../shared/testdata.
@@ -73,6 +74,10 @@ sft 1m --shape 1m --rounds 2
 sft 10m --shape 10m --rounds 2
 sft 10m-bf16 --shape 10m --bf16 --rounds 2
 sft 50m --shape 50m --examples 96 --rounds 2
+[ -x .venv-torchtune/bin/python ] || bash bench/peers/setup-torchtune.sh
+sft 1m-torchtune --shape 1m --rounds 2 --variants adamw --peer torchtune
+sft 10m-torchtune --shape 10m --rounds 2 --variants adamw --peer torchtune
+sft 50m-torchtune --shape 50m --examples 96 --rounds 2 --variants adamw --peer torchtune
 
 echo "=== eval: lm-evaluation-harness hf against flatune eval (same items, same scores)"
 "$PY" bench/peers/lm_eval_mc.py --items 200 --json "$out/lm-eval.json" | tee "$out/lm-eval.txt"

@@ -62,19 +62,34 @@ def sft_section(w, sft):
       "which at a 32,000 vocabulary holds a large share of a small model's FLOPs; HF computes [tokens, vocab] "
       "float logits for every position); *flatune pack* against *flatune pad* is packing, which the peers' "
       "group and flatten modes get part of.\n")
+    w("The tables *against torchtune* (`bench/sft.py --peer torchtune`, `bench/peers/torchtune_sft.py`) run its "
+      "`full_finetune_single_device` recipe unchanged on a file and model made the same way but with the Llama-2 "
+      "SentencePiece model of shared/testdata's llama2-spm (torchtune's tokenizer reads only that; flatune reads "
+      "it too), torchtune's `alpaca_dataset` (its Alpaca prompt, loss on responses) without the tokenizer's "
+      "[INST] chat template, its chunked cross-entropy, AdamW only (the recipe has no SAM): *torchtune pack*: "
+      "`packed: True`, one pack of 1,024 tokens a step (about 8 examples; a block-causal mask, which off CUDA is a "
+      "dense mask for sdpa); *torchtune pad*: batch 8 examples padded to the longest. Its prompt ends in a newline "
+      "flatune's does not have, so it counts about 2 tokens an example more.\n")
     for name, t in sft.items():
-        modes = [k[len("transformers_"):] for k in t["summary"][0] if k.startswith("transformers_")]
+        peer = t.get("peer", "transformers")
+        label = "hf" if peer == "transformers" else peer
+        modes = [k[len(peer) + 1:] for k in t["summary"][0] if k.startswith(peer + "_")]
         w(f"### The {t['shape'].upper()} shape's layers (hidden {t['hidden']}, {t['layers']} layers) at vocabulary "
           f"{t['vocab']:,}: {t['parameters'] / 1e6:.1f}M parameters; {t['examples']} examples, "
-          f"{'bf16 autocast' if t['bf16'] else 'fp32'}; best of {t['rounds']} round{'s' if t['rounds'] > 1 else ''}\n")
-        counts = sorted({int(r["epoch_tokens"]) for r in t["runs"]})
-        w(f"Tokens in the epoch: {counts[0]:,} in every run of both programs.\n" if len(counts) == 1 else
-          "Tokens in the epoch differ between runs: " + ", ".join(f"{c:,}" for c in counts) + ".\n")
-        w("| variant | flatune pack tok/s | flatune pad tok/s | " + " | ".join(f"hf {m} tok/s" for m in modes)
+          f"{'bf16 autocast' if t['bf16'] else 'fp32'}; best of {t['rounds']} round{'s' if t['rounds'] > 1 else ''}"
+          f"{'' if peer == 'transformers' else '; against ' + peer}\n")
+        counts = {p: sorted({int(r["epoch_tokens"]) for r in t["runs"] if r["program"] == p})
+                  for p in ("flatune", peer)}
+        if all(len(c) == 1 for c in counts.values()) and counts["flatune"] == counts[peer]:
+            w(f"Tokens in the epoch: {counts['flatune'][0]:,} in every run of both programs.\n")
+        else:
+            w("Tokens in the epoch: " + "; ".join(f"{p} " + ", ".join(f"{c:,}" for c in cs)
+                                                  for p, cs in counts.items()) + ".\n")
+        w("| variant | flatune pack tok/s | flatune pad tok/s | " + " | ".join(f"{label} {m} tok/s" for m in modes)
           + " | flatune pack / fastest peer |")
         w("|---" * (4 + len(modes)) + "|")
         for r in t["summary"]:
-            cells = " | ".join(f"{r['transformers_' + m]:.0f} ({pct(r['padding_share'][m])})" for m in modes)
+            cells = " | ".join(f"{r[peer + '_' + m]:.0f} ({pct(r['padding_share'][m])})" for m in modes)
             w(f"| {r['variant']} | {r['flatune_pack']:.0f} | {r['flatune_pad']:.0f} | {cells} | "
               f"{r['ratio_vs_fastest_peer']:.2f}× ({r['fastest_peer']}) |")
         w("")

@@ -16,7 +16,9 @@ runs transformers' side of it.
                    tokens an example.
   DIR/model/       a fresh LlamaForCausalLM (the shape flags, vocabulary of the tokenizer, seed 0)
                    saved by transformers, with the tokenizer (shared/testdata's spm-bpe-32k, a
-                   Llama-2-style 32,000-piece BPE) beside it.
+                   Llama-2-style 32,000-piece BPE) beside it; with --tokenizer spm, the Llama-2
+                   SentencePiece model of shared/testdata's llama2-spm instead (torchtune's
+                   tokenizer reads only that; transformers' modes need the tokenizer.json).
 --mode runs transformers.Trainer for one epoch over DIR/train.jsonl, batch --batch examples,
   AdamW (adamw_torch, constant lr 1e-4, no decay, clipping 1.0), or SAM as in hf_trainer.py:
   pad      DataCollatorForSeq2Seq: each batch padded to its longest example (the documented recipe)
@@ -46,7 +48,9 @@ for _k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "WANDB_DISABLED"):
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_args import add_shape_args  # noqa: E402
+from peer_output import sft_result  # noqa: E402
 TOKENIZER = os.path.join(HERE, "..", "..", "..", "shared", "testdata", "tokenizers", "spm-bpe-32k")
+SPM_TOKENIZER = os.path.join(HERE, "..", "..", "..", "shared", "testdata", "tokenizers", "llama2-spm")
 
 # The Stanford Alpaca prompts, as flatune's `--template alpaca` renders them.
 PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -64,11 +68,18 @@ def make(d, a):
     import torch
     import transformers
     os.makedirs(os.path.join(d, "model"), exist_ok=True)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(os.path.join(TOKENIZER, f), os.path.join(d, "model", f))
-    tok = transformers.AutoTokenizer.from_pretrained(os.path.join(d, "model"))
+    if a.tokenizer == "spm":  # torchtune's Llama-2 tokenizer reads a SentencePiece model
+        import sentencepiece
+        shutil.copyfile(os.path.join(SPM_TOKENIZER, "tokenizer.model"), os.path.join(d, "model", "tokenizer.model"))
+        sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(d, "model", "tokenizer.model"))
+        pieces, vocab = [sp.id_to_piece(i) for i in range(sp.get_piece_size())], sp.get_piece_size()
+    else:
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(os.path.join(TOKENIZER, f), os.path.join(d, "model", f))
+        tok = transformers.AutoTokenizer.from_pretrained(os.path.join(d, "model"))
+        pieces, vocab = list(tok.get_vocab()), len(tok)
     # Whole words of the vocabulary: one piece each, so a text of n words is about n tokens.
-    words = sorted(p[1:] for p in tok.get_vocab() if p.startswith("\u2581") and p[1:].isalpha() and len(p) > 3)
+    words = sorted(p[1:] for p in pieces if p.startswith("\u2581") and p[1:].isalpha() and len(p) > 3)
     rng = random.Random(a.seed)
 
     def text(n):
@@ -81,7 +92,7 @@ def make(d, a):
                   "output": text(lognormal_length(rng, 45, 0.9, 1, 700))}
             f.write(json.dumps(ex) + "\n")
     cfg = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=a.hidden, intermediate_size=a.ffn, num_hidden_layers=a.layers,
+        vocab_size=vocab, hidden_size=a.hidden, intermediate_size=a.ffn, num_hidden_layers=a.layers,
         num_attention_heads=a.heads, num_key_value_heads=a.heads, max_position_embeddings=2048, bos_token_id=1,
         eos_token_id=2, tie_word_embeddings=False, use_cache=False)
     torch.manual_seed(0)
@@ -172,17 +183,9 @@ def run(a):
         trainer = Timed(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[clock])
         trainer.train()
         steps = trainer.state.global_step
-    seconds = clock.end - clock.start
-    result = {"mode": a.mode, "variant": a.variant, "tokens": clock.tokens, "seconds": seconds,
-              "tokens_per_s": clock.tokens / seconds, "padding_share": 1 - clock.tokens / clock.padded,
-              "steps": steps, "epoch_tokens": clock.all_tokens, "transformers": transformers.__version__}
-    print(f"transformers {a.mode:<8} {a.variant:<6} {result['tokens_per_s']:8.0f} real tokens/s "
-          f"({clock.tokens} tokens in {seconds:.1f} s, {100 * result['padding_share']:.0f}% padding)", flush=True)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-
+    sft_result("transformers", mode=a.mode, variant=a.variant, tokens=clock.tokens, seconds=clock.end - clock.start,
+               all_tokens=clock.padded, steps=steps, epoch_tokens=clock.all_tokens, json_path=a.json,
+               transformers=transformers.__version__)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -192,6 +195,8 @@ def main():
     p.add_argument("--variant", choices=["adamw", "sam"], default="adamw")
     p.add_argument("--examples", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", choices=["json", "spm"], default="json",
+                   help="--make: spm-bpe-32k's tokenizer.json (default) or llama2-spm's SentencePiece model")
     add_shape_args(p, vocab=False, seq=False)  # the vocabulary is the tokenizer's; lengths are the data's
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-length", type=int, default=1024)

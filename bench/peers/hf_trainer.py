@@ -18,7 +18,6 @@ step's begin and end), as `flatune bench train` does. Prints the table and write
 Run with the project venv's python: .venv/bin/python bench/peers/hf_trainer.py --steps 5
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E4
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bench_args import add_shape_args  # noqa: E402
+from peer_output import write_json  # noqa: E402
 from train_step import fresh_model  # noqa: E402
 
 
@@ -129,9 +129,7 @@ def main():
         rows.append({"variant": name, "tokens_per_s": tps, "step_time_vs_adamw": adamw / tps if adamw else 0.0})
         print(f"{name:<8} {tps:>10.0f} tokens/s", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=2)
-            f.write("\n")
+        write_json(a.json, rows)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,16 @@ Run in its own venv (bench/peers/setup-torchtune.sh says why):
 """
 import argparse
 import glob
-import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_args import add_shape_args  # noqa: E402
+from peer_output import write_json  # noqa: E402
+from torchtune_common import recipe_config, run_recipe, step_rates  # noqa: E402
 TESTDATA = os.environ.get("FLATUNE_TESTDATA", os.path.join(HERE, "..", "..", "..", "shared", "testdata"))
 
 
@@ -52,9 +51,10 @@ def main():
     try:
         ckpt, out, logs = (os.path.join(tmp, n) for n in ("ckpt", "out", "logs"))
         os.makedirs(ckpt)
+        model_args = dict(vocab_size=32000, num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.heads,
+                          embed_dim=a.hidden, max_seq_len=a.seq, intermediate_dim=a.ffn)
         torch.manual_seed(0)
-        model = llama2(vocab_size=32000, num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.heads,
-                       embed_dim=a.hidden, max_seq_len=a.seq, intermediate_dim=a.ffn)
+        model = llama2(**model_args)
         nparams = sum(t.numel() for t in model.parameters())
         torch.save(model.state_dict(), os.path.join(ckpt, "model.pt"))
         del model
@@ -64,93 +64,25 @@ def main():
                 for path in sorted(glob.glob("/usr/share/common-licenses/*")):
                     if os.path.isfile(path):
                         f.write(" ".join(open(path, errors="replace").read().split()) + "\n")
-        cfg = f"""
-output_dir: {out}
-model:
-  _component_: torchtune.models.llama2.llama2
-  vocab_size: 32000
-  num_layers: {a.layers}
-  num_heads: {a.heads}
-  num_kv_heads: {a.heads}
-  embed_dim: {a.hidden}
-  max_seq_len: {a.seq}
-  intermediate_dim: {a.ffn}
-tokenizer:
-  _component_: torchtune.models.llama2.llama2_tokenizer
-  path: {tokenizer}
-  max_seq_len: {a.seq}
-checkpointer:
-  _component_: torchtune.training.FullModelTorchTuneCheckpointer
-  checkpoint_dir: {ckpt}
-  checkpoint_files: [model.pt]
-  model_type: LLAMA2
-  output_dir: {out}
-resume_from_checkpoint: False
-dataset:
-  _component_: torchtune.datasets.text_completion_dataset
-  source: text
-  data_files: {text}
-  split: train
-  column: text
-  packed: True
-seed: 0
-shuffle: False
-batch_size: {a.batch}
-epochs: 1
-max_steps_per_epoch: {a.steps + 1}
-optimizer:
-  _component_: torch.optim.AdamW
-  lr: 1e-4
-  weight_decay: 0.0
-loss:
-  _component_: torchtune.modules.loss.CEWithChunkedOutputLoss
-gradient_accumulation_steps: 1
-optimizer_in_bwd: False
-clip_grad_norm: 1.0
-compile: False
-device: cpu
-enable_activation_checkpointing: False
-enable_activation_offloading: False
-dtype: {"bf16" if a.bf16 else "fp32"}
-metric_logger:
-  _component_: torchtune.training.metric_logging.DiskLogger
-  log_dir: {logs}
-log_every_n_steps: 1
-log_peak_memory_stats: False
-profiler:
-  _component_: torchtune.training.setup_torch_profiler
-  enabled: False
-"""
-        cfg_path = os.path.join(tmp, "config.yaml")
-        with open(cfg_path, "w") as f:
-            f.write(cfg)
-        env = dict(os.environ)
-        if a.threads > 0:
-            env["OMP_NUM_THREADS"] = str(a.threads)
-        tune = os.path.join(os.path.dirname(sys.executable), "tune")
-        r = subprocess.run([tune, "run", "full_finetune_single_device", "--config", cfg_path], env=env,
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"torchtune's recipe failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
-        steps = {}
-        for log in glob.glob(os.path.join(logs, "*.txt")):
-            for line in open(log):
-                m = re.match(r"Step (\d+) \| .*tokens_per_second_per_gpu:([0-9.eE+-]+)", line)
-                if m:
-                    steps[int(m.group(1))] = float(m.group(2))
+        checkpointer = (f"  _component_: torchtune.training.FullModelTorchTuneCheckpointer\n"
+                        f"  checkpoint_dir: {ckpt}\n  checkpoint_files: [model.pt]\n  model_type: LLAMA2\n"
+                        f"  output_dir: {out}\n")
+        dataset = (f"  _component_: torchtune.datasets.text_completion_dataset\n  source: text\n"
+                   f"  data_files: {text}\n  split: train\n  column: text\n  packed: True\n")
+        cfg = recipe_config(out=out, logs=logs, model=model_args, tokenizer=tokenizer, max_seq_len=a.seq,
+                            checkpointer=checkpointer, dataset=dataset, batch=a.batch, bf16=a.bf16,
+                            max_steps=a.steps + 1)
+        r = run_recipe(cfg, tmp, a.threads)
+        steps = step_rates(logs, r.stderr)
         timed = [steps[s] for s in sorted(steps) if s > 1]
-        if len(timed) < 1:
-            raise SystemExit(f"no per-step tokens/s in torchtune's log ({logs}); it printed:\n{r.stderr[-2000:]}")
         # Equal tokens every step (packed rows), so tokens over time is the harmonic mean.
         tps = len(timed) / sum(1.0 / t for t in timed)
         print(f"torchtune {torchtune.__version__} full_finetune_single_device, torch {torch.__version__}, "
               f"{nparams / 1e6:.1f}M parameters, batch {a.batch} x {a.seq}, {'bf16 weights' if a.bf16 else 'fp32'}: "
               f"{tps:.0f} tokens/s over {len(timed)} steps")
         if a.json:
-            with open(a.json, "w") as f:
-                json.dump([{"variant": "adamw", "tokens_per_s": tps, "steps": len(timed),
-                            "dtype": "bf16 weights" if a.bf16 else "fp32", "parameters": nparams}], f, indent=2)
-                f.write("\n")
+            write_json(a.json, [{"variant": "adamw", "tokens_per_s": tps, "steps": len(timed),
+                                 "dtype": "bf16 weights" if a.bf16 else "fp32", "parameters": nparams}])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
