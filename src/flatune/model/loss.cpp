@@ -25,9 +25,12 @@ int64_t rows_per_chunk(const FusedLossOptions& o, int64_t vocab) {
 // grad_w are defined, adds the gradient of the summed loss into them.
 void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& labels,
                   const FusedLossOptions& o, torch::Tensor& rows_out, torch::Tensor* grad_h, torch::Tensor* grad_w) {
-  const int64_t N = h.size(0), V = w.size(0), step = rows_per_chunk(o, V);
+  const int64_t N = h.size(0), V = w.size(0);
   const auto st = softmax_type(h);
   const bool autocast = at::autocast::is_autocast_enabled(h.device().type()) && st == torch::kFloat;
+  // Under autocast a chunk's gradient is briefly held twice, in fp32 and cast: 1.5x the bytes of
+  // its logits, so two thirds of the rows keep the working set.
+  const int64_t step = autocast ? std::max<int64_t>(1, rows_per_chunk(o, V) * 2 / 3) : rows_per_chunk(o, V);
   const torch::Tensor wt = w.t();
   for (int64_t r0 = 0; r0 < N; r0 += step) {
     const int64_t n = std::min(step, N - r0);
@@ -46,6 +49,7 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
     // Under autocast the products below run in its dtype: cast the chunk's gradient once here
     // rather than once in each product.
     const torch::Tensor g = logits.to(autocast ? at::autocast::get_autocast_dtype(h.device().type()) : h.scalar_type());
+    logits = torch::Tensor();  // a cast copy no longer needs the fp32 chunk
     if (grad_h) grad_h->narrow(0, r0, n).copy_(torch::mm(g, w));
     if (grad_w) {
       // addmm_ is in place, so autocast would leave it in fp32 at half the bf16 rate; mm is cast.
