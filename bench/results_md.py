@@ -161,7 +161,7 @@ def main():
                 if r["variant"] == "adamw"]
         if vals:
             w(f"| {prec} MFU ≥ {goal:.0%} of the measured GEMM peak (10M, 50M; AdamW) | "
-              + ", ".join(f"{v:.0%} ({k})" for v, k in vals) + f" | {'yes' if min(vals)[0] >= goal else 'no'} |")
+              + ", ".join(f"{v:.1%} ({k})" for v, k in vals) + f" | {'yes' if min(vals)[0] >= goal else 'no'} |")
     for variant, goal in (("sam", 2.0), ("looksam", 1.25)):
         vals = [(r["flatune"]["step_time_vs_adamw"], n) for n, t in train.items() for r in t["rows"]
                 if r["variant"] == variant]
