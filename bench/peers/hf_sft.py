@@ -187,6 +187,7 @@ def run(a):
                all_tokens=clock.padded, steps=steps, epoch_tokens=clock.all_tokens, json_path=a.json,
                transformers=transformers.__version__)
 
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--make", metavar="DIR", help="write data and model to DIR, then stop")

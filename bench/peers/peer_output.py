@@ -1,5 +1,5 @@
 """How the peer scripts report: one printed line and the same JSON fields for every program, so
-bench/sft.py and bench/run.sh read any peer alike. Plain Python: both venvs import it."""
+bench/sft.py and bench/matrix.sh read any peer alike. Plain Python: both venvs import it."""
 import json
 
 

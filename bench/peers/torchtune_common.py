@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 
-def recipe_config(*, out, logs, model, tokenizer, max_seq_len, checkpointer, dataset, batch, bf16,
-                  max_steps=None, loss="torchtune.modules.loss.CEWithChunkedOutputLoss"):
+def recipe_config(*, out, logs, model, tokenizer, max_seq_len, checkpointer, dataset, batch, bf16, max_steps=None):
     """The recipe's YAML: `model` the llama2 builder's arguments, `checkpointer` and `dataset` YAML
     blocks (indented by two), the Llama-2 tokenizer without its chat template (the [INST] markers
-    it wraps messages in by default; the data brings its own prompt), AdamW lr 1e-4 without decay, clipping 1.0, one epoch, no shuffling,
-    no compile, no activation checkpointing or offloading, a log line every step."""
+    it wraps messages in by default; the data brings its own prompt), its chunked cross-entropy,
+    AdamW lr 1e-4 without decay, clipping 1.0, one epoch, no shuffling, no compile, no activation
+    checkpointing or offloading, a log line every step."""
     model_yaml = "".join(f"  {k}: {v}\n" for k, v in model.items())
     return f"""output_dir: {out}
 model:
@@ -36,7 +36,7 @@ optimizer:
   lr: 1e-4
   weight_decay: 0.0
 loss:
-  _component_: {loss}
+  _component_: torchtune.modules.loss.CEWithChunkedOutputLoss
 gradient_accumulation_steps: 1
 optimizer_in_bwd: False
 clip_grad_norm: 1.0

@@ -10,7 +10,7 @@ and EOS, train_on_input False: loss on the responses), AdamW lr 1e-4 without dec
 fp32 or --bf16 (torchtune's bf16: bf16 weights and optimizer state, not autocast):
   pack  packed: True, the examples in order in packs of --max-length tokens (padding at a pack's
         end; a block-causal mask, which off CUDA is a dense [batch, T, T] mask for sdpa), batch 1
-        pack, about as many examples a step as --batch-size 8 at Alpaca's lengths
+        pack, about as many examples a step as --batch 8 at Alpaca's lengths
   pad   unpacked, batch --batch examples padded to the longest (padded_collate_sft)
 tokens/s: real (not padding) tokens of the steps after the first over those steps' wall time. The
 recipe logs each step's label tokens over its wall time; the script rebuilds the same batches
@@ -39,7 +39,6 @@ def dataset_yaml(train, packed):
 
 def batches(train, tokenizer_path, max_length, packed, batch):
     """(label tokens, real tokens, all tokens) of each batch the recipe steps through, in order."""
-    import torch
     from torch.utils.data import DataLoader
     from torchtune.data import padded_collate_packed, padded_collate_sft
     from torchtune.datasets import alpaca_dataset
@@ -102,6 +101,7 @@ def main():
     sft_result("torchtune", mode=a.mode, variant="adamw", tokens=tokens, seconds=seconds,
                all_tokens=sum(c[2] for c, _ in timed), steps=len(counts), epoch_tokens=sum(c[1] for c in counts),
                json_path=a.json, torchtune=torchtune.__version__, dtype="bf16 weights" if a.bf16 else "fp32")
+
 
 if __name__ == "__main__":
     sys.exit(main())

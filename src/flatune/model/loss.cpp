@@ -28,9 +28,10 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
   const int64_t N = h.size(0), V = w.size(0);
   const auto st = softmax_type(h);
   const bool autocast = at::autocast::is_autocast_enabled(h.device().type()) && st == torch::kFloat;
+  int64_t step = rows_per_chunk(o, V);
   // Under autocast a chunk's gradient is briefly held twice, in fp32 and cast: 1.5x the bytes of
   // its logits, so two thirds of the rows keep the working set.
-  const int64_t step = autocast ? std::max<int64_t>(1, rows_per_chunk(o, V) * 2 / 3) : rows_per_chunk(o, V);
+  if (autocast) step = std::max<int64_t>(1, step * 2 / 3);
   const torch::Tensor wt = w.t();
   for (int64_t r0 = 0; r0 < N; r0 += step) {
     const int64_t n = std::min(step, N - r0);
@@ -52,8 +53,9 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
     logits = torch::Tensor();  // a cast copy no longer needs the fp32 chunk
     if (grad_h) grad_h->narrow(0, r0, n).copy_(torch::mm(g, w));
     if (grad_w) {
-      // addmm_ is in place, so autocast would leave it in fp32 at half the bf16 rate; mm is cast.
-      if (grad_w->scalar_type() == g.scalar_type() && !autocast) grad_w->addmm_(g.t(), hc);
+      // Under autocast g is cast and grad_w fp32, so mm (which autocast casts; an in-place addmm_
+      // would stay fp32 at half the bf16 rate) is summed in.
+      if (grad_w->scalar_type() == g.scalar_type()) grad_w->addmm_(g.t(), hc);
       else grad_w->add_(torch::mm(g.t(), hc));  // reduced precision products summed over chunks in fp32
     }
   }
