@@ -206,7 +206,8 @@ TEST(FusedLoss, UnderAutocastGradientsAreFp32AndCloseToTheBf16RoundedInputs) {
   auto w64 = w.detach().to(torch::kBFloat16).to(torch::kDouble).requires_grad_(true);
   auto z = torch::mm(h64, w64.t());
   (z.logsumexp(1) - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum().backward();
-  for (auto [got, want] : {std::pair{h.grad(), h64.grad()}, std::pair{w.grad(), w64.grad()}}) {
+  const std::pair<torch::Tensor, torch::Tensor> grads[] = {{h.grad(), h64.grad()}, {w.grad(), w64.grad()}};
+  for (const auto& [got, want] : grads) {
     const double rel = (got.to(torch::kDouble) - want).norm().item<double>() / want.norm().item<double>();
     EXPECT_LT(rel, 2e-2);  // bf16 products: 8 significant bits
   }
@@ -559,6 +560,71 @@ TEST(Bf16Autocast, CloseToFp32AndSeesInPlaceWeightChanges) {
   EXPECT_GT(std::abs(loss32b - loss32),
             20 * std::abs(loss16 - loss32));  // the change matters more than bf16's rounding
   EXPECT_LT(std::abs(loss16b - loss32b), 1e-2 * loss32b);
+}
+
+// Under bf16 autocast on the CPU attention over at most 512 keys runs as plain products with a
+// bf16 softmax, over more in the flash kernel (compat::prefer_unfused_attention). Both stay close
+// to fp32 on the positions a long and a short row share; a left-padded batch, whose padding
+// queries see no key, stays finite forward and backward (fp32's lowest mask value would be -inf in
+// bf16) and matches its rows run alone. The products round the scores to bf16 (as transformers'
+// eager attention does under autocast) where the flash kernel keeps them in fp32: on this model's
+// sharp attention (init 0.3) that measured 0.28 against flash's 0.13 off fp32's logits, which
+// reach 4.6; hence 10% of the largest logit, where a wrong mask or position is off by the whole.
+TEST(Bf16Autocast, ShortAndLongWindowsAndLeftPaddingStayCloseToFp32) {
+  const torch::Device dev = test_device();
+  LlamaConfig c = tiny_config();
+  LlamaForCausalLM m(c);
+  m->init_weights(3);
+  m->to(dev);
+  m->eval();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  const torch::Tensor long_ids = torch::randint(0, c.vocab_size, {1, 600}, gen, torch::kLong);
+  const int64_t shared = 300;
+  auto logits = [&](const ForwardInput& in, bool bf16) {
+    compat::Bf16Autocast autocast(bf16, dev.type());
+    return m->forward(in).to(torch::kFloat).cpu();
+  };
+  auto ids_only = [](const torch::Tensor& ids) {
+    ForwardInput in;
+    in.input_ids = ids;
+    return in;
+  };
+  {
+    torch::NoGradGuard ng;
+    const torch::Tensor ref = logits(ids_only(long_ids), false).narrow(1, 0, shared);
+    const double scale = ref.abs().max().item<double>();
+    const torch::Tensor long16 = logits(ids_only(long_ids), true).narrow(1, 0, shared);
+    const torch::Tensor short16 = logits(ids_only(long_ids.narrow(1, 0, shared)), true);
+    EXPECT_GT((long16 - ref).abs().max().item<double>(), 0.0);  // bf16 really ran
+    EXPECT_LT((long16 - ref).abs().max().item<double>(), 0.1 * scale);
+    EXPECT_LT((short16 - ref).abs().max().item<double>(), 0.1 * scale);
+  }
+  const std::vector<std::vector<int64_t>> rows = {{1, 4, 6, 8, 10, 3}, {1, 20}, {1, 7, 7, 9}};
+  const int64_t width = 6;
+  torch::Tensor ids = torch::zeros({3, width}, torch::kLong), mask = torch::zeros({3, width}, torch::kLong);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const int64_t n = static_cast<int64_t>(rows[r].size());
+    ids[r].narrow(0, width - n, n).copy_(longs(rows[r]));
+    mask[r].narrow(0, width - n, n).fill_(1);
+  }
+  ForwardInput padded;
+  padded.input_ids = ids;
+  padded.attention_mask = mask;
+  {
+    compat::Bf16Autocast autocast(true, dev.type());
+    torch::Tensor out = m->forward(padded);
+    EXPECT_TRUE(torch::isfinite(out).all().item<bool>());
+    (out.to(torch::kFloat) * mask.to(dev).unsqueeze(-1)).sum().backward();
+  }
+  for (auto& [name, p] : m->trainable_parameters()) EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>()) << name;
+  torch::NoGradGuard ng;
+  const torch::Tensor batched = logits(padded, true);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const int64_t n = static_cast<int64_t>(rows[r].size());
+    const torch::Tensor alone32 = logits(ids_only(longs(rows[r]).unsqueeze(0)), false)[0];
+    const double scale = alone32.abs().max().item<double>();
+    EXPECT_LT((batched[r].narrow(0, width - n, n) - alone32).abs().max().item<double>(), 0.1 * scale) << "row " << r;
+  }
 }
 
 // Activation checkpointing recomputes each layer in the backward pass: the gradients of every

@@ -158,6 +158,24 @@ inline void set_autocast(c10::DeviceType type, bool enabled, at::ScalarType dtyp
   at::autocast::set_autocast_dtype(type, dtype);
 }
 
+// The dtype a forward's attention products run in on `device`: autocast's while autocast is on
+// there, else the activations' own.
+inline at::ScalarType attention_dtype(const torch::Device& device, at::ScalarType activations) {
+  if (at::autocast::is_autocast_enabled(device.type())) return at::autocast::get_autocast_dtype(device.type());
+  return activations;
+}
+
+// Whether attention over `keys` keys runs faster as plain products (scores, softmax, weighted
+// sum) than in libtorch's fused flash kernel. On the CPU in bf16 it does up to 512 keys: the
+// products go to oneDNN's bf16 GEMMs while the flash kernel works in small fp32 blocks. Forward
+// and backward of one layer (4 heads of 64, 2,048 tokens, torch 2.13 wheel, AMD EPYC with
+// AVX512-BF16, 2 threads): 0.24-0.64x the flash kernel's time at 128-512 keys, 1.16x at 1,024,
+// 1.59x at 2,048. In fp32 the two are even at 256 keys and flash wins beyond; on CUDA the fused
+// kernels win.
+inline bool prefer_unfused_attention(const torch::Device& device, at::ScalarType dtype, int64_t keys) {
+  return device.is_cpu() && dtype == at::kBFloat16 && keys <= 512;
+}
+
 // bf16 autocast for the forward passes made while it lives, on the CPU (matmuls in bf16, the rest
 // as autocast decides) or on CUDA (the same lists CUDA autocast keeps); the weights stay fp32
 // masters and backward follows what the forward recorded. On leaving it drops the bf16 copies

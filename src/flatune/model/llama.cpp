@@ -205,9 +205,7 @@ struct AttentionImpl : torch::nn::Module {
       for (auto& pieces : rows) joined.push_back(pieces.size() == 1 ? pieces[0] : torch::cat(pieces, 2));
       out = B == 1 ? joined[0] : torch::cat(joined, 0);
     } else if (plan.kernel == AttentionKernel::sdpa) {
-      torch::Tensor m = plan.mask;
-      if (m.defined() && m.scalar_type() != q.scalar_type())  // autocast made q bf16
-        m = torch::zeros({}, q.options()).masked_fill(m < 0, lowest_value(q.scalar_type()));
+      const torch::Tensor& m = plan.mask;  // in the dtype autocast gives q here
       out = at::scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups),
                                              m.defined() ? c10::optional<torch::Tensor>(m) : c10::nullopt, 0.0,
                                              plan.causal);
@@ -218,8 +216,13 @@ struct AttentionImpl : torch::nn::Module {
       // instead of three times (matmul, divide, add), and backward has two fewer passes over them.
       auto scores = torch::baddbmm(plan.mask, q.reshape({B * heads, T, head_dim}), kr.transpose(1, 2), 1.0,
                                    1.0 / std::sqrt(static_cast<double>(head_dim)));
-      auto probs = scores.softmax(-1, scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat)
-                       .to(q.scalar_type());
+      // A bf16 softmax accumulates in fp32 and rounds once, the values of an fp32 softmax cast to
+      // bf16, and backward then keeps one bf16 copy of the probabilities instead of an fp32 one
+      // beside the bf16 one the product keeps.
+      const auto st = scores.scalar_type();
+      auto probs = at::isReducedFloatingType(st)
+                       ? scores.softmax(-1)
+                       : scores.softmax(-1, st == torch::kDouble ? torch::kDouble : torch::kFloat);
       out = torch::bmm(probs, vr).view({B, heads, T, head_dim});
     }
     return o_proj(out.transpose(1, 2).reshape({B, T, heads * head_dim}));
@@ -392,9 +395,12 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
   // With neither padding nor packing, the fused kernel needs no mask: a query sees every key up to
   // itself (no cache: is_causal), or all keys (one new token after a cache).
   AttentionPlan plan;
-  plan.kernel = attention_;
+  const auto attention_dtype = compat::attention_dtype(dev, dtype);
+  plan.kernel = attention_ == AttentionKernel::sdpa && compat::prefer_unfused_attention(dev, attention_dtype, S)
+                    ? AttentionKernel::eager
+                    : attention_;
   const bool plain = !attention_mask.defined() && !segment_ids.defined();
-  const bool sdpa = attention_ == AttentionKernel::sdpa;
+  const bool sdpa = plan.kernel == AttentionKernel::sdpa;
   plan.causal = sdpa && plain && past == 0 && T > 1;
   if (sdpa && segment_ids.defined() && !attention_mask.defined() && past == 0)
     plan.spans = contiguous_segment_spans(segment_ids);
@@ -414,9 +420,11 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const ForwardInput& in) {
       if (past > 0) same = torch::cat({torch::ones({B, T, past}, same.options()), same}, 2);
       allowed = allowed & same;
     }
-    // Additive mask with the dtype's lowest value, as transformers uses: fully masked rows (left
-    // padding) stay finite instead of becoming NaN.
-    torch::Tensor mask = torch::zeros({}, x.options()).masked_fill(~allowed, lowest_value(dtype));  // [1 or B, T, S]
+    // Additive mask with the lowest value of the dtype attention runs in, as transformers uses:
+    // fully masked rows (left padding) stay finite instead of becoming NaN (fp32's lowest would
+    // round to -inf in bf16).
+    torch::Tensor mask = torch::zeros({}, x.options().dtype(attention_dtype))
+                             .masked_fill(~allowed, lowest_value(attention_dtype));  // [1 or B, T, S]
     if (sdpa) {
       mask = mask.unsqueeze(1);  // [1 or B, 1, T, S], broadcast over heads
     } else if (mask.size(0) > 1) {

@@ -35,7 +35,9 @@ struct ForwardInput {
 // sdpa: at::scaled_dot_product_attention, libtorch's fused CPU flash-attention kernel (forward and
 // backward, with masks) where it applies, its math path elsewhere. eager: scores by one baddbmm
 // (scale and mask fused), softmax, bmm: ordinary ops all the way down, so twice differentiable,
-// which Hessian-vector products need and the fused kernel's backward is not.
+// which Hessian-vector products need and the fused kernel's backward is not. A model set to sdpa
+// runs eager where that is faster (compat::prefer_unfused_attention: on the CPU in bf16 over at
+// most 512 keys).
 enum class AttentionKernel { sdpa, eager };
 
 struct LoraOptions {
