@@ -37,7 +37,7 @@ struct ForwardInput {
 // (scale and mask fused), softmax, bmm: ordinary ops all the way down, so twice differentiable,
 // which Hessian-vector products need and the fused kernel's backward is not. A model set to sdpa
 // runs eager where that is faster (compat::prefer_unfused_attention: on the CPU in bf16 over at
-// most 512 keys).
+// most 512 keys, packed rows aside: those the fused kernel attends span by span).
 enum class AttentionKernel { sdpa, eager };
 
 struct LoraOptions {
