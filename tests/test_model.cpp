@@ -580,21 +580,16 @@ TEST(Bf16Autocast, ShortAndLongWindowsAndLeftPaddingStayCloseToFp32) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
   const torch::Tensor long_ids = torch::randint(0, c.vocab_size, {1, 600}, gen, torch::kLong);
   const int64_t shared = 300;
-  auto logits = [&](const ForwardInput& in, bool bf16) {
+  auto logits = [&](const torch::Tensor& ids, bool bf16) {
     compat::Bf16Autocast autocast(bf16, dev.type());
-    return m->forward(in).to(torch::kFloat).cpu();
-  };
-  auto ids_only = [](const torch::Tensor& ids) {
-    ForwardInput in;
-    in.input_ids = ids;
-    return in;
+    return forward_logits(m, ids).to(torch::kFloat).cpu();
   };
   {
     torch::NoGradGuard ng;
-    const torch::Tensor ref = logits(ids_only(long_ids), false).narrow(1, 0, shared);
+    const torch::Tensor ref = logits(long_ids, false).narrow(1, 0, shared);
     const double scale = ref.abs().max().item<double>();
-    const torch::Tensor long16 = logits(ids_only(long_ids), true).narrow(1, 0, shared);
-    const torch::Tensor short16 = logits(ids_only(long_ids.narrow(1, 0, shared)), true);
+    const torch::Tensor long16 = logits(long_ids, true).narrow(1, 0, shared);
+    const torch::Tensor short16 = logits(long_ids.narrow(1, 0, shared), true);
     EXPECT_GT((long16 - ref).abs().max().item<double>(), 0.0);  // bf16 really ran
     EXPECT_LT((long16 - ref).abs().max().item<double>(), 0.1 * scale);
     EXPECT_LT((short16 - ref).abs().max().item<double>(), 0.1 * scale);
@@ -610,18 +605,19 @@ TEST(Bf16Autocast, ShortAndLongWindowsAndLeftPaddingStayCloseToFp32) {
   ForwardInput padded;
   padded.input_ids = ids;
   padded.attention_mask = mask;
+  torch::Tensor batched;
   {
     compat::Bf16Autocast autocast(true, dev.type());
-    torch::Tensor out = m->forward(padded);
-    EXPECT_TRUE(torch::isfinite(out).all().item<bool>());
-    (out.to(torch::kFloat) * mask.to(dev).unsqueeze(-1)).sum().backward();
+    batched = m->forward(padded).to(torch::kFloat);
   }
+  EXPECT_TRUE(torch::isfinite(batched).all().item<bool>());
+  (batched * mask.to(dev).unsqueeze(-1)).sum().backward();
   for (auto& [name, p] : m->trainable_parameters()) EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>()) << name;
+  batched = batched.detach().cpu();
   torch::NoGradGuard ng;
-  const torch::Tensor batched = logits(padded, true);
   for (size_t r = 0; r < rows.size(); ++r) {
     const int64_t n = static_cast<int64_t>(rows[r].size());
-    const torch::Tensor alone32 = logits(ids_only(longs(rows[r]).unsqueeze(0)), false)[0];
+    const torch::Tensor alone32 = logits(longs(rows[r]).unsqueeze(0), false)[0];
     const double scale = alone32.abs().max().item<double>();
     EXPECT_LT((batched[r].narrow(0, width - n, n) - alone32).abs().max().item<double>(), 0.1 * scale) << "row " << r;
   }
