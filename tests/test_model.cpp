@@ -158,7 +158,10 @@ TEST(FusedLoss, GradientMatchesFiniteDifferences) {
   o.chunk_rows = 2;
   torch::Tensor rows;
   auto loss = linear_cross_entropy_sum(h, w, y, &rows, o);
-  (loss * 0.5).backward();  // a non-unit upstream gradient must scale both results
+  // A non-unit upstream gradient must scale both results. The gradients are handed over once:
+  // backward again through the retained graph is a clear error, not gradients scaled twice.
+  (loss * 0.5).backward({}, /*retain_graph=*/true);
+  EXPECT_THROW((loss * 0.5).backward(), c10::Error);
   auto plain = [&](const torch::Tensor& hh, const torch::Tensor& ww) {
     auto z = torch::mm(hh, ww.t());
     return (z.logsumexp(1) - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum().item<double>();
@@ -186,14 +189,15 @@ TEST(FusedLoss, GradientMatchesFiniteDifferences) {
 
 // Under bf16 autocast the head's products run in bf16 while the gradients land in the fp32
 // inputs' dtype, close to the float64 gradient of the bf16-rounded inputs, over several chunks
-// (the weight gradient summed over them in fp32).
+// (the weight gradient summed over them in fp32, in blocks of vocabulary rows, the last ragged).
 TEST(FusedLoss, UnderAutocastGradientsAreFp32AndCloseToTheBf16RoundedInputs) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
   auto h = torch::randn({40, 32}, gen, torch::kFloat).requires_grad_(true);
   auto w = (torch::randn({300, 32}, gen, torch::kFloat) * 0.3).requires_grad_(true);
   auto y = torch::randint(0, 300, {40}, gen, torch::kLong);
   FusedLossOptions o;
-  o.chunk_rows = 18;  // two thirds, 12, under autocast: 4 chunks, the last ragged
+  o.chunk_rows = 18;          // two thirds, 12, under autocast: 4 chunks, the last ragged
+  o.grad_w_block_rows = 128;  // 3 blocks of the 300 rows
   torch::Tensor loss;
   {
     compat::Bf16Autocast autocast(true, torch::kCPU);

@@ -32,10 +32,14 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
   // Under autocast a chunk's gradient is briefly held twice, in fp32 and cast: 1.5x the bytes of
   // its logits, so two thirds of the rows keep the working set.
   if (autocast) step = std::max<int64_t>(1, step * 2 / 3);
-  const torch::Tensor wt = w.t();
+  // Under autocast the weight is cast once for the whole pass: the products would otherwise cast it
+  // again in every chunk (and autocast caches only the plain leaf, not its transpose).
+  const auto product_type = autocast ? at::autocast::get_autocast_dtype(h.device().type()) : h.scalar_type();
+  const torch::Tensor wc = w.to(product_type);
+  const torch::Tensor wt = wc.t();
   for (int64_t r0 = 0; r0 < N; r0 += step) {
     const int64_t n = std::min(step, N - r0);
-    const torch::Tensor hc = h.narrow(0, r0, n);
+    const torch::Tensor hc = h.narrow(0, r0, n).to(product_type);
     const torch::Tensor yc = labels.narrow(0, r0, n).unsqueeze(1);
     torch::Tensor logits = torch::mm(hc, wt).to(st);  // [n, V]
     torch::Tensor picked = logits.gather(1, yc).squeeze(1);
@@ -49,14 +53,23 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
     logits.scatter_add_(1, yc, torch::full({n, 1}, -1.0, logits.options()));
     // Under autocast the products below run in its dtype: cast the chunk's gradient once here
     // rather than once in each product.
-    const torch::Tensor g = logits.to(autocast ? at::autocast::get_autocast_dtype(h.device().type()) : h.scalar_type());
+    const torch::Tensor g = logits.to(product_type);
     logits = torch::Tensor();  // a cast copy no longer needs the fp32 chunk
-    if (grad_h) grad_h->narrow(0, r0, n).copy_(torch::mm(g, w));
-    if (grad_w) {
-      // Under autocast g is cast and grad_w fp32, so mm (which autocast casts; an in-place addmm_
-      // would stay fp32 at half the bf16 rate) is summed in.
-      if (grad_w->scalar_type() == g.scalar_type()) grad_w->addmm_(g.t(), hc);
-      else grad_w->add_(torch::mm(g.t(), hc));  // reduced precision products summed over chunks in fp32
+    if (grad_h) grad_h->narrow(0, r0, n).copy_(torch::mm(g, wc));
+    if (!grad_w) continue;
+    if (grad_w->scalar_type() == product_type) {
+      grad_w->addmm_(g.t(), hc);
+      continue;
+    }
+    // Reduced precision products summed over chunks in fp32 (an fp32 addmm_ would run at half the
+    // bf16 rate). A whole [V, H] product would be held twice, cast and then converted to fp32 by
+    // add_; in blocks of the vocabulary that transient is two small blocks.
+    const int64_t block = o.grad_w_block_rows > 0
+                              ? o.grad_w_block_rows
+                              : std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, w.size(1)));
+    for (int64_t v0 = 0; v0 < V; v0 += block) {
+      const int64_t k = std::min(block, V - v0);
+      grad_w->narrow(0, v0, k).add_(torch::mm(g.narrow(1, v0, k).t(), hc));
     }
   }
 }
@@ -77,10 +90,16 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
     return rows_out.sum().to(h.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    // The gradients are scaled in place and handed over rather than copied: a copy of the head's
+    // weight gradient would come at the start of backward, when every activation is still alive.
+    // So they can be used once; a second backward through the same graph is refused.
+    TORCH_CHECK(ctx->saved_data.count("grad_h") == 1,
+                "linear_cross_entropy_sum: backward a second time (retain_graph) is not supported");
     const torch::Tensor& go = grad_out[0];
     torch::Tensor gh = ctx->saved_data["grad_h"].toTensor(), gw = ctx->saved_data["grad_w"].toTensor();
-    if (gh.defined()) gh = gh * go.to(gh.scalar_type());
-    if (gw.defined()) gw = gw * go.to(gw.scalar_type());
+    ctx->saved_data.clear();
+    if (gh.defined()) gh.mul_(go.to(gh.scalar_type()));
+    if (gw.defined()) gw.mul_(go.to(gw.scalar_type()));
     return {gh, gw, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };

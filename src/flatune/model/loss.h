@@ -19,6 +19,9 @@ namespace flatune {
 struct FusedLossOptions {
   // Rows of logits formed at once; chunk_rows x vocab floats is the working set.
   int64_t chunk_rows = 512;
+  // Under autocast, vocabulary rows of a chunk's weight gradient formed at once before they are
+  // summed in fp32 (0: about a million elements).
+  int64_t grad_w_block_rows = 0;
 };
 
 // Σ over counted tokens of -log softmax(h Wᵀ)[label], as causal_lm_loss_sum(forward(in), labels)
