@@ -724,8 +724,11 @@ TEST(BenchTrain, BestRoundsAndWhatEachVariantHolds) {
   const double adamw_extra = by["adamw"]["tensor_peak_mib"].get<double>() - adamw_state;
   for (const char* kind : {"sam", "asam"}) {
     EXPECT_DOUBLE_EQ(by[kind]["state_mib"].get<double>(), adamw_state) << kind;
+    // The peaks come at different moments (gradients are dropped at the start of a step and come
+    // back during backward), so the copy shows as at least half a weight buffer above AdamW's peak
+    // and never as a second one.
     const double extra = by[kind]["tensor_peak_mib"].get<double>() - adamw_state - adamw_extra;
-    EXPECT_GT(extra, 0.9 * weights) << kind;
+    EXPECT_GT(extra, 0.5 * weights) << kind;
     EXPECT_LT(extra, 1.1 * weights) << kind;
   }
   EXPECT_NEAR(by["looksam"]["state_mib"].get<double>() - adamw_state, weights, 0.01 * weights);
