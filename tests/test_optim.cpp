@@ -257,6 +257,64 @@ TEST(Optim, AdamWGroupsExemptNormsBiasesAndEmbeddings) {
   EXPECT_DOUBLE_EQ(opt->param_groups()[1].options().get_lr(), 0.01);
 }
 
+// AdamW's update against the formula worked out here in float64 (decoupled decay on the decayed
+// group only, bias-corrected moments, a learning rate changed between steps, a parameter without a
+// gradient left alone), and in float32 against libtorch's own torch::optim::AdamW.
+TEST(Optim, AdamWMatchesTheUpdateWorkedOutByHand) {
+  const AdamWSettings st{0.03, 0.8, 0.95, 1e-6, 0.2};
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+    auto W0 = torch::randn({2, 3}, gen, torch::kDouble), b0 = torch::randn({3}, gen, torch::kDouble);
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> grads;  // per step, for W and b
+    for (int t = 0; t < 4; ++t)
+      grads.emplace_back(torch::randn({2, 3}, gen, torch::kDouble), torch::randn({3}, gen, torch::kDouble));
+    auto W = W0.to(dtype).clone().requires_grad_(true), b = b0.to(dtype).clone().requires_grad_(true);
+    auto unused = torch::ones({2}, dtype).requires_grad_(true);
+    auto opt = make_adamw({{"l.weight", W}, {"l.bias", b}, {"n.weight", unused}}, st);
+    auto W2 = W0.to(dtype).clone().requires_grad_(true), b2 = b0.to(dtype).clone().requires_grad_(true);
+    torch::optim::AdamW libtorch_adamw(
+        std::vector<torch::optim::OptimizerParamGroup>{
+            {{W2},
+             std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(st.lr)
+                                                              .betas({st.beta1, st.beta2})
+                                                              .eps(st.eps)
+                                                              .weight_decay(st.weight_decay))},
+            {{b2},
+             std::make_unique<torch::optim::AdamWOptions>(
+                 torch::optim::AdamWOptions(st.lr).betas({st.beta1, st.beta2}).eps(st.eps).weight_decay(0.0))}},
+        torch::optim::AdamWOptions(st.lr));
+    torch::Tensor w_ref = W0.clone(), bias_ref = b0.clone();
+    torch::Tensor m_w = torch::zeros_like(w_ref), v_w = torch::zeros_like(w_ref);
+    torch::Tensor m_b = torch::zeros_like(bias_ref), v_b = torch::zeros_like(bias_ref);
+    for (int t = 1; t <= 4; ++t) {
+      const double lr = t <= 2 ? st.lr : st.lr / 3;
+      set_learning_rate(*opt, lr);
+      set_learning_rate(libtorch_adamw, lr);
+      const auto& [gw, gb] = grads[t - 1];
+      W.mutable_grad() = gw.to(dtype);
+      b.mutable_grad() = gb.to(dtype);
+      W2.mutable_grad() = gw.to(dtype);
+      b2.mutable_grad() = gb.to(dtype);
+      opt->step();
+      libtorch_adamw.step();
+      auto update = [&](torch::Tensor& w, torch::Tensor& m, torch::Tensor& v, const torch::Tensor& g, double wd) {
+        m = st.beta1 * m + (1 - st.beta1) * g;
+        v = st.beta2 * v + (1 - st.beta2) * g * g;
+        const torch::Tensor m_hat = m / (1 - std::pow(st.beta1, t)), v_hat = v / (1 - std::pow(st.beta2, t));
+        w = w * (1 - lr * wd) - lr * m_hat / (v_hat.sqrt() + st.eps);
+      };
+      update(w_ref, m_w, v_w, gw, st.weight_decay);
+      update(bias_ref, m_b, v_b, gb, 0.0);
+    }
+    const double tol = dtype == torch::kDouble ? 1e-13 : 1e-5;
+    EXPECT_LE((W.detach().to(torch::kDouble) - w_ref).abs().max().item<double>(), tol) << dtype;
+    EXPECT_LE((b.detach().to(torch::kDouble) - bias_ref).abs().max().item<double>(), tol) << dtype;
+    EXPECT_LE((W.detach() - W2.detach()).abs().max().item<double>(), tol) << dtype;
+    EXPECT_LE((b.detach() - b2.detach()).abs().max().item<double>(), tol) << dtype;
+    EXPECT_TRUE(torch::equal(unused.detach(), torch::ones({2}, dtype)));
+  }
+}
+
 // Saving AdamW's state after 3 steps and loading it into a fresh optimizer continues bitwise as
 // the optimizer that was never interrupted.
 TEST(Optim, SavedStateContinuesBitIdentically) {

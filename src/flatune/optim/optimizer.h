@@ -26,7 +26,8 @@ struct AdamWSettings {
 // Whether a parameter is exempt from weight decay: norms, biases, embeddings, any 1-D tensor.
 bool exempt_from_decay(const std::string& name, const torch::Tensor& p);
 
-// torch::optim::AdamW with two groups (decayed, exempt); the update is torch.optim.AdamW's.
+// AdamW with two groups (decayed, exempt): torch::optim::AdamW's options and state, its update
+// torch.optim.AdamW's computed by the fused multi-tensor kernel (torch.optim.AdamW(fused=True)).
 std::unique_ptr<torch::optim::Optimizer> make_adamw(const NamedParams& params, const AdamWSettings& s);
 
 void set_learning_rate(torch::optim::Optimizer& opt, double lr);

@@ -111,7 +111,7 @@ StepStats SamStepper::step(const std::function<torch::Tensor()>& closure) {
     if (s_.kind == "asam") {
       // e = rho T^2 g / ||T g||, T = |w| + eta.
       std::vector<torch::Tensor> tg_norms;
-      for (size_t j = 0; j < g.size(); ++j) tg_norms.push_back((weights[j].abs().add_(s_.eta) * g[j]).norm());
+      for (size_t j = 0; j < g.size(); ++j) tg_norms.push_back(weights[j].abs().add_(s_.eta).mul_(g[j]).norm());
       const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), total(sq_norm(tg_norms)).sqrt());
       std::vector<torch::Tensor> e_norms;
       for (size_t j = 0; j < g.size(); ++j) {
