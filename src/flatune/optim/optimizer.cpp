@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "flatune/core/error.h"
 
@@ -38,7 +39,7 @@ class FusedAdamW final : public torch::optim::AdamW {
       struct Lists {
         std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
       };
-      std::map<std::pair<std::string, c10::ScalarType>, Lists> calls;
+      std::map<std::tuple<c10::DeviceType, c10::DeviceIndex, c10::ScalarType>, Lists> calls;
       for (auto& p : group.params()) {
         if (!p.grad().defined()) continue;
         auto& slot = state_[p.unsafeGetTensorImpl()];
@@ -51,7 +52,7 @@ class FusedAdamW final : public torch::optim::AdamW {
         }
         auto& st = static_cast<torch::optim::AdamWParamState&>(*slot);
         st.step(st.step() + 1);
-        Lists& l = calls[{p.device().str(), p.scalar_type()}];
+        Lists& l = calls[{p.device().type(), p.device().index(), p.scalar_type()}];
         l.params.push_back(p);
         l.grads.push_back(p.grad());
         l.exp_avgs.push_back(st.exp_avg());
