@@ -148,14 +148,31 @@ TEST(Sam, SubsetLeavesUnselectedParametersUnperturbed) {
 }
 
 TEST(Sam, RestoresWeightsBitExactlyBeforeTheStep) {
-  Quadratic q;
-  torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(0.0));  // lr 0: step changes nothing
-  SamSettings s = settings("sam", 0.37);
-  SamStepper stepper(q.params(), sgd, s, 0.0);
-  auto W0 = q.W.detach().clone(), v0 = q.v.detach().clone();
-  stepper.step([&] { return q.loss(); });
-  EXPECT_TRUE(torch::equal(q.W.detach(), W0));
-  EXPECT_TRUE(torch::equal(q.v.detach(), v0));
+  for (const char* kind : {"sam", "asam"}) {
+    Quadratic q;
+    torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(0.0));  // lr 0: step changes nothing
+    SamSettings s = settings(kind, 0.37);
+    SamStepper stepper(q.params(), sgd, s, 0.0);
+    auto W0 = q.W.detach().clone(), v0 = q.v.detach().clone();
+    // The second pass runs on w + e held apart from w: what an alias of W taken before the step
+    // sees is never written, and after the step W is in its own storage again.
+    const torch::Tensor alias = q.W.detach();
+    const void* storage = q.W.data_ptr();
+    int pass = 0;
+    bool w_untouched_in_second_pass = false, perturbed_in_second_pass = false;
+    stepper.step([&] {
+      if (pass++ == 1) {
+        w_untouched_in_second_pass = torch::equal(alias, W0);
+        perturbed_in_second_pass = !torch::equal(q.W.detach(), W0);
+      }
+      return q.loss();
+    });
+    EXPECT_TRUE(w_untouched_in_second_pass);
+    EXPECT_TRUE(perturbed_in_second_pass);
+    EXPECT_EQ(q.W.data_ptr(), storage);
+    EXPECT_TRUE(torch::equal(q.W.detach(), W0));
+    EXPECT_TRUE(torch::equal(q.v.detach(), v0));
+  }
 }
 
 // Linear regression: the mean gradient over N micro-batches equals one batch of N x size.

@@ -99,39 +99,44 @@ StepStats SamStepper::step(const std::function<torch::Tensor()>& closure) {
       looksam_gv_.clear();  // replaced below; freed first so the step holds one of the two
       g_saved = g;          // the second pass gets new gradient tensors: these stay as they are
     }
-    // Keep exact copies of w: subtracting e again would not restore w bit for bit.
-    std::vector<torch::Tensor> weights, saved;
-    for (size_t i : perturbed_idx_) {
-      weights.push_back(tensors_[i].detach());
-      saved.push_back(weights.back().clone());
-    }
-    // w += e tensor by tensor, e never held for the whole model: its one copy would be a second
-    // model-sized buffer beside `saved`. The scale rho / ||.|| is a 0-dim float64 tensor (0 for a
-    // zero gradient), multiplied in as a scalar would be.
+    // The second pass runs on w + e in buffers of its own that the parameters point to for its
+    // duration (as `p.data = w_plus_e` would in Python); w itself is never written, so putting it
+    // back is exact (subtracting e again would not restore w bit for bit) and costs no pass over
+    // the weights. Against keeping a copy of w and perturbing in place that saves a copy of the
+    // weights and a copy back: half of the perturbation's memory traffic, with the same one
+    // model-sized buffer beyond AdamW.
+    std::vector<torch::Tensor> weights, w_plus_e;
+    for (size_t i : perturbed_idx_) weights.push_back(tensors_[i].detach());
+    // e is never held for the whole model: its one copy would be a second model-sized buffer
+    // beside w + e. The scale rho / ||.|| is a 0-dim float64 tensor (0 for a zero gradient),
+    // multiplied in as a scalar would be.
     if (s_.kind == "asam") {
-      // e = rho T^2 g / ||T g||, T = |w| + eta.
+      // e = rho T^2 g / ||T g||, T = |w| + eta; each tensor's e is formed where its w + e goes.
       std::vector<torch::Tensor> tg_norms;
       for (size_t j = 0; j < g.size(); ++j) tg_norms.push_back(weights[j].abs().add_(s_.eta).mul_(g[j]).norm());
       const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), total(sq_norm(tg_norms)).sqrt());
       std::vector<torch::Tensor> e_norms;
       for (size_t j = 0; j < g.size(); ++j) {
-        const torch::Tensor t = weights[j].abs().add_(s_.eta);
-        const torch::Tensor e = t.mul_(t).mul_(g[j]).mul_(scale);
-        e_norms.push_back(e.norm());
-        weights[j].add_(e);
+        torch::Tensor t = weights[j].abs().add_(s_.eta);
+        t.mul_(t).mul_(g[j]).mul_(scale);
+        e_norms.push_back(t.norm());
+        w_plus_e.push_back(t.add_(weights[j]));
       }
       e_norm = total(sq_norm(e_norms)).sqrt();
     } else {
       // e = rho g / ||g||, so ||e|| = rho (0 for a zero gradient).
       const torch::Tensor g_norm = total(sq_norm(g)).sqrt();
       const torch::Tensor scale = ratio_or_zero(torch::full_like(loss, s_.rho), g_norm);
-      for (size_t j = 0; j < g.size(); ++j) weights[j].addcmul_(g[j], scale);
+      for (size_t j = 0; j < g.size(); ++j) w_plus_e.push_back(torch::addcmul(weights[j], g[j], scale));
       e_norm = g_norm * scale;
     }
+    for (size_t j = 0; j < w_plus_e.size(); ++j) tensors_[perturbed_idx_[j]].set_data(w_plus_e[j]);
     if (shard_.share_perturbed) shard_.share_perturbed();
     g.clear();  // with the parameters' references dropped too, the first pass's gradients are freed
     zero_grads();
-    auto restore = [&] { at::_foreach_copy_(weights, saved); };
+    auto restore = [&] {
+      for (size_t j = 0; j < weights.size(); ++j) tensors_[perturbed_idx_[j]].set_data(weights[j]);
+    };
     try {
       {
         torch::AutoGradMode enable(true);
@@ -139,11 +144,11 @@ StepStats SamStepper::step(const std::function<torch::Tensor()>& closure) {
       }
       sync();
     } catch (...) {
-      restore();  // a failed second pass must not leave the weights at w + e
+      restore();  // a failed second pass must not leave the parameters at w + e
       throw;
     }
     restore();
-    saved.clear();
+    w_plus_e.clear();
     st.second_pass = true;
     if (looksam_full) {
       // g_v = g_s - (g_s . g / ||g||^2) g, written over the copy of g.
