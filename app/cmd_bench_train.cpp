@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -74,14 +75,19 @@ double pass_flops_per_token(LlamaForCausalLM& model, int64_t seq) {
   return 2.0 * forward + 2.0 * trainable;
 }
 
-// Forward-and-backward passes a step of each variant makes, on average.
+// Forward-and-backward passes a step of each variant makes, on average; NaN for sam-subset,
+// whose first pass differentiates only the subset: what it skips depends on where the subset
+// sits in the model, so its FLOPs (and MFU) are not given.
 double passes_per_step(const SamSettings& s) {
   if (s.kind == "none") return 1.0;
   if (s.kind == "looksam") return 1.0 + 1.0 / static_cast<double>(s.k);
+  if (s.kind == "sam-subset") return std::nan("");
   return 2.0;
 }
 
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+json json_number(double v) { return std::isnan(v) ? json(nullptr) : json(v); }
 
 // One variant's model, optimizer and step, alive for every round.
 struct VariantBench {
@@ -270,18 +276,20 @@ void add_bench_train_command(CLI::App& bench) {
       const double mfu = a->bf16 ? mfu_bf16 : mfu_fp32;  // against the peak of the precision the GEMMs run in
       const double sum_mib = mib(vb.state + vb.activations);
       auto counted = [gpu](double v) { return gpu ? -1.0 : v; };  // the counter sees CPU storage only
-      std::printf("%-10s %9.0f %7.2fx %5.0f%% %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n", vb.name.c_str(), tps, ratio,
-                  100 * mfu, counted(mib(vb.state)), counted(mib(vb.activations)), counted(mib(vb.tensor_peak)),
+      char mfu_text[16] = "-";
+      if (!std::isnan(mfu)) std::snprintf(mfu_text, sizeof mfu_text, "%.0f%%", 100 * mfu);
+      std::printf("%-10s %9.0f %7.2fx %6s %9.0f %9.0f %9.0f %9.0f %9.0f %6.2fx\n", vb.name.c_str(), tps, ratio,
+                  mfu_text, counted(mib(vb.state)), counted(mib(vb.activations)), counted(mib(vb.tensor_peak)),
                   vb.peak_rss_mib, vb.growth_rss_mib, counted(vb.growth_rss_mib / sum_mib));
       json row = {{"variant", vb.name},
                   {"tokens_per_s", tps},
                   {"step_time_vs_adamw", ratio},
                   {"rounds_in_process_tokens_per_s", vb.round_tokens_per_s},
-                  {"model_flops_per_token", vb.flops_per_token},
+                  {"model_flops_per_token", json_number(vb.flops_per_token)},
                   {"bf16", a->bf16},
                   {"checkpoint_activations", a->checkpoint_activations},
-                  {"mfu_fp32", mfu_fp32},
-                  {"mfu_bf16", mfu_bf16},
+                  {"mfu_fp32", json_number(mfu_fp32)},
+                  {"mfu_bf16", json_number(mfu_bf16)},
                   {"gemm_peak_fp32_gflops", peak_fp32},
                   {"gemm_peak_bf16_gflops", peak_bf16},
                   {"device", device.str()},

@@ -158,13 +158,14 @@ def add(name, f, p, pt, adamw):
     ratios = sorted(f.get("rounds_step_time_vs_adamw") or [adamw["tokens_per_s"] / f["tokens_per_s"]])
     f["step_time_vs_adamw"] = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2
     peak = f["gemm_peak_bf16_gflops" if f.get("bf16") else "gemm_peak_fp32_gflops"] * 1e9
-    mfu_fl = f["tokens_per_s"] * f["model_flops_per_token"] / peak
-    mfu_py = p["tokens_per_s"] * f["model_flops_per_token"] / peak if p else None
+    flops = f["model_flops_per_token"]  # none for sam-subset: its first pass's FLOPs depend on the subset
+    mfu_fl = f["tokens_per_s"] * flops / peak if flops else None
+    mfu_py = p["tokens_per_s"] * flops / peak if p and flops else None
     ssum = f["state_mib"] + f["activations_mib"]
     fmt = lambda x, spec: "-" if x is None or x < 0 else format(x, spec)
     table.append([name, fmt(f["tokens_per_s"], ".0f"), fmt(p and p["tokens_per_s"], ".0f"), fmt(ratio, ".2f") + ("x" if ratio else ""),
                   fmt(pt and pt["tokens_per_s"], ".0f"), fmt(ratio_tc, ".2f") + ("x" if ratio_tc else ""),
-                  fmt(f["step_time_vs_adamw"], ".2f") + "x", fmt(100 * mfu_fl, ".0f") + "%", fmt(mfu_py and 100 * mfu_py, ".0f") + ("%" if p else ""),
+                  fmt(f["step_time_vs_adamw"], ".2f") + "x", fmt(mfu_fl and 100 * mfu_fl, ".0f") + ("%" if mfu_fl else ""), fmt(mfu_py and 100 * mfu_py, ".0f") + ("%" if p else ""),
                   fmt(f["state_mib"], ".0f"), fmt(f["activations_mib"], ".0f"), fmt(f["tensor_peak_mib"], ".0f"),
                   fmt(f["tensor_peak_mib"] / ssum, ".2f") + "x", fmt(f.get("peak_growth_mib", -1), ".0f"),
                   fmt(p and p.get("peak_growth_mib", -1), ".0f")])

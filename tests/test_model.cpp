@@ -262,6 +262,45 @@ TEST(FusedLoss, EqualsFullLogitsLossOnModel) {
   }
 }
 
+// sam-subset's first pass takes the parameters off the subset out of the graph
+// (requires_grad off): the subset's gradients and the loss must be those of the full backward,
+// through the fused loss (tied head included, whose weight then needs no gradient) and through
+// checkpointed layers.
+TEST(Model, WeightsWithoutGradientLeaveTheOthersGradientsAsTheyWere) {
+  for (bool tied : {false, true})
+    for (bool checkpoint : {false, true}) {
+      LlamaConfig c = tiny_config();
+      c.tie_word_embeddings = tied;
+      LlamaForCausalLM m(c);
+      m->init_weights(8);
+      m->to(test_device(), torch::kDouble);
+      m->set_checkpoint_activations(checkpoint);
+      ForwardInput in;
+      in.input_ids = torch::tensor({{1, 5, 9, 2, 30, 11, 4}, {3, 3, 8, 21, 7, 0, 36}}, torch::kLong);
+      auto loss_and_grads = [&] {
+        m->zero_grad();
+        auto sum = fused_causal_lm_loss_sum(m, in, in.input_ids).first;
+        sum.backward();
+        std::map<std::string, torch::Tensor> grads;
+        for (auto& p : m->named_parameters())
+          if (p.value().grad().defined()) grads[p.key()] = p.value().grad().clone();
+        return std::make_pair(sum.detach(), grads);
+      };
+      auto [full_loss, full] = loss_and_grads();
+      auto in_subset = [](const std::string& name) { return name.find("layers.1.mlp.") != std::string::npos; };
+      for (auto& p : m->named_parameters())
+        if (!in_subset(p.key())) p.value().set_requires_grad(false);
+      auto [subset_loss, subset] = loss_and_grads();
+      const std::string what = std::string("tied ") + (tied ? "1" : "0") + " checkpoint " + (checkpoint ? "1" : "0");
+      EXPECT_NEAR(subset_loss.item<double>(), full_loss.item<double>(), 1e-12) << what;
+      EXPECT_EQ(subset.size(), 3u) << what;  // gate, up, down of layer 1; no other gradient
+      for (auto& [name, g] : subset) {
+        EXPECT_TRUE(in_subset(name)) << name << " " << what;
+        EXPECT_LE((g - full.at(name)).abs().max().item<double>(), 1e-12) << name << " " << what;
+      }
+    }
+}
+
 // No counted label: zero, with a graph that backward accepts, as causal_lm_loss_sum.
 TEST(FusedLoss, NoCountedLabelIsZero) {
   LlamaForCausalLM m(tiny_config());

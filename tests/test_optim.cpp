@@ -147,6 +147,36 @@ TEST(Sam, SubsetLeavesUnselectedParametersUnperturbed) {
   EXPECT_THROW(SamStepper(q.params(), sgd, none, 0.0), Error);
 }
 
+// sam-subset is SAM with e zero off the subset: e = rho g_S / ||g_S||, stepped with the whole
+// gradient at w + e. Its first pass differentiates only the subset (the others' requires_grad off
+// there, on again after, also when that pass throws).
+TEST(Sam, SubsetStepEqualsClosedFormAndItsFirstPassDifferentiatesOnlyTheSubset) {
+  Quadratic q;
+  const double lr = 0.1, rho = 0.5;
+  auto w0 = q.flat();
+  auto in_subset = torch::cat({torch::ones({4}, w0.options()), torch::zeros({3}, w0.options())});
+  auto g_subset = q.grad_at(w0) * in_subset;
+  auto e = rho * g_subset / g_subset.norm();
+  auto expected = w0 - lr * q.grad_at(w0 + e);
+  torch::optim::SGD sgd({q.W, q.v}, torch::optim::SGDOptions(lr));
+  SamSettings s = settings("sam-subset", rho);
+  s.subset = {".*\\.mlp\\..*"};
+  SamStepper stepper(q.params(), sgd, s, 0.0);
+  std::vector<std::pair<bool, bool>> requires_grad;  // W's and v's, each pass
+  auto st = stepper.step([&] {
+    requires_grad.emplace_back(q.W.requires_grad(), q.v.requires_grad());
+    return q.loss();
+  });
+  expect_close(q.flat(), expected);
+  EXPECT_NEAR(st.e_norm, rho, 1e-12);
+  using Pair = std::pair<bool, bool>;
+  EXPECT_EQ(requires_grad, (std::vector<Pair>{{true, false}, {true, true}}));
+  EXPECT_TRUE(q.v.requires_grad());
+  EXPECT_THROW(stepper.step([&]() -> torch::Tensor { throw Error("closure", "first pass failed"); }), Error);
+  EXPECT_TRUE(q.W.requires_grad());
+  EXPECT_TRUE(q.v.requires_grad());
+}
+
 TEST(Sam, RestoresWeightsBitExactlyBeforeTheStep) {
   for (const char* kind : {"sam", "asam"}) {
     Quadratic q;

@@ -154,6 +154,11 @@ TEST_P(Resume, IsBitIdentical) {
     o.lora_rank = 4;
     o.lora_targets = {"q_proj", "v_proj", "down_proj"};
   }
+  if (variant == "sam-subset-l2") {  // the first pass differentiates layer 1's MLP only; the penalty all weights
+    o.sam = "sam-subset";
+    o.sam_subset = {".*layers\\.1\\.mlp\\..*"};
+    o.l2_base = 0.5;
+  }
   if (variant == "pack-accum") {
     o.pack = true;
     o.grad_accum = 2;
@@ -183,7 +188,8 @@ TEST_P(Resume, IsBitIdentical) {
   EXPECT_EQ(la.back(), lb.back());
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Resume, ::testing::Values("adamw", "sam", "looksam", "lora-sam", "pack-accum"));
+INSTANTIATE_TEST_SUITE_P(Variants, Resume,
+                         ::testing::Values("adamw", "sam", "looksam", "lora-sam", "sam-subset-l2", "pack-accum"));
 
 TEST(Train, AccumulationEqualsOneLargeBatch) {
   FLATUNE_REQUIRE_TESTDATA("models/llama-gqa");
@@ -704,11 +710,11 @@ TEST(BenchTrain, BestRoundsAndWhatEachVariantHolds) {
   TempDir dir;
   auto r = run_flatune(
       "bench train --steps 1 --rounds 2 --layers 2 --hidden 64 --heads 2 --ffn 128 --vocab 256 --seq 8 --batch 2 "
-      "--threads 1 --variants none sam asam looksam --json '" +
+      "--threads 1 --variants none sam asam looksam sam-subset --json '" +
       (dir / "bench.json") + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const json rows = read_json_file(dir / "bench.json");
-  ASSERT_EQ(rows.size(), 4u);
+  ASSERT_EQ(rows.size(), 5u);
   std::map<std::string, json> by;
   for (const auto& row : rows) {
     const auto rounds = row["rounds_in_process_tokens_per_s"].get<std::vector<double>>();
@@ -719,6 +725,12 @@ TEST(BenchTrain, BestRoundsAndWhatEachVariantHolds) {
   const double adamw_tps = by["adamw"]["tokens_per_s"].get<double>();
   for (const auto& [name, row] : by)
     EXPECT_NEAR(row["step_time_vs_adamw"].get<double>(), adamw_tps / row["tokens_per_s"].get<double>(), 1e-9);
+  // SAM's FLOPs are two passes; sam-subset's first pass skips what the subset does not need, so
+  // neither its FLOPs nor its MFU are given.
+  EXPECT_DOUBLE_EQ(by["sam"]["model_flops_per_token"].get<double>(),
+                   2 * by["adamw"]["model_flops_per_token"].get<double>());
+  EXPECT_TRUE(by["sam-subset"]["model_flops_per_token"].is_null());
+  EXPECT_TRUE(by["sam-subset"]["mfu_fp32"].is_null());
   // AdamW's state between steps is weights, gradients and two moments: four weight-sized buffers.
   const double adamw_state = by["adamw"]["state_mib"].get<double>(), weights = adamw_state / 4;
   const double adamw_extra = by["adamw"]["tensor_peak_mib"].get<double>() - adamw_state;

@@ -18,6 +18,23 @@ torch::Tensor dot(const std::vector<torch::Tensor>& a, const std::vector<torch::
 torch::Tensor ratio_or_zero(const torch::Tensor& numerator, const torch::Tensor& denominator) {
   return torch::where(denominator > 0, numerator / denominator, torch::zeros_like(denominator));
 }
+
+// While alive, the given parameters do not require a gradient (and do again afterwards, also
+// when the pass throws).
+class GradientsOff {
+ public:
+  explicit GradientsOff(std::vector<torch::Tensor> params) : params_(std::move(params)) {
+    for (auto& t : params_) t.set_requires_grad(false);
+  }
+  ~GradientsOff() {
+    for (auto& t : params_) t.set_requires_grad(true);
+  }
+  GradientsOff(const GradientsOff&) = delete;
+  GradientsOff& operator=(const GradientsOff&) = delete;
+
+ private:
+  std::vector<torch::Tensor> params_;
+};
 }  // namespace
 
 SamStepper::SamStepper(NamedParams params, torch::optim::Optimizer& base, SamSettings s, double max_grad_norm,
@@ -82,13 +99,24 @@ StepStats SamStepper::step(const std::function<torch::Tensor()>& closure) {
   auto sync = [&] {
     if (grad_sync_) grad_sync_();
   };
+  const bool looksam_full = s_.kind == "looksam" && steps_ % s_.k == 0;
+  const bool two_pass = s_.kind == "sam" || s_.kind == "asam" || s_.kind == "sam-subset" || looksam_full;
   zero_grads();
-  const torch::Tensor loss = closure().detach().to(torch::kDouble);
+  torch::Tensor loss;
+  {
+    // sam-subset's first pass needs the gradient of the perturbed parameters only (the step uses
+    // the second pass's): with the others out of the graph, autograd skips their weight-gradient
+    // products and records nothing below the lowest perturbed layer.
+    std::vector<torch::Tensor> unused;
+    if (s_.kind == "sam-subset")
+      for (size_t i = 0; i < tensors_.size(); ++i)
+        if (!perturbed_[i]) unused.push_back(tensors_[i]);
+    GradientsOff off(std::move(unused));
+    loss = closure().detach().to(torch::kDouble);
+  }
   sync();
 
   torch::Tensor perturbed_loss, e_norm;
-  const bool looksam_full = s_.kind == "looksam" && steps_ % s_.k == 0;
-  const bool two_pass = s_.kind == "sam" || s_.kind == "asam" || s_.kind == "sam-subset" || looksam_full;
   const torch::Device device = loss.device();
   auto sq_norm = [&](const std::vector<torch::Tensor>& ts) { return sum_of_squares(ts, device); };
   if (two_pass) {

@@ -14,7 +14,9 @@
 //   looksam     every k-th step a full SAM step that also keeps g_v = g_s - (g_s.g / ||g||^2) g,
 //               the part of the SAM gradient g_s orthogonal to g; in between one pass, stepping
 //               with g + alpha * (||g|| / ||g_v||) * g_v (Liu et al. 2022; one global projection).
-//   sam-subset  sam, perturbing only the selected parameters; all are stepped.
+//   sam-subset  sam, perturbing only the selected parameters; all are stepped. The first pass
+//               differentiates the selected ones only: the closure sees the others with
+//               requires_grad off there (their first-pass gradient would be thrown away).
 // Clipping applies to the gradient that is stepped; grad_norm is its norm before clipping.
 #pragma once
 #include <torch/torch.h>

@@ -21,7 +21,7 @@ RetainPenalty make_retain_penalty(LlamaForCausalLM& model, const std::string& fi
     for (auto& [name, t] : read_safetensors(fisher_path)) fisher[name] = t;
   for (auto& item : model->named_parameters(true)) {
     const std::string& name = item.key();
-    torch::Tensor t = item.value();
+    const torch::Tensor& t = item.value();
     RetainPenalty::Term term;
     term.name = name;
     term.param = t;
@@ -74,9 +74,10 @@ torch::Tensor RetainPenalty::value(LlamaForCausalLM&) const {
   torch::Tensor total;
   for (const auto& t : terms) {
     torch::Tensor diff;
+    // Not read off requires_grad: sam-subset's first pass switches it off for a while, and the
+    // value must not change with that.
     if (t.projection) diff = torch::matmul(t.projection->lora_B, t.projection->lora_A) * t.projection->lora_scale;
-    else if (t.param.requires_grad()) diff = t.param - t.base;
-    else continue;  // frozen and not adapted: no change, no penalty
+    else diff = t.param - t.base;
     torch::Tensor sq = diff.pow(2);
     torch::Tensor term;
     if (l2_lambda > 0) term = 0.5 * l2_lambda * sq.sum();

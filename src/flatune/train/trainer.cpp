@@ -564,7 +564,7 @@ StepOutcome train_step(Recipe& r, int64_t step, double lr) {
     torch::Tensor loss = loss_sum * scale / dist.world_size;
     if (r.penalty.active()) {
       auto p = r.penalty.value(r.model);
-      p.backward();
+      if (p.requires_grad()) p.backward();  // not in sam-subset's first pass if no penalised weight is perturbed
       // Every process adds the whole penalty and the logged loss is summed over processes
       // below: count it once. (Its gradient is counted once already: gradients are averaged.)
       loss += p.detach().to(torch::kDouble) / dist.world_size;
