@@ -104,7 +104,9 @@ def main():
     out = []
     w = out.append
     w("# flatune benchmark results\n")
-    w(f"Measured {first['date'][:10]} with `bash bench/matrix.sh`, rendered by `bench/results_md.py` from its "
+    dates = sorted({t["date"][:10] for t in train.values()})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} (tables re-run after a change replace theirs)"
+    w(f"Measured {when} with `bash bench/matrix.sh`, rendered by `bench/results_md.py` from its "
       "`summary.json` (copied to `bench/RESULTS.json`: every round of every program is there).\n")
     w(f"**Machine**: {first['cpu']}, {first['nproc']} cores, {first['threads']} threads for every program, "
       "OpenMP wait policy as each program sets it for a user (the peers libgomp's default, flatune ACTIVE: "
