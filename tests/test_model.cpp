@@ -11,6 +11,7 @@
 #include "flatune/model/generate.h"
 #include "flatune/model/llama.h"
 #include "flatune/model/loss.h"
+#include "flatune/model/rms_norm.h"
 #include "test_util.h"
 
 using namespace flatune;
@@ -670,6 +671,76 @@ TEST(Bf16Autocast, ShortAndLongWindowsAndLeftPaddingStayCloseToFp32) {
 // parameter and the loss equal the plain run's (float64, both attention kernels, padding), also
 // with LoRA dropout (the recomputation replays the first forward's random draws) and under bf16
 // autocast (the recomputation runs under the autocast the first forward had).
+// The fused CPU RMSNorm against its ordinary-op formulation and against central differences, in
+// float64 over rows that fill neither the kernel's 16-lane sums (37 features) nor its 16-row
+// tasks (21 rows); its gradient is itself differentiable (Hessian-vector products equal the
+// ordinary ops'), and the weight gradient does not depend on the thread count.
+TEST(RmsNorm, FusedMatchesOrdinaryOpsFiniteDifferencesAndSecondOrder) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  auto x = torch::randn({3, 7, 37}, gen, torch::kDouble).requires_grad_(true);
+  auto w = (1 + 0.3 * torch::randn({37}, gen, torch::kDouble)).requires_grad_(true);
+  auto up = torch::randn({3, 7, 37}, gen, torch::kDouble);
+  const double eps = 1e-6;
+  auto fused = rms_norm(x, w, eps);
+  auto plain = rms_norm_reference(x, w, eps);
+  EXPECT_TRUE(fused.grad_fn() && fused.grad_fn()->name().find("FusedRmsNorm") != std::string::npos);
+  EXPECT_LE((fused - plain).abs().max().item<double>(), 1e-13);
+  // The kernel's backward (no graph of the gradient asked for).
+  auto gf = torch::autograd::grad({fused}, {x, w}, {up}, /*retain_graph=*/true);
+  auto gp = torch::autograd::grad({plain}, {x, w}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
+  for (int i = 0; i < 2; ++i) EXPECT_LE((gf[i] - gp[i]).abs().max().item<double>(), 1e-12) << i;
+
+  // Second order: d/d(x, w) of (grad · v), the Hessian-vector product of Σ up · y.
+  auto gf2 = torch::autograd::grad({fused}, {x, w}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
+  auto vx = torch::randn_like(x), vw = torch::randn_like(w);
+  auto hf = torch::autograd::grad({(gf2[0] * vx).sum() + (gf2[1] * vw).sum()}, {x, w});
+  auto hp = torch::autograd::grad({(gp[0] * vx).sum() + (gp[1] * vw).sum()}, {x, w});
+  for (int i = 0; i < 2; ++i) EXPECT_LE((hf[i] - hp[i]).abs().max().item<double>(), 1e-11) << i;
+
+  torch::NoGradGuard ng;
+  const double h = 1e-6;
+  auto objective = [&] { return (rms_norm(x, w, eps) * up).sum().item<double>(); };
+  for (int t = 0; t < 2; ++t) {
+    auto flat = (t == 0 ? x : w).detach().view({-1});
+    auto grad = gf[t].view({-1});
+    for (int64_t i = 0; i < flat.numel(); i += 29) {
+      const double orig = flat[i].item<double>();
+      flat[i] = orig + h;
+      const double hi = objective();
+      flat[i] = orig - h;
+      const double lo = objective();
+      flat[i] = orig;
+      EXPECT_NEAR(grad[i].item<double>(), (hi - lo) / (2 * h), 1e-7) << (t == 0 ? "x[" : "w[") << i << "]";
+    }
+  }
+}
+
+TEST(RmsNorm, Float32CloseToOrdinaryOpsThreadIndependentAndBf16TakesTheOrdinaryOps) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto x = (3 * torch::randn({5, 9, 64}, gen)).requires_grad_(true);
+  auto w = torch::randn({64}, gen).requires_grad_(true);
+  auto up = torch::randn({5, 9, 64}, gen);
+  auto grads = [&](bool fused) {
+    auto y = fused ? rms_norm(x, w, 1e-5) : rms_norm_reference(x, w, 1e-5);
+    auto g = torch::autograd::grad({y}, {x, w}, {up});
+    return std::vector<torch::Tensor>{y.detach(), g[0], g[1]};
+  };
+  auto f = grads(true), p = grads(false);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_LE((f[i] - p[i]).abs().max().item<double>(), 2e-5 * (1 + p[i].abs().max().item<double>())) << i;
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  auto one = grads(true);
+  at::set_num_threads(threads);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(one[i], f[i])) << i;
+  // A frozen weight (LoRA): no weight gradient is formed, the input's is the same.
+  auto frozen = torch::autograd::grad({rms_norm(x, w.detach(), 1e-5)}, {x}, {up});
+  EXPECT_TRUE(torch::equal(frozen[0], f[1]));
+
+  auto xb = x.detach().to(torch::kBFloat16), wb = w.detach().to(torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(rms_norm(xb, wb, 1e-5), rms_norm_reference(xb, wb, 1e-5)));
+}
+
 TEST(Model, ActivationCheckpointingGivesThePlainGradients) {
   const torch::Device dev = test_device();
   LlamaConfig c = tiny_config();

@@ -7,6 +7,7 @@
 #include "flatune/core/compat.h"
 #include "flatune/core/error.h"
 #include "flatune/io/checkpoint.h"
+#include "flatune/model/rms_norm.h"
 
 namespace flatune {
 
@@ -59,15 +60,6 @@ std::shared_ptr<torch::nn::Module> weight_holder(torch::nn::Module& parent, cons
   auto m = parent.register_module(name, std::make_shared<torch::nn::Module>());
   *out = m->register_parameter("weight", std::move(init));
   return m;
-}
-
-// RMSNorm as transformers computes it: statistics in float32 (or float64 for float64 input),
-// weight applied after casting back to the input dtype.
-torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  auto compute = x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-  torch::Tensor h = x.to(compute);
-  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * h.to(x.scalar_type());
 }
 
 double lowest_value(torch::ScalarType t) {
