@@ -80,16 +80,16 @@ FLATUNE_CPU_CLONES void forward_range_of(const float* x, const float* w, float* 
                                          int64_t end, int64_t n, double eps) {
   forward_range(x, w, y, rstd, begin, end, n, eps);
 }
-FLATUNE_CPU_CLONES void backward_range_of(const float* x, const float* w, const float* rstd, const float* dy,
-                                          float* dx, float* dw, float* g, int64_t begin, int64_t end, int64_t n) {
+FLATUNE_CPU_CLONES void backward_range_of(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
+                                          float* dw, float* g, int64_t begin, int64_t end, int64_t n) {
   backward_range(x, w, rstd, dy, dx, dw, g, begin, end, n);
 }
-void forward_range_of(const double* x, const double* w, double* y, double* rstd, int64_t begin, int64_t end,
-                      int64_t n, double eps) {
+void forward_range_of(const double* x, const double* w, double* y, double* rstd, int64_t begin, int64_t end, int64_t n,
+                      double eps) {
   forward_range(x, w, y, rstd, begin, end, n, eps);
 }
-void backward_range_of(const double* x, const double* w, const double* rstd, const double* dy, double* dx,
-                       double* dw, double* g, int64_t begin, int64_t end, int64_t n) {
+void backward_range_of(const double* x, const double* w, const double* rstd, const double* dy, double* dx, double* dw,
+                       double* g, int64_t begin, int64_t end, int64_t n) {
   backward_range(x, w, rstd, dy, dx, dw, g, begin, end, n);
 }
 
@@ -102,8 +102,7 @@ void forward_rows(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t n
 // The weight gradient goes into one partial sum a task (dw_partial [tasks, n]), or nowhere when
 // dw_partial is null.
 template <typename T>
-void backward_rows(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw_partial, int64_t rows,
-                   int64_t n) {
+void backward_rows(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw_partial, int64_t rows, int64_t n) {
   const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
   at::parallel_for(0, tasks, 1, [&](int64_t task_begin, int64_t task_end) {
     std::vector<T> g(static_cast<size_t>(n));
