@@ -667,14 +667,10 @@ TEST(Bf16Autocast, ShortAndLongWindowsAndLeftPaddingStayCloseToFp32) {
   }
 }
 
-// Activation checkpointing recomputes each layer in the backward pass: the gradients of every
-// parameter and the loss equal the plain run's (float64, both attention kernels, padding), also
-// with LoRA dropout (the recomputation replays the first forward's random draws) and under bf16
-// autocast (the recomputation runs under the autocast the first forward had).
 // The fused CPU RMSNorm against its ordinary-op formulation and against central differences, in
 // float64 over rows that fill neither the kernel's 16-lane sums (37 features) nor its 16-row
 // tasks (21 rows); its gradient is itself differentiable (Hessian-vector products equal the
-// ordinary ops'), and the weight gradient does not depend on the thread count.
+// ordinary ops').
 TEST(RmsNorm, FusedMatchesOrdinaryOpsFiniteDifferencesAndSecondOrder) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
   auto x = torch::randn({3, 7, 37}, gen, torch::kDouble).requires_grad_(true);
@@ -715,6 +711,8 @@ TEST(RmsNorm, FusedMatchesOrdinaryOpsFiniteDifferencesAndSecondOrder) {
   }
 }
 
+// In float32 the fused norm is within rounding of the ordinary ops, bit for bit the same on one
+// thread as on several; a bf16 weight takes the ordinary ops.
 TEST(RmsNorm, Float32CloseToOrdinaryOpsThreadIndependentAndBf16TakesTheOrdinaryOps) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
   auto x = (3 * torch::randn({5, 9, 64}, gen)).requires_grad_(true);
@@ -741,6 +739,10 @@ TEST(RmsNorm, Float32CloseToOrdinaryOpsThreadIndependentAndBf16TakesTheOrdinaryO
   EXPECT_TRUE(torch::equal(rms_norm(xb, wb, 1e-5), rms_norm_reference(xb, wb, 1e-5)));
 }
 
+// Activation checkpointing recomputes each layer in the backward pass: the gradients of every
+// parameter and the loss equal the plain run's (float64, both attention kernels, padding), also
+// with LoRA dropout (the recomputation replays the first forward's random draws) and under bf16
+// autocast (the recomputation runs under the autocast the first forward had).
 TEST(Model, ActivationCheckpointingGivesThePlainGradients) {
   const torch::Device dev = test_device();
   LlamaConfig c = tiny_config();
