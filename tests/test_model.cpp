@@ -688,7 +688,7 @@ TEST(RmsNorm, FusedMatchesOrdinaryOpsFiniteDifferencesAndSecondOrder) {
 
   // Second order: d/d(x, w) of (grad · v), the Hessian-vector product of Σ up · y.
   auto gf2 = torch::autograd::grad({fused}, {x, w}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
-  auto vx = torch::randn_like(x), vw = torch::randn_like(w);
+  auto vx = torch::randn(x.sizes(), gen, torch::kDouble), vw = torch::randn(w.sizes(), gen, torch::kDouble);
   auto hf = torch::autograd::grad({(gf2[0] * vx).sum() + (gf2[1] * vw).sum()}, {x, w});
   auto hp = torch::autograd::grad({(gp[0] * vx).sum() + (gp[1] * vw).sum()}, {x, w});
   for (int i = 0; i < 2; ++i) EXPECT_LE((hf[i] - hp[i]).abs().max().item<double>(), 1e-11) << i;
