@@ -12,6 +12,7 @@
 #include "flatune/model/llama.h"
 #include "flatune/model/loss.h"
 #include "flatune/model/rms_norm.h"
+#include "flatune/model/rope.h"
 #include "test_util.h"
 
 using namespace flatune;
@@ -737,6 +738,75 @@ TEST(RmsNorm, Float32CloseToOrdinaryOpsThreadIndependentAndBf16TakesTheOrdinaryO
 
   auto xb = x.detach().to(torch::kBFloat16), wb = w.detach().to(torch::kBFloat16);
   EXPECT_TRUE(torch::equal(rms_norm(xb, wb, 1e-5), rms_norm_reference(xb, wb, 1e-5)));
+}
+
+// The fused CPU RoPE against its ordinary-op formulation, bit for bit: q laid out as the
+// projections leave it ([B, T, heads, D] transposed), cos and sin whose halves differ (so the
+// backward's transpose is checked, not assumed symmetric) and broadcast over the batch; half of D
+// odd (a vector loop's tail) and more rows than one parallel task. bf16 q with float32 cos is
+// computed in float32 and rounded once, forward and backward.
+TEST(Rope, FusedMatchesOrdinaryOpsBitForBit) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(23);
+  for (auto [B, T, heads, D, cos_batch] :
+       {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 37, 3, 10, 2}, {3, 100, 2, 8, 1}}) {
+    for (auto dtype : {torch::kDouble, torch::kFloat, torch::kBFloat16}) {
+      const auto compute = dtype == torch::kDouble ? torch::kDouble : torch::kFloat;
+      auto x = torch::randn({B, T, heads, D}, gen, compute).to(dtype).transpose(1, 2).requires_grad_(true);
+      auto cos = torch::randn({cos_batch, 1, T, D}, gen, compute),
+           sin = torch::randn({cos_batch, 1, T, D}, gen, compute);
+      auto up = torch::randn({B, heads, T, D}, gen, compute).to(dtype);
+      auto y = apply_rope(x, cos, sin);
+      ASSERT_TRUE(y.grad_fn() && y.grad_fn()->name().find("FusedRope") != std::string::npos);
+      EXPECT_EQ(y.scalar_type(), dtype);
+      auto gx = torch::autograd::grad({y}, {x}, {up})[0];
+      // The reference in the compute dtype, rounded once.
+      auto x_c = x.detach().to(compute).requires_grad_(true);
+      auto y_ref = apply_rope_reference(x_c, cos, sin);
+      auto gx_ref = torch::autograd::grad({y_ref}, {x_c}, {up.to(compute)})[0];
+      const std::string what = std::string(c10::toString(dtype)) + " D=" + std::to_string(D);
+      EXPECT_TRUE(torch::equal(y, y_ref.to(dtype))) << what;
+      EXPECT_TRUE(torch::equal(gx, gx_ref.to(dtype))) << what;
+      EXPECT_TRUE(torch::equal(apply_rope_reference(x, cos, sin), y)) << what;  // the reference's own cast
+    }
+  }
+  // bf16 cos (a bf16 model) rounds after each op, as transformers does there: the ordinary ops.
+  auto xb = torch::randn({1, 2, 3, 4}, gen).to(torch::kBFloat16);
+  auto cb = torch::randn({1, 1, 3, 4}, gen).to(torch::kBFloat16);
+  EXPECT_TRUE(
+      torch::equal(apply_rope(xb, cb, cb), xb * cb + torch::cat({-xb.narrow(-1, 2, 2), xb.narrow(-1, 0, 2)}, -1) * cb));
+}
+
+// The fused RoPE's gradient against central differences in float64, and its gradient's own
+// gradient (the backward is linear in the incoming gradient: d(grad·v)/d(up) = rope(v)).
+TEST(Rope, FusedGradientFiniteDifferencesAndSecondOrder) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(29);
+  auto x = torch::randn({2, 5, 3, 6}, gen, torch::kDouble).transpose(1, 2).requires_grad_(true);
+  auto cos = torch::randn({2, 1, 5, 6}, gen, torch::kDouble), sin = torch::randn({2, 1, 5, 6}, gen, torch::kDouble);
+  auto up = torch::randn({2, 3, 5, 6}, gen, torch::kDouble).requires_grad_(true);
+  // The kernel's backward (no graph of the gradient asked for), then the recorded one.
+  auto gx = torch::autograd::grad({apply_rope(x, cos, sin)}, {x}, {up})[0];
+  auto gx_graph =
+      torch::autograd::grad({apply_rope(x, cos, sin)}, {x}, {up}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+  EXPECT_LE((gx_graph - gx).abs().max().item<double>(), 1e-12);
+  auto v = torch::randn(x.sizes(), gen, torch::kDouble);
+  auto second = torch::autograd::grad({(gx_graph * v).sum()}, {up})[0];
+  EXPECT_LE((second - apply_rope_reference(v, cos, sin)).abs().max().item<double>(), 1e-12);
+
+  torch::NoGradGuard ng;
+  const double h = 1e-6;
+  auto flat = x.detach();
+  for (int64_t i = 0; i < 2 * 3 * 5 * 6; i += 7) {
+    const int64_t b = i / 90, head = i / 30 % 3, t = i / 6 % 5, d = i % 6;
+    auto at = flat[b][head][t][d];
+    const double orig = at.item<double>();
+    auto objective = [&] { return (apply_rope(x, cos, sin) * up).sum().item<double>(); };
+    at.fill_(orig + h);
+    const double hi = objective();
+    at.fill_(orig - h);
+    const double lo = objective();
+    at.fill_(orig);
+    EXPECT_NEAR(gx[b][head][t][d].item<double>(), (hi - lo) / (2 * h), 1e-7) << i;
+  }
 }
 
 // Activation checkpointing recomputes each layer in the backward pass: the gradients of every

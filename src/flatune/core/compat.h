@@ -56,6 +56,14 @@ inline bool cpu_has_bf16() {
 #endif
 }
 
+// A CPU kernel compiled also for AVX2 and AVX-512 and picked by the CPU at load time: the build's
+// baseline is SSE2, a quarter of AVX-512's lanes.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FLATUNE_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FLATUNE_CPU_CLONES
+#endif
+
 inline bool cuda_available() {
 #ifdef FLATUNE_CUDA
   return torch::cuda::is_available();

@@ -8,6 +8,7 @@
 #include "flatune/core/error.h"
 #include "flatune/io/checkpoint.h"
 #include "flatune/model/rms_norm.h"
+#include "flatune/model/rope.h"
 
 namespace flatune {
 
@@ -75,11 +76,6 @@ double lowest_value(torch::ScalarType t) {
     default:
       return std::numeric_limits<float>::lowest();
   }
-}
-
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
 // [B, Hkv, S, D] -> [B, Hkv*groups, S, D]
@@ -169,8 +165,8 @@ struct AttentionImpl : torch::nn::Module {
     auto q = q_proj(x).view({B, T, heads, head_dim}).transpose(1, 2);
     auto k = k_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
     auto v = v_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
+    q = apply_rope(q, cos, sin);
+    k = apply_rope(k, cos, sin);
     if (cache_k) {
       if (cache_k->defined()) {
         k = torch::cat({*cache_k, k}, 2);

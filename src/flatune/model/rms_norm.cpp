@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "flatune/core/compat.h"
+
 #include <cmath>
 
 namespace flatune {
@@ -68,14 +70,7 @@ __attribute__((always_inline)) inline void backward_range(const T* x, const T* w
   }
 }
 
-// float32, the training case, compiled also for AVX2 and AVX-512 and picked by the CPU at load
-// time (the build's baseline is SSE2, a quarter of AVX-512's lanes); float64 (tests, analysis)
-// at the baseline.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define FLATUNE_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FLATUNE_CPU_CLONES
-#endif
+// float32, the training case, for each CPU capability; float64 (tests, analysis) at the baseline.
 FLATUNE_CPU_CLONES void forward_range_of(const float* x, const float* w, float* y, float* rstd, int64_t begin,
                                          int64_t end, int64_t n, double eps) {
   forward_range(x, w, y, rstd, begin, end, n, eps);
