@@ -251,6 +251,67 @@ TEST(Optim, ClippingMatchesHandComputation) {
   EXPECT_FALSE(c.grad().defined());
 }
 
+// The sum of squares over tensors of several dtypes and layouts (float32 and float64 by BLAS dot
+// products, bf16 through _foreach_norm) against the float64 sum of the same values.
+TEST(Optim, SumOfSquaresOverDtypesAndLayouts) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  std::vector<torch::Tensor> ts = {torch::randn({1000}, gen), torch::randn({3, 5}, gen, torch::kDouble),
+                                   torch::randn({7}, gen).to(torch::kBFloat16), torch::randn({4, 6}, gen).t(),
+                                   torch::zeros({0})};
+  double expected = 0;
+  for (const auto& t : ts) {
+    if (t.scalar_type() == torch::kBFloat16)  // its norm in its own dtype, as clip_grad_norm_ takes it
+      expected += std::pow(t.to(torch::kFloat).norm().to(torch::kBFloat16).item<double>(), 2);
+    else expected += t.to(torch::kDouble).square().sum().item<double>();
+  }
+  const torch::Tensor got = sum_of_squares(ts, torch::kCPU);
+  EXPECT_EQ(got.scalar_type(), torch::kDouble);
+  EXPECT_NEAR(got.item<double>(), expected, 1e-6 * expected);
+  EXPECT_EQ(sum_of_squares({}, torch::kCPU).item<double>(), 0.0);
+}
+
+// Clipping folded into the AdamW update gives the parameters, moments and (scaled) gradients of
+// clipping first and stepping after; an optimizer of another kind gets the multiplication as a
+// pass of its own; a scale of 1 is a plain step, bit for bit.
+TEST(Optim, StepWithScaledGradsEqualsClippingThenStepping) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(17);
+  const auto w0 = torch::randn({33, 9}, gen), b0 = torch::randn({9}, gen);
+  const auto gw = 5 * torch::randn({33, 9}, gen), gb = 5 * torch::randn({9}, gen);
+  AdamWSettings settings;
+  settings.lr = 1e-2;
+  settings.weight_decay = 0.1;
+  for (const bool clipping : {true, false}) {
+    auto run = [&](bool folded) {
+      auto w = w0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+      auto opt = make_adamw({{"w", w}, {"b", b}}, settings);
+      const double max_norm = clipping ? 1.0 : 1e9;
+      for (int step = 0; step < 3; ++step) {
+        w.mutable_grad() = gw * (1 + step);
+        b.mutable_grad() = gb * (1 + step);
+        if (folded) {
+          step_with_scaled_grads(*opt, clip_scale(global_grad_norm({w, b}), max_norm));
+        } else {
+          clip_grad_norm({w, b}, max_norm);
+          opt->step();
+        }
+      }
+      return std::vector<torch::Tensor>{w.detach(), b.detach(), w.grad(), b.grad()};
+    };
+    auto folded = run(true), separate = run(false);
+    for (size_t i = 0; i < folded.size(); ++i) {
+      if (clipping)  // dividing by 1/scale rounds differently from multiplying by scale, now and then
+        EXPECT_TRUE(torch::allclose(folded[i], separate[i], 1e-6, 1e-7)) << "clipping, tensor " << i;
+      else EXPECT_TRUE(torch::equal(folded[i], separate[i])) << "no clipping, tensor " << i;
+    }
+  }
+  auto w = w0.clone().requires_grad_(true);
+  torch::optim::SGD sgd({w}, torch::optim::SGDOptions(0.1));
+  w.mutable_grad() = gw.clone();
+  step_with_scaled_grads(sgd, torch::tensor(0.25, torch::kDouble));
+  EXPECT_TRUE(torch::allclose(w.detach(), w0 - 0.1 * 0.25 * gw, 1e-6, 1e-7));
+  EXPECT_TRUE(torch::equal(w.grad(), gw * 0.25));
+}
+
 TEST(Optim, SchedulesMatchHandValues) {
   Schedule s;
   s.kind = "cosine";

@@ -199,9 +199,9 @@ StepStats SamStepper::step(const std::function<torch::Tensor()>& closure) {
       t.grad().addcmul_(looksam_gv_[j], scale);
     }
   }
-  const torch::Tensor grad_norm = clip_grad_norm(tensors_, max_grad_norm_, shard_.sum_across);
+  const torch::Tensor grad_norm = global_grad_norm(tensors_, shard_.sum_across);
   st.lr = base_.param_groups().front().options().get_lr();
-  base_.step();
+  step_with_scaled_grads(base_, max_grad_norm_ > 0 ? clip_scale(grad_norm, max_grad_norm_) : torch::Tensor());
   ++steps_;
   // The step's one wait for the device: the numbers it reports, read together.
   const double nan = std::nan("");
