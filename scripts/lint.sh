@@ -48,13 +48,14 @@ if [ ${#changed[@]} -eq 0 ]; then
 fi
 [ -f "$build/compile_commands.json" ] || { echo "lint: $build/compile_commands.json missing: run scripts/build.sh" >&2; exit 1; }
 # The build's commands without GCC's precompiled header (-include cmake_pch.hxx): clang would
-# parse all of torch for every file; each file includes what it uses.
+# parse all of torch for every file; each file includes what it uses. Without -fopenmp too: the
+# venv's clang has no omp.h, and without OpenMP torch's headers take their serial path.
 mkdir -p "$build/lint"
 .venv/bin/python - "$build/compile_commands.json" "$build/lint/compile_commands.json" <<'PYEOF'
 import json, re, sys
 commands = json.load(open(sys.argv[1]))
 for c in commands:
-    c["command"] = re.sub(r"\s-include \S+cmake_pch\.hxx|\s-Winvalid-pch", "", c["command"])
+    c["command"] = re.sub(r"\s-include \S+cmake_pch\.hxx|\s-Winvalid-pch|\s-fopenmp\b", "", c["command"])
 json.dump(commands, open(sys.argv[2], "w"))
 PYEOF
 args=(-p "$build/lint" --quiet --extra-arg=-Wno-unknown-warning-option)
