@@ -13,6 +13,7 @@
 #include "flatune/model/loss.h"
 #include "flatune/model/rms_norm.h"
 #include "flatune/model/rope.h"
+#include "flatune/model/swiglu.h"
 #include "test_util.h"
 
 using namespace flatune;
@@ -806,6 +807,84 @@ TEST(Rope, FusedGradientFiniteDifferencesAndSecondOrder) {
     const double lo = objective();
     at.fill_(orig);
     EXPECT_NEAR(gx[b][head][t][d].item<double>(), (hi - lo) / (2 * h), 1e-7) << i;
+  }
+}
+
+// The fused CPU SwiGLU against its ordinary-op formulation and central differences in float64
+// (a length that fills no vector and more elements than one parallel task), and its gradient's
+// own gradient (Hessian-vector products equal the ordinary ops').
+TEST(Swiglu, FusedMatchesOrdinaryOpsFiniteDifferencesAndSecondOrder) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(31);
+  auto g = (3 * torch::randn({3, 4099}, gen, torch::kDouble)).requires_grad_(true);
+  auto u = torch::randn({3, 4099}, gen, torch::kDouble).requires_grad_(true);
+  auto up = torch::randn({3, 4099}, gen, torch::kDouble);
+  auto fused = swiglu(g, u);
+  auto plain = swiglu_reference(g, u);
+  ASSERT_TRUE(fused.grad_fn() && fused.grad_fn()->name().find("FusedSwiglu") != std::string::npos);
+  EXPECT_LE((fused - plain).abs().max().item<double>(), 1e-14);
+  auto gf = torch::autograd::grad({fused}, {g, u}, {up}, /*retain_graph=*/true);
+  auto gp = torch::autograd::grad({plain}, {g, u}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
+  for (int i = 0; i < 2; ++i) EXPECT_LE((gf[i] - gp[i]).abs().max().item<double>(), 1e-13) << i;
+
+  auto gf2 = torch::autograd::grad({fused}, {g, u}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
+  auto vg = torch::randn(g.sizes(), gen, torch::kDouble), vu = torch::randn(u.sizes(), gen, torch::kDouble);
+  auto hf = torch::autograd::grad({(gf2[0] * vg).sum() + (gf2[1] * vu).sum()}, {g, u});
+  auto hp = torch::autograd::grad({(gp[0] * vg).sum() + (gp[1] * vu).sum()}, {g, u});
+  for (int i = 0; i < 2; ++i) EXPECT_LE((hf[i] - hp[i]).abs().max().item<double>(), 1e-12) << i;
+
+  torch::NoGradGuard ng;
+  const double h = 1e-6;
+  auto objective = [&] { return (swiglu(g, u) * up).sum().item<double>(); };
+  for (int t = 0; t < 2; ++t) {
+    auto flat = (t == 0 ? g : u).detach().view({-1});
+    auto grad = gf[t].view({-1});
+    for (int64_t i = 0; i < flat.numel(); i += 611) {
+      const double orig = flat[i].item<double>();
+      flat[i] = orig + h;
+      const double hi = objective();
+      flat[i] = orig - h;
+      const double lo = objective();
+      flat[i] = orig;
+      EXPECT_NEAR(grad[i].item<double>(), (hi - lo) / (2 * h), 1e-7) << (t == 0 ? "gate[" : "up[") << i << "]";
+    }
+  }
+}
+
+// float32 within a few ulp of ATen's silu and products (the kernel's own exponential); bf16 with
+// the same rounding points as the ordinary bf16 ops: equal but for the rare value an ulp of the
+// exponential moves across a bf16 rounding boundary, and then by one bf16 ulp. Gates cover
+// silu's flat tails and the exponential's clamp.
+TEST(Swiglu, Float32AndBf16CloseToOrdinaryOps) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(37);
+  auto g32 =
+      torch::cat({4 * torch::randn({50000}, gen), torch::tensor({-200.f, -90.f, -88.5f, 0.f, 88.5f, 90.f, 200.f})});
+  auto u32 = torch::randn(g32.sizes(), gen);
+  auto up32 = torch::randn(g32.sizes(), gen);
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    auto g = g32.to(dtype).requires_grad_(true), u = u32.to(dtype).requires_grad_(true);
+    auto up = up32.to(dtype);
+    auto run = [&](bool fused) {
+      auto y = fused ? swiglu(g, u) : swiglu_reference(g, u);
+      auto grads = torch::autograd::grad({y}, {g, u}, {up});
+      return std::vector<torch::Tensor>{y.detach(), grads[0], grads[1]};
+    };
+    auto f = run(true), p = run(false);
+    for (int i = 0; i < 3; ++i) {
+      auto a = f[i].to(torch::kDouble), b = p[i].to(torch::kDouble);
+      ASSERT_TRUE(torch::isfinite(a).all().item<bool>()) << i;
+      auto err = (a - b).abs();
+      auto scale = b.abs() + 1e-20;  // silu(−88.5) and below: values under 1e-36
+      if (dtype == torch::kFloat) {
+        // Eight ulp of each value; the gate's gradient, σ·(1 + g·(1 − σ))·(dy·u), cancels near
+        // g = −1.28, so there of the terms it is made of: |dy·u|·(1 + |g|).
+        if (i == 1) scale = (up32 * u32).abs().to(torch::kDouble) * (1 + g32.abs().to(torch::kDouble)) + 1e-20;
+        EXPECT_LE((err / scale).max().item<double>(), 1e-6) << "float32, output " << i;
+      } else {
+        const double differing = (err > 0).to(torch::kDouble).mean().item<double>();
+        EXPECT_LE(differing, 0.01) << "bf16, output " << i;
+        EXPECT_LE((err / scale).max().item<double>(), 1.0 / 128) << "bf16, output " << i;  // one bf16 ulp
+      }
+    }
   }
 }
 

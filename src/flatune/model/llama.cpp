@@ -9,6 +9,7 @@
 #include "flatune/io/checkpoint.h"
 #include "flatune/model/rms_norm.h"
 #include "flatune/model/rope.h"
+#include "flatune/model/swiglu.h"
 
 namespace flatune {
 
@@ -225,7 +226,7 @@ struct MlpImpl : torch::nn::Module {
     up_proj = register_module("up_proj", Projection(c.hidden_size, c.intermediate_size, c.mlp_bias));
     down_proj = register_module("down_proj", Projection(c.intermediate_size, c.hidden_size, c.mlp_bias));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return down_proj(F::silu(gate_proj(x)) * up_proj(x)); }
+  torch::Tensor forward(const torch::Tensor& x) { return down_proj(swiglu(gate_proj(x), up_proj(x))); }
 };
 TORCH_MODULE(Mlp);
 

@@ -15,9 +15,7 @@ namespace flatune {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-torch::Tensor swiglu_reference(const torch::Tensor& gate, const torch::Tensor& up) {
-  return torch::silu(gate) * up;
-}
+torch::Tensor swiglu_reference(const torch::Tensor& gate, const torch::Tensor& up) { return torch::silu(gate) * up; }
 
 namespace {
 
@@ -44,10 +42,8 @@ inline float exp_fast(float x, ExpClamp clamp) {
   const float n = (x * 1.44269504088896341f + kRound) - kRound;
   const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   const float p =
-      1.0f +
-      r * (1.0f +
-           r * (0.5f +
-                r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 +
+                                          r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
@@ -75,8 +71,8 @@ inline C rounded(C v) {
 // y = silu(g) · u, silu(g) = g / (1 + exp(−g)) as ATen computes it; with kBf16 the values are bf16
 // ones in floats, silu(g) rounded to bf16 before the product as the bf16 ops round it.
 template <bool kBf16, typename C>
-__attribute__((always_inline)) inline void forward_range(const C* __restrict g, const C* __restrict u,
-                                                         C* __restrict y, int64_t n, ExpClamp clamp) {
+__attribute__((always_inline)) inline void forward_range(const C* __restrict g, const C* __restrict u, C* __restrict y,
+                                                         int64_t n, ExpClamp clamp) {
   for (int64_t i = 0; i < n; ++i) {
     const C gi = g[i];
     y[i] = rounded<kBf16>(gi / (C(1) + exp_fast(-gi, clamp))) * u[i];
@@ -87,8 +83,8 @@ __attribute__((always_inline)) inline void forward_range(const C* __restrict g, 
 // as MulBackward leaves it), silu' as ATen's silu_backward: σ · (1 + g · (1 − σ)).
 template <bool kBf16, typename C>
 __attribute__((always_inline)) inline void backward_range(const C* __restrict g, const C* __restrict u,
-                                                          const C* __restrict dy, C* __restrict dg,
-                                                          C* __restrict du, int64_t n, ExpClamp clamp) {
+                                                          const C* __restrict dy, C* __restrict dg, C* __restrict du,
+                                                          int64_t n, ExpClamp clamp) {
   for (int64_t i = 0; i < n; ++i) {
     const C gi = g[i], dyi = dy[i];
     const C denom = C(1) + exp_fast(-gi, clamp);
