@@ -669,48 +669,68 @@ TEST(Bf16Autocast, ShortAndLongWindowsAndLeftPaddingStayCloseToFp32) {
   }
 }
 
-// The fused CPU RMSNorm against its ordinary-op formulation and against central differences, in
-// float64 over rows that fill neither the kernel's 16-lane sums (37 features) nor its 16-row
-// tasks (21 rows); its gradient is itself differentiable (Hessian-vector products equal the
-// ordinary ops').
-TEST(RmsNorm, FusedMatchesOrdinaryOpsFiniteDifferencesAndSecondOrder) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
-  auto x = torch::randn({3, 7, 37}, gen, torch::kDouble).requires_grad_(true);
-  auto w = (1 + 0.3 * torch::randn({37}, gen, torch::kDouble)).requires_grad_(true);
-  auto up = torch::randn({3, 7, 37}, gen, torch::kDouble);
-  const double eps = 1e-6;
-  auto fused = rms_norm(x, w, eps);
-  auto plain = rms_norm_reference(x, w, eps);
-  EXPECT_TRUE(fused.grad_fn() && fused.grad_fn()->name().find("FusedRmsNorm") != std::string::npos);
-  EXPECT_LE((fused - plain).abs().max().item<double>(), 1e-13);
-  // The kernel's backward (no graph of the gradient asked for).
-  auto gf = torch::autograd::grad({fused}, {x, w}, {up}, /*retain_graph=*/true);
-  auto gp = torch::autograd::grad({plain}, {x, w}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
-  for (int i = 0; i < 2; ++i) EXPECT_LE((gf[i] - gp[i]).abs().max().item<double>(), 1e-12) << i;
+// Tolerances of a fused op's check: its values, its gradients, its Hessian-vector products.
+struct FusedOpTolerances {
+  double value, grad, second_order;
+};
 
-  // Second order: d/d(x, w) of (grad · v), the Hessian-vector product of Σ up · y.
-  auto gf2 = torch::autograd::grad({fused}, {x, w}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
-  auto vx = torch::randn(x.sizes(), gen, torch::kDouble), vw = torch::randn(w.sizes(), gen, torch::kDouble);
-  auto hf = torch::autograd::grad({(gf2[0] * vx).sum() + (gf2[1] * vw).sum()}, {x, w});
-  auto hp = torch::autograd::grad({(gp[0] * vx).sum() + (gp[1] * vw).sum()}, {x, w});
-  for (int i = 0; i < 2; ++i) EXPECT_LE((hf[i] - hp[i]).abs().max().item<double>(), 1e-11) << i;
+// A fused CPU op of two float64 inputs (a, b) against its ordinary-op formulation: its values, its
+// own backward (no graph of the gradient asked for), the Hessian-vector products of Σ up · y (its
+// backward is differentiable), and its gradient against central differences at every
+// `stride`-th element of each input.
+void expect_fused_matches_ordinary_ops(
+    const std::string& node, const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& fused_op,
+    const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& plain_op, torch::Tensor a,
+    torch::Tensor b, at::Generator& gen, FusedOpTolerances tol, int64_t stride) {
+  a.requires_grad_(true);
+  b.requires_grad_(true);
+  auto fused = fused_op(a, b);
+  auto plain = plain_op(a, b);
+  auto up = torch::randn(fused.sizes(), gen, torch::kDouble);
+  ASSERT_TRUE(fused.grad_fn() && fused.grad_fn()->name().find(node) != std::string::npos);
+  EXPECT_LE((fused - plain).abs().max().item<double>(), tol.value);
+  auto gf = torch::autograd::grad({fused}, {a, b}, {up}, /*retain_graph=*/true);
+  auto gp = torch::autograd::grad({plain}, {a, b}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
+  for (int i = 0; i < 2; ++i) EXPECT_LE((gf[i] - gp[i]).abs().max().item<double>(), tol.grad) << i;
+
+  // Second order: d/d(a, b) of (grad · v).
+  auto gf2 = torch::autograd::grad({fused}, {a, b}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
+  auto va = torch::randn(a.sizes(), gen, torch::kDouble), vb = torch::randn(b.sizes(), gen, torch::kDouble);
+  auto hf = torch::autograd::grad({(gf2[0] * va).sum() + (gf2[1] * vb).sum()}, {a, b});
+  auto hp = torch::autograd::grad({(gp[0] * va).sum() + (gp[1] * vb).sum()}, {a, b});
+  for (int i = 0; i < 2; ++i) EXPECT_LE((hf[i] - hp[i]).abs().max().item<double>(), tol.second_order) << i;
 
   torch::NoGradGuard ng;
   const double h = 1e-6;
-  auto objective = [&] { return (rms_norm(x, w, eps) * up).sum().item<double>(); };
+  auto objective = [&] { return (fused_op(a, b) * up).sum().item<double>(); };
   for (int t = 0; t < 2; ++t) {
-    auto flat = (t == 0 ? x : w).detach().view({-1});
+    auto flat = (t == 0 ? a : b).detach().view({-1});
     auto grad = gf[t].view({-1});
-    for (int64_t i = 0; i < flat.numel(); i += 29) {
+    for (int64_t i = 0; i < flat.numel(); i += stride) {
       const double orig = flat[i].item<double>();
       flat[i] = orig + h;
       const double hi = objective();
       flat[i] = orig - h;
       const double lo = objective();
       flat[i] = orig;
-      EXPECT_NEAR(grad[i].item<double>(), (hi - lo) / (2 * h), 1e-7) << (t == 0 ? "x[" : "w[") << i << "]";
+      EXPECT_NEAR(grad[i].item<double>(), (hi - lo) / (2 * h), 1e-7) << (t == 0 ? "a[" : "b[") << i << "]";
     }
   }
+}
+
+// The fused CPU RMSNorm against its ordinary-op formulation and against central differences, in
+// float64 over rows that fill neither the kernel's 16-lane sums (37 features) nor its 16-row
+// tasks (21 rows); its gradient is itself differentiable (Hessian-vector products equal the
+// ordinary ops').
+TEST(RmsNorm, FusedMatchesOrdinaryOpsFiniteDifferencesAndSecondOrder) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  auto x = torch::randn({3, 7, 37}, gen, torch::kDouble);
+  auto w = 1 + 0.3 * torch::randn({37}, gen, torch::kDouble);
+  const double eps = 1e-6;
+  expect_fused_matches_ordinary_ops(
+      "FusedRmsNorm", [&](const torch::Tensor& a, const torch::Tensor& b) { return rms_norm(a, b, eps); },
+      [&](const torch::Tensor& a, const torch::Tensor& b) { return rms_norm_reference(a, b, eps); }, x, w, gen,
+      {1e-13, 1e-12, 1e-11}, 29);
 }
 
 // In float32 the fused norm is within rounding of the ordinary ops, bit for bit the same on one
@@ -815,39 +835,9 @@ TEST(Rope, FusedGradientFiniteDifferencesAndSecondOrder) {
 // own gradient (Hessian-vector products equal the ordinary ops').
 TEST(Swiglu, FusedMatchesOrdinaryOpsFiniteDifferencesAndSecondOrder) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(31);
-  auto g = (3 * torch::randn({3, 4099}, gen, torch::kDouble)).requires_grad_(true);
-  auto u = torch::randn({3, 4099}, gen, torch::kDouble).requires_grad_(true);
-  auto up = torch::randn({3, 4099}, gen, torch::kDouble);
-  auto fused = swiglu(g, u);
-  auto plain = swiglu_reference(g, u);
-  ASSERT_TRUE(fused.grad_fn() && fused.grad_fn()->name().find("FusedSwiglu") != std::string::npos);
-  EXPECT_LE((fused - plain).abs().max().item<double>(), 1e-14);
-  auto gf = torch::autograd::grad({fused}, {g, u}, {up}, /*retain_graph=*/true);
-  auto gp = torch::autograd::grad({plain}, {g, u}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
-  for (int i = 0; i < 2; ++i) EXPECT_LE((gf[i] - gp[i]).abs().max().item<double>(), 1e-13) << i;
-
-  auto gf2 = torch::autograd::grad({fused}, {g, u}, {up}, /*retain_graph=*/true, /*create_graph=*/true);
-  auto vg = torch::randn(g.sizes(), gen, torch::kDouble), vu = torch::randn(u.sizes(), gen, torch::kDouble);
-  auto hf = torch::autograd::grad({(gf2[0] * vg).sum() + (gf2[1] * vu).sum()}, {g, u});
-  auto hp = torch::autograd::grad({(gp[0] * vg).sum() + (gp[1] * vu).sum()}, {g, u});
-  for (int i = 0; i < 2; ++i) EXPECT_LE((hf[i] - hp[i]).abs().max().item<double>(), 1e-12) << i;
-
-  torch::NoGradGuard ng;
-  const double h = 1e-6;
-  auto objective = [&] { return (swiglu(g, u) * up).sum().item<double>(); };
-  for (int t = 0; t < 2; ++t) {
-    auto flat = (t == 0 ? g : u).detach().view({-1});
-    auto grad = gf[t].view({-1});
-    for (int64_t i = 0; i < flat.numel(); i += 611) {
-      const double orig = flat[i].item<double>();
-      flat[i] = orig + h;
-      const double hi = objective();
-      flat[i] = orig - h;
-      const double lo = objective();
-      flat[i] = orig;
-      EXPECT_NEAR(grad[i].item<double>(), (hi - lo) / (2 * h), 1e-7) << (t == 0 ? "gate[" : "up[") << i << "]";
-    }
-  }
+  auto g = 3 * torch::randn({3, 4099}, gen, torch::kDouble);
+  auto u = torch::randn({3, 4099}, gen, torch::kDouble);
+  expect_fused_matches_ordinary_ops("FusedSwiglu", swiglu, swiglu_reference, g, u, gen, {1e-14, 1e-13, 1e-12}, 611);
 }
 
 // float32 within a few ulp of ATen's silu and products (the kernel's own exponential); bf16 with
