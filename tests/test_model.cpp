@@ -13,6 +13,7 @@
 #include "flatune/model/loss.h"
 #include "flatune/model/rms_norm.h"
 #include "flatune/model/rope.h"
+#include "flatune/model/shared_cast.h"
 #include "flatune/model/swiglu.h"
 #include "test_util.h"
 
@@ -876,6 +877,50 @@ TEST(Swiglu, Float32AndBf16CloseToOrdinaryOps) {
       }
     }
   }
+}
+
+// Under bf16 autocast three projections of one float32 input through one shared cast: the same
+// products as three separate casts, and the input's gradient their three gradients summed in
+// float32 (within float32 rounding of the separate casts' sum, whose order autograd picks); the
+// weights' gradients unchanged. Without autocast the input itself; without a graph one cast.
+TEST(SharedCast, EqualsSeparateAutocastCasts) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(41);
+  auto x0 = torch::randn({2, 33, 48}, gen);
+  std::vector<torch::Tensor> w, up;
+  for (int k = 0; k < 3; ++k) {
+    w.push_back(torch::randn({40, 48}, gen).requires_grad_(true));
+    up.push_back(torch::randn({2, 33, 40}, gen));
+  }
+  auto run = [&](bool shared) {
+    auto x = x0.clone().requires_grad_(true);
+    // Not a leaf, as a norm's output: autocast caches the cast of a leaf that requires a gradient
+    // (so a leaf is cast once anyway, its gradients summed in bf16).
+    auto h = x * 1.0f;
+    std::vector<torch::Tensor> ys;
+    {
+      compat::Bf16Autocast autocast(true, torch::kCPU);
+      const auto in = shared ? shared_autocast_input(h, 3) : std::vector<torch::Tensor>{h, h, h};
+      for (int k = 0; k < 3; ++k) ys.push_back(torch::nn::functional::linear(in[k], w[k]));
+    }
+    torch::Tensor loss = torch::zeros({});
+    for (int k = 0; k < 3; ++k) loss = loss + (ys[k].to(torch::kFloat) * up[k]).sum();
+    auto g = torch::autograd::grad({loss}, {x, w[0], w[1], w[2]});
+    g.insert(g.end(), ys.begin(), ys.end());
+    return g;
+  };
+  auto shared = run(true), separate = run(false);
+  EXPECT_EQ(shared[0].scalar_type(), torch::kFloat);
+  EXPECT_TRUE(torch::allclose(shared[0], separate[0], 1e-6, 1e-6));
+  for (size_t i = 1; i < shared.size(); ++i) EXPECT_TRUE(torch::equal(shared[i], separate[i])) << i;
+  // The float32 sum of the bf16 gradients: against their float64 sum.
+  EXPECT_LE((shared[0] - separate[0]).abs().max().item<double>(), 1e-5 * separate[0].abs().max().item<double>());
+
+  auto plain = shared_autocast_input(x0, 2);
+  EXPECT_TRUE(plain[0].is_same(x0) && plain[1].is_same(x0));
+  compat::Bf16Autocast autocast(true, torch::kCPU);
+  auto once = shared_autocast_input(x0, 2);
+  EXPECT_EQ(once[0].scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(once[0].is_same(once[1]));
 }
 
 // Activation checkpointing recomputes each layer in the backward pass: the gradients of every

@@ -9,6 +9,7 @@
 #include "flatune/io/checkpoint.h"
 #include "flatune/model/rms_norm.h"
 #include "flatune/model/rope.h"
+#include "flatune/model/shared_cast.h"
 #include "flatune/model/swiglu.h"
 
 namespace flatune {
@@ -163,9 +164,10 @@ struct AttentionImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const AttentionPlan& plan, torch::Tensor* cache_k, torch::Tensor* cache_v) {
     const int64_t B = x.size(0), T = x.size(1);
-    auto q = q_proj(x).view({B, T, heads, head_dim}).transpose(1, 2);
-    auto k = k_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
-    auto v = v_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    const auto in = shared_autocast_input(x, 3);
+    auto q = q_proj(in[0]).view({B, T, heads, head_dim}).transpose(1, 2);
+    auto k = k_proj(in[1]).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    auto v = v_proj(in[2]).view({B, T, kv_heads, head_dim}).transpose(1, 2);
     q = apply_rope(q, cos, sin);
     k = apply_rope(k, cos, sin);
     if (cache_k) {
@@ -226,7 +228,10 @@ struct MlpImpl : torch::nn::Module {
     up_proj = register_module("up_proj", Projection(c.hidden_size, c.intermediate_size, c.mlp_bias));
     down_proj = register_module("down_proj", Projection(c.intermediate_size, c.hidden_size, c.mlp_bias));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return down_proj(swiglu(gate_proj(x), up_proj(x))); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto in = shared_autocast_input(x, 2);
+    return down_proj(swiglu(gate_proj(in[0]), up_proj(in[1])));
+  }
 };
 TORCH_MODULE(Mlp);
 
