@@ -447,8 +447,14 @@ TEST(Train, SignalSavesACheckpointAndExitsNonZeroWithAResumeHint) {
     pid_t pid = spawn_flatune({"train", "--model", testdata("models/llama-gqa"), "--data", data, "--out", out,
                                "--max-steps", "100000", "--threads", "1", "--batch-size", "2"},
                               dir / "log.txt");
-    for (int i = 0; i < 3000 && !file_exists(out + "/metrics.jsonl"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // Training has begun once a step's line is in metrics.jsonl: the file itself is created a
+    // moment before the signal handling of the training loop is installed, and a signal in
+    // between stops the run as one while starting does (under load that window was hit).
+    auto stepped = [&] {
+      return file_exists(out + "/metrics.jsonl") &&
+             read_file(out + "/metrics.jsonl").find("\"loss\"") != std::string::npos;
+    };
+    for (int i = 0; i < 3000 && !stepped(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     kill(pid, sig);
     EXPECT_EQ(exit_code_of(pid), 128 + sig);
     auto newest = newest_checkpoint(RunFolder{out});
