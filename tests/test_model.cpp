@@ -152,7 +152,8 @@ TEST(Model, GradientsMatchFiniteDifferences) {
 }
 
 // The fused head + loss: the gradient of Σ -log softmax(h Wᵀ)[y] in float64 against central
-// differences of the plain formula, with chunks of 2 rows over 5 rows (a ragged last chunk).
+// differences of the plain formula, with chunks of 2 rows over 5 rows (a ragged last chunk), the
+// weight's gradient summed over two groups of chunks.
 TEST(FusedLoss, GradientMatchesFiniteDifferences) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
   auto h = torch::randn({5, 6}, gen, torch::kDouble).requires_grad_(true);
@@ -160,6 +161,7 @@ TEST(FusedLoss, GradientMatchesFiniteDifferences) {
   auto y = longs({0, 10, 3, 3, 7});
   FusedLossOptions o;
   o.chunk_rows = 2;
+  o.grad_w_rows = 4;  // the weight's gradient from two groups: 2 chunks, then the ragged one
   torch::Tensor rows;
   auto loss = linear_cross_entropy_sum(h, w, y, &rows, o);
   // A non-unit upstream gradient must scale both results. The gradients are handed over once:
@@ -193,7 +195,8 @@ TEST(FusedLoss, GradientMatchesFiniteDifferences) {
 
 // Under bf16 autocast the head's products run in bf16 while the gradients land in the fp32
 // inputs' dtype, close to the float64 gradient of the bf16-rounded inputs, over several chunks
-// (the weight gradient summed over them in fp32, in blocks of vocabulary rows, the last ragged).
+// (the weight gradient summed over two groups of them in fp32, in blocks of vocabulary rows, the
+// last ragged).
 TEST(FusedLoss, UnderAutocastGradientsAreFp32AndCloseToTheBf16RoundedInputs) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
   auto h = torch::randn({40, 32}, gen, torch::kFloat).requires_grad_(true);
@@ -201,6 +204,7 @@ TEST(FusedLoss, UnderAutocastGradientsAreFp32AndCloseToTheBf16RoundedInputs) {
   auto y = torch::randint(0, 300, {40}, gen, torch::kLong);
   FusedLossOptions o;
   o.chunk_rows = 18;          // two thirds, 12, under autocast: 4 chunks, the last ragged
+  o.grad_w_rows = 24;         // the weight's gradient from two groups of 2 chunks each
   o.grad_w_block_rows = 128;  // 3 blocks of the 300 rows
   torch::Tensor loss;
   {

@@ -2,8 +2,9 @@
 // logits: the head and the cross-entropy run together over chunks of rows, and only rows whose
 // label counts go through the head at all (the prompt of a response-only example costs no head
 // FLOPs). When a gradient is wanted the chunk's gradient is formed right there (softmax minus
-// one-hot), so backward is two scalings; peak memory holds one chunk of logits instead of
-// logits, their shifted copy, log-probabilities and two gradients of that size.
+// one-hot), so backward is two scalings; peak memory holds one chunk of logits and a group of
+// chunks' gradients in the products' type (about 32 MiB, summed into the weight's gradient by one
+// product) instead of logits, their shifted copy, log-probabilities and two gradients of that size.
 //
 // Single backward only: this is for training and evaluation. Hessian-vector products (landscape)
 // need double backward and use forward() + causal_lm_loss_sum, which give the same value.
@@ -19,8 +20,11 @@ namespace flatune {
 struct FusedLossOptions {
   // Rows of logits formed at once; chunk_rows x vocab floats is the working set.
   int64_t chunk_rows = 512;
-  // Under autocast, vocabulary rows of a chunk's weight gradient formed at once before they are
-  // summed in fp32 (0: about a million elements).
+  // Rows whose logit gradients are gathered for one product of the weight's gradient (0: about
+  // 32 MiB of them; rounded down to whole chunks, at least one).
+  int64_t grad_w_rows = 0;
+  // Under autocast, vocabulary rows of that product formed at once before they are summed in fp32
+  // (0: about a million elements).
   int64_t grad_w_block_rows = 0;
 };
 
