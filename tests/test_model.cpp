@@ -8,6 +8,7 @@
 #include "flatune/core/error.h"
 #include "flatune/core/json.h"
 #include "flatune/io/safetensors.h"
+#include "flatune/model/cross_entropy_rows.h"
 #include "flatune/model/generate.h"
 #include "flatune/model/llama.h"
 #include "flatune/model/loss.h"
@@ -203,8 +204,8 @@ TEST(FusedLoss, UnderAutocastGradientsAreFp32AndCloseToTheBf16RoundedInputs) {
   auto w = (torch::randn({300, 32}, gen, torch::kFloat) * 0.3).requires_grad_(true);
   auto y = torch::randint(0, 300, {40}, gen, torch::kLong);
   FusedLossOptions o;
-  o.chunk_rows = 18;          // two thirds, 12, under autocast: 4 chunks, the last ragged
-  o.grad_w_rows = 24;         // the weight's gradient from two groups of 2 chunks each
+  o.chunk_rows = 18;          // 3 chunks, the last ragged
+  o.grad_w_rows = 36;         // the weight's gradient from two groups: 2 chunks, then the ragged one
   o.grad_w_block_rows = 128;  // 3 blocks of the 300 rows
   torch::Tensor loss;
   {
@@ -307,6 +308,63 @@ TEST(Model, WeightsWithoutGradientLeaveTheOthersGradientsAsTheyWere) {
         EXPECT_LE((g - full.at(name)).abs().max().item<double>(), 1e-12) << name << " " << what;
       }
     }
+}
+
+// The fused loss's row kernel against the formula in float64 on the same values: widths that are
+// and are not whole vectors of lanes, labels at both ends, rows whose logits span a wide range.
+// float64 to rounding; float32 within a few ulp (its own exp, a product by 1/sum); bf16 gradients
+// within bf16's rounding of the exact ones.
+TEST(CrossEntropyRows, MatchesTheFormulaInFloat64) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  for (const int64_t V : {5, 117, 2053}) {
+    auto z64 = torch::randn({6, V}, gen, torch::kDouble) * 4;
+    z64[1].mul_(10);
+    z64[4].add_(300);  // far from 0: only the maximum keeps the exponentials in range
+    auto y = longs({0, V - 1, 2, V / 2, 1, V - 1});
+    for (const auto type : {torch::kDouble, torch::kFloat, torch::kBFloat16}) {
+      auto z = z64.to(type);
+      const auto zd = z.to(torch::kDouble);  // the values the kernel sees
+      const auto want_rows = zd.logsumexp(1) - zd.gather(1, y.unsqueeze(1)).squeeze(1);
+      auto want_grad = zd.softmax(1);
+      want_grad.scatter_add_(1, y.unsqueeze(1), torch::full({6, 1}, -1.0, torch::kDouble));
+      const auto row_type = type == torch::kDouble ? torch::kDouble : torch::kFloat;
+      // Without the gradient the logits stay as they were.
+      auto before = z.clone();
+      auto rows = torch::empty({6}, torch::TensorOptions().dtype(row_type));
+      cross_entropy_rows(z, y, rows, /*write_gradient=*/false);
+      EXPECT_TRUE(torch::equal(z, before)) << type;
+      const double row_tol = type == torch::kDouble ? 1e-12 : 1e-6;
+      EXPECT_LE(((rows.to(torch::kDouble) - want_rows).abs() / want_rows.abs().clamp_min(1)).max().item<double>(),
+                row_tol)
+          << type << " V " << V;
+      auto rows_g = torch::empty({6}, torch::TensorOptions().dtype(row_type));
+      cross_entropy_rows(z, y, rows_g, /*write_gradient=*/true);
+      EXPECT_TRUE(torch::equal(rows_g, rows)) << type;
+      const auto err = (z.to(torch::kDouble) - want_grad).abs();
+      const auto allowed = type == torch::kDouble  ? torch::full_like(err, 1e-14)
+                           : type == torch::kFloat ? want_grad.abs() * 5e-7 + 1e-12
+                                                   : want_grad.abs() * (1.0 / 256) + 1e-12;
+      EXPECT_TRUE((err <= allowed).all().item<bool>())
+          << type << " V " << V << " worst excess " << (err - allowed).max().item<double>();
+    }
+  }
+}
+
+// A label outside the vocabulary is an error before anything is written; a NaN logit makes its
+// row's loss NaN and leaves the other rows alone.
+TEST(CrossEntropyRows, BadLabelThrowsAndNanStaysInItsRow) {
+  auto z = torch::randn({3, 40}, torch::kFloat);
+  auto rows = torch::zeros({3}, torch::kFloat);
+  auto before = z.clone();
+  for (const int64_t bad : {int64_t{40}, int64_t{-1}}) {
+    EXPECT_THROW(cross_entropy_rows(z, longs({0, bad, 3}), rows, true), c10::Error);
+    EXPECT_TRUE(torch::equal(z, before));
+  }
+  z[1][7] = std::nan("");
+  cross_entropy_rows(z, longs({0, 1, 3}), rows, true);
+  EXPECT_TRUE(std::isnan(rows[1].item<float>()));
+  EXPECT_TRUE(std::isfinite(rows[0].item<float>()) && std::isfinite(rows[2].item<float>()));
+  EXPECT_TRUE(torch::isfinite(z[0]).all().item<bool>() && torch::isfinite(z[2]).all().item<bool>());
 }
 
 // No counted label: zero, with a graph that backward accepts, as causal_lm_loss_sum.

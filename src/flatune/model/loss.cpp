@@ -1,5 +1,7 @@
 #include "flatune/model/loss.h"
 
+#include "flatune/model/cross_entropy_rows.h"
+
 #include <ATen/autocast_mode.h>
 
 #include <algorithm>
@@ -56,6 +58,24 @@ void add_weight_gradient(torch::Tensor& gw, const torch::Tensor& g, const torch:
   }
 }
 
+// The ordinary-op form of cross_entropy_rows (CUDA): the rows' losses from a chunk's logits in
+// the products' type and, when g is defined, the gradient softmax(z) − onehot(y) written to it.
+void cross_entropy_chunk_aten(const torch::Tensor& products, const torch::Tensor& labels, torch::ScalarType st,
+                              torch::Tensor& rows, torch::Tensor& g) {
+  torch::Tensor logits = products.to(st);
+  const torch::Tensor y = labels.unsqueeze(1);
+  torch::Tensor picked = logits.gather(1, y).squeeze(1);
+  // amax: the values without the indices max(dim) also finds.
+  torch::Tensor top = logits.amax(1, /*keepdim=*/true);
+  logits.sub_(top).exp_();  // exp(z - max), in place
+  torch::Tensor total = logits.sum(1, /*keepdim=*/true);
+  rows.copy_((total.log() + top).squeeze(1) - picked);
+  if (!g.defined()) return;
+  logits.div_(total);
+  logits.scatter_add_(1, y, torch::full({logits.size(0), 1}, -1.0, logits.options()));
+  g.copy_(logits);
+}
+
 // One pass over the rows in chunks. Fills rows_out [N] with the per-row losses; when grad_h /
 // grad_w are given, writes the gradient of the summed loss into them (*grad_w in w's float type,
 // fp32 for reduced precision weights).
@@ -64,45 +84,40 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
   const int64_t N = h.size(0), V = w.size(0);
   const auto st = softmax_type(h);
   const bool autocast = at::autocast::is_autocast_enabled(h.device().type()) && st == torch::kFloat;
-  int64_t step = rows_per_chunk(o, V);
-  // Under autocast a chunk's gradient is briefly held twice, in fp32 and cast: 1.5x the bytes of
-  // its logits, so two thirds of the rows keep the working set.
-  if (autocast) step = std::max<int64_t>(1, step * 2 / 3);
   // Under autocast the weight is cast once for the whole pass: the products would otherwise cast it
   // again in every chunk (and autocast caches only the plain leaf, not its transpose).
   const auto product_type = autocast ? at::autocast::get_autocast_dtype(h.device().type()) : h.scalar_type();
+  const bool rows_kernel = h.device().is_cpu() && (product_type == torch::kFloat || product_type == torch::kDouble ||
+                                                   product_type == torch::kBFloat16);
+  int64_t step = rows_per_chunk(o, V);
+  // Without the rows kernel, under autocast a chunk's gradient is briefly held twice, in fp32 and
+  // cast: 1.5x the bytes of its logits, so two thirds of the rows keep the working set. (The
+  // kernel keeps the chunk in the products' type.)
+  if (autocast && !rows_kernel) step = std::max<int64_t>(1, step * 2 / 3);
   const torch::Tensor wc = w.to(product_type);
   const torch::Tensor wt = wc.t();
   const bool need_grad = grad_h || grad_w;
   // The chunks' logit gradients in the products' type, a group of rows at a time for the weight's.
   // A whole number of chunks, so no chunk is split across two groups.
   const int64_t group = grad_w ? std::max<int64_t>(1, gradient_rows(o, V, product_type) / step) * step : step;
-  torch::Tensor gathered;
+  torch::Tensor gathered, logits_scratch;
   if (need_grad) gathered = torch::empty({std::min(group, N), V}, h.options().dtype(product_type));
+  else logits_scratch = torch::empty({std::min(step, N), V}, h.options().dtype(product_type));
   for (int64_t g0 = 0; g0 < N; g0 += group) {
     const int64_t m = std::min(group, N - g0);
     for (int64_t r0 = g0; r0 < g0 + m; r0 += step) {
       const int64_t n = std::min(step, g0 + m - r0);
       const torch::Tensor hc = h.narrow(0, r0, n).to(product_type);
-      const torch::Tensor yc = labels.narrow(0, r0, n).unsqueeze(1);
       torch::Tensor g = need_grad ? gathered.narrow(0, r0 - g0, n) : torch::Tensor();
-      torch::Tensor logits;                                                    // [n, V] in the softmax's type
-      if (need_grad && product_type == st) logits = torch::mm_out(g, hc, wt);  // worked on in place
-      else logits = torch::mm(hc, wt).to(st);
-      torch::Tensor picked = logits.gather(1, yc).squeeze(1);
-      // amax: the values without the indices max(dim) also finds, 7x faster on the CPU ([262, 16000]).
-      torch::Tensor top = logits.amax(1, /*keepdim=*/true);
-      logits.sub_(top).exp_();  // exp(z - max), in place
-      torch::Tensor total = logits.sum(1, /*keepdim=*/true);
-      rows_out.narrow(0, r0, n).copy_((total.log() + top).squeeze(1) - picked);
-      if (!need_grad) continue;
-      // d loss / d z = softmax(z) - onehot(y).
-      logits.div_(total);
-      logits.scatter_add_(1, yc, torch::full({n, 1}, -1.0, logits.options()));
-      // Under autocast the products below run in its dtype: cast the chunk's gradient once here
-      // rather than once in each product.
-      if (!logits.is_same(g)) g.copy_(logits);
-      logits = torch::Tensor();  // a cast copy no longer needs the fp32 chunk
+      torch::Tensor rows = rows_out.narrow(0, r0, n);
+      if (rows_kernel) {
+        // The products' logits, turned into their gradient where they lie.
+        torch::Tensor z = need_grad ? g : logits_scratch.narrow(0, 0, n);
+        torch::mm_out(z, hc, wt);
+        cross_entropy_rows(z, labels.narrow(0, r0, n), rows, need_grad);
+      } else {
+        cross_entropy_chunk_aten(torch::mm(hc, wt), labels.narrow(0, r0, n), st, rows, g);
+      }
       if (grad_h) grad_h->narrow(0, r0, n).copy_(torch::mm(g, wc));
     }
     if (grad_w)

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "flatune/core/compat.h"
+#include "flatune/model/vector_math.h"
 
 namespace flatune {
 
@@ -22,46 +23,6 @@ namespace {
 // Elements a task of the parallel loops takes.
 constexpr int64_t kGrain = 8192;
 
-// Where exp_fast clamps its argument: [−87, 88] keeps 2^n a normal float; beyond that silu's
-// 1 + exp(−g) is 1, or so large that g over it is within 1e-36 of 0. The bounds reach the loops
-// as run-time values on purpose: as constants the compiler folds exp of a clamped lane into a
-// constant and then computes g / (1 + that) for every lane ahead of the select, whose results
-// for ordinary g are subnormal, a microcode assist each (measured: 11x slower).
-struct ExpClamp {
-  float lo = -87.0f, hi = 88.0f;
-};
-
-// exp(x) in float32 as 2^n · exp(r): n = x·log2(e) rounded, r = x − n·ln 2 with ln 2 split in two
-// (its high part has 9 significant bits, so n times it is exact and r is within an ulp), exp(r)
-// by its Taylor polynomial to degree 7 (|r| ≤ ln 2 / 2: the truncation is under 0.05 ulp);
-// within 1.3 ulp of exp over the clamp's range. Plain arithmetic so the compiler vectorises it;
-// std::exp is a library call per element.
-inline float exp_fast(float x, ExpClamp clamp) {
-  x = std::min(std::max(x, clamp.lo), clamp.hi);
-  constexpr float kRound = 12582912.0f;  // 1.5·2^23: adding and subtracting it rounds to an integer
-  const float n = (x * 1.44269504088896341f + kRound) - kRound;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  const float p =
-      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 +
-                                          r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-inline double exp_fast(double x, ExpClamp /*unused*/) { return std::exp(x); }
-
-// v rounded to bf16's precision (to nearest, ties to even), kept in a float: what a bf16 store
-// and load give, computed on 32-bit lanes so the loops keep their full vector width (with 16-bit
-// loads and stores in them the compiler halves it).
-inline float round_to_bf16(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
-  float r;
-  std::memcpy(&r, &bits, sizeof r);
-  return v != v ? v : r;  // a NaN stays a NaN
-}
 template <bool kBf16, typename C>
 inline C rounded(C v) {
   if constexpr (kBf16) return round_to_bf16(v);
