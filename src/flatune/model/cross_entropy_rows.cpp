@@ -91,9 +91,6 @@ FLATUNE_CPU_CLONES void gradient_of(const float* e, c10::BFloat16* out, float s,
   row_gradient(e, out, s, n, y);  // BFloat16(float): to nearest even, as .to(kBFloat16)
 }
 void gradient_of(const double* e, double* out, double s, int64_t n, int64_t y) { row_gradient(e, out, s, n, y); }
-FLATUNE_CPU_CLONES void widen_bf16(const c10::BFloat16* in, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(in[i]);
-}
 
 // Rows a task of the parallel loop takes (rows are tens of thousands of elements).
 constexpr int64_t kRowsPerTask = 1;

@@ -78,12 +78,6 @@ void backward_of(const double* g, const double* u, const double* dy, double* dg,
                  ExpClamp clamp) {
   backward_range<false>(g, u, dy, dg, du, n, clamp);
 }
-FLATUNE_CPU_CLONES void widen_bf16(const c10::BFloat16* in, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(in[i]);
-}
-FLATUNE_CPU_CLONES void narrow_bf16(const float* in, c10::BFloat16* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = c10::BFloat16(in[i]);  // to nearest even, as .to(kBFloat16)
-}
 
 // bf16 runs in chunks widened to floats on the stack (small enough to stay in L1).
 constexpr int64_t kChunk = 1024;

@@ -2,6 +2,8 @@
 // Element functions written as plain arithmetic so that the compiler vectorises the loops they
 // are inlined into (a library call per element would not), shared by the fused CPU kernels.
 // Their loops vectorise only with -fno-trapping-math (a clamp and a NaN test evaluate both sides).
+#include <c10/util/BFloat16.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -49,5 +51,11 @@ inline float round_to_bf16(float v) {
   std::memcpy(&r, &bits, sizeof r);
   return v != v ? v : r;  // a NaN stays a NaN
 }
+
+// bf16 rows widened to floats and floats narrowed back (to nearest even, as .to(kBFloat16)): the
+// fused kernels work on bf16 in float rows, so their loops keep the full vector width. Compiled
+// for each CPU capability (vector_math.cpp).
+void widen_bf16(const c10::BFloat16* in, float* out, int64_t n);
+void narrow_bf16(const float* in, c10::BFloat16* out, int64_t n);
 
 }  // namespace flatune
