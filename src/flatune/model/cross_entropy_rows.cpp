@@ -15,10 +15,6 @@ namespace flatune {
 
 namespace {
 
-// Independent partial results of a row reduction: without them the compiler may not reorder a
-// float reduction and so cannot vectorise it.
-constexpr int64_t kLanes = 16;
-
 template <typename C>
 __attribute__((always_inline)) inline C row_max(const C* z, int64_t n) {
   C lane[kLanes];

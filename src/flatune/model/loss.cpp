@@ -102,12 +102,14 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
   const int64_t group = grad_w ? std::max<int64_t>(1, gradient_rows(o, V, product_type) / step) * step : step;
   torch::Tensor gathered, logits_scratch;
   if (need_grad) gathered = torch::empty({std::min(group, N), V}, h.options().dtype(product_type));
-  else logits_scratch = torch::empty({std::min(step, N), V}, h.options().dtype(product_type));
+  else if (rows_kernel) logits_scratch = torch::empty({std::min(step, N), V}, h.options().dtype(product_type));
   for (int64_t g0 = 0; g0 < N; g0 += group) {
     const int64_t m = std::min(group, N - g0);
+    // The group's rows cast once, for its chunks' products and for the weight's gradient.
+    const torch::Tensor hg = h.narrow(0, g0, m).to(product_type);
     for (int64_t r0 = g0; r0 < g0 + m; r0 += step) {
       const int64_t n = std::min(step, g0 + m - r0);
-      const torch::Tensor hc = h.narrow(0, r0, n).to(product_type);
+      const torch::Tensor hc = hg.narrow(0, r0 - g0, n);
       torch::Tensor g = need_grad ? gathered.narrow(0, r0 - g0, n) : torch::Tensor();
       torch::Tensor rows = rows_out.narrow(0, r0, n);
       if (rows_kernel) {
@@ -120,8 +122,7 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
       }
       if (grad_h) grad_h->narrow(0, r0, n).copy_(torch::mm(g, wc));
     }
-    if (grad_w)
-      add_weight_gradient(*grad_w, gathered.narrow(0, 0, m), h.narrow(0, g0, m).to(product_type), softmax_type(w), o);
+    if (grad_w) add_weight_gradient(*grad_w, gathered.narrow(0, 0, m), hg, softmax_type(w), o);
   }
 }
 

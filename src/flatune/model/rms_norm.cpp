@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include "flatune/core/compat.h"
+#include "flatune/model/vector_math.h"
 
 #include <cmath>
 
@@ -23,9 +24,6 @@ namespace {
 // Rows a task of the parallel loops takes; also the rows whose weight gradient is summed into one
 // partial, so the sum's order (and its rounding) does not depend on the thread count.
 constexpr int64_t kRowsPerTask = 16;
-// Independent partial sums of a row reduction: without them the compiler may not reorder a float
-// sum and so cannot vectorise it.
-constexpr int64_t kLanes = 16;
 
 template <typename T>
 __attribute__((always_inline)) inline T dot_row(const T* a, const T* b, int64_t n) {

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "flatune/core/compat.h"
 #include "flatune/model/vector_math.h"

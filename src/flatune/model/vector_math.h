@@ -11,6 +11,10 @@
 
 namespace flatune {
 
+// Independent partial results of a row reduction (a sum, a maximum): without them the compiler may
+// not reorder a float reduction and so cannot vectorise it.
+constexpr int64_t kLanes = 16;
+
 // Where exp_fast clamps its argument: [−87, 88] keeps 2^n a normal float; exp below −87 is under
 // 1.7e-38, which in a sum with 1 (silu's 1 + exp(−g), a softmax's terms after subtracting the
 // maximum) is nothing. The bounds reach the loops as run-time values on purpose: as constants the
