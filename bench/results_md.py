@@ -35,9 +35,10 @@ def fastest_peer(row, trainer):
 
 
 def sft_runs(s):
-    """bench/sft.py's results by name, smallest model first, fp32 before bf16."""
+    """bench/sft.py's results by name, smallest model first, fp32 before bf16, transformers before torchtune."""
     sft = s.get("sft", {})
-    return {n: sft[n] for n in sorted(sft, key=lambda n: (sft[n]["bf16"], sft[n]["parameters"]))}
+    order = lambda n: (sft[n]["bf16"], sft[n]["parameters"], sft[n].get("peer", "transformers") != "transformers")
+    return {n: sft[n] for n in sorted(sft, key=order)}
 
 
 def sft_section(w, sft):
