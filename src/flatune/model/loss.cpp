@@ -27,10 +27,13 @@ int64_t rows_per_chunk(const FusedLossOptions& o, int64_t vocab) {
 // them. A product per logits chunk would read and write the whole [V, H] sum once a chunk (under
 // autocast through a bf16 -> fp32 add_ that costs as much as the product itself, measured at
 // 0.34 against 0.14 ms for a [2048, 512] block) and give the products a short inner dimension.
-int64_t gradient_rows(const FusedLossOptions& o, int64_t vocab, torch::ScalarType product_type) {
+// At most half of the N rows: one group of them all would be the whole [N, V] logits the chunks
+// are there to avoid (at the 1M bench shape, 2,040 x 2,000 fp32: 16 MiB, a fifth of its
+// activations, on top of them at the forward's end).
+int64_t gradient_rows(const FusedLossOptions& o, int64_t rows, int64_t vocab, torch::ScalarType product_type) {
   if (o.grad_w_rows > 0) return o.grad_w_rows;
   const int64_t row_bytes = std::max<int64_t>(1, vocab) * static_cast<int64_t>(c10::elementSize(product_type));
-  return std::max<int64_t>(1, (int64_t{32} << 20) / row_bytes);
+  return std::max<int64_t>(1, std::min((int64_t{32} << 20) / row_bytes, (rows + 1) / 2));
 }
 
 // gw (undefined the first time) = or += gᵀ h over a group of rows, in w's float type. Products in
@@ -99,7 +102,7 @@ void chunked_pass(const torch::Tensor& h, const torch::Tensor& w, const torch::T
   const bool need_grad = grad_h || grad_w;
   // The chunks' logit gradients in the products' type, a group of rows at a time for the weight's.
   // A whole number of chunks, so no chunk is split across two groups.
-  const int64_t group = grad_w ? std::max<int64_t>(1, gradient_rows(o, V, product_type) / step) * step : step;
+  const int64_t group = grad_w ? std::max<int64_t>(1, gradient_rows(o, N, V, product_type) / step) * step : step;
   torch::Tensor gathered, logits_scratch;
   if (need_grad) gathered = torch::empty({std::min(group, N), V}, h.options().dtype(product_type));
   else if (rows_kernel) logits_scratch = torch::empty({std::min(step, N), V}, h.options().dtype(product_type));

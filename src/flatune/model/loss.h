@@ -21,7 +21,7 @@ struct FusedLossOptions {
   // Rows of logits formed at once; chunk_rows x vocab floats is the working set.
   int64_t chunk_rows = 512;
   // Rows whose logit gradients are gathered for one product of the weight's gradient (0: about
-  // 32 MiB of them; rounded down to whole chunks, at least one).
+  // 32 MiB of them and at most half the rows; rounded down to whole chunks, at least one).
   int64_t grad_w_rows = 0;
   // Under autocast, vocabulary rows of that product formed at once before they are summed in fp32
   // (0: about a million elements).
