@@ -255,10 +255,13 @@ void add_bench_train_command(CLI::App& bench) {
       vb.tensor_peak = counter.peak() - live_start;
       benches.push_back(std::move(b));
     }
-    // Time: the other rounds take every variant in turn.
+    // Time: the other rounds take every variant in turn, each round starting one variant later, so
+    // that none always runs first: this VM's speed drifts within a round (three copies of one 50M
+    // AdamW run in a row: 583, 574, 530 tokens/s), which a fixed order would put into the ratios.
     measure_peak(0.25);
+    const size_t n = benches.size();
     for (int64_t r = 1; r < a->rounds; ++r) {
-      for (auto& b : benches) b->time_round();
+      for (size_t i = 0; i < n; ++i) benches[(i + static_cast<size_t>(r)) % n]->time_round();
       measure_peak(0.25);
     }
 
