@@ -194,6 +194,37 @@ TEST(FusedLoss, GradientMatchesFiniteDifferences) {
   }
 }
 
+// With default options the fused loss never holds the logit gradients of more than half the rows
+// at once (it held all of them whenever they fitted in 32 MiB: the whole [N, V] logits the chunks
+// are there to avoid), and the groups' weight gradients add up to the plain formula's.
+TEST(FusedLoss, DefaultGroupsHoldAtMostHalfTheRowsLogitGradients) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  const int64_t N = 2048, V = 1000, H = 8;  // fp32 logits 8 MB: below 32 MiB; 4 chunks of 512
+  auto h = torch::randn({N, H}, gen, torch::kFloat).requires_grad_(true);
+  auto w = torch::randn({V, H}, gen, torch::kFloat).requires_grad_(true);
+  auto y = torch::randint(0, V, {N}, gen, torch::kLong);
+  static compat::CountingCpuAllocator counter(c10::GetCPUAllocator());
+  c10::Allocator* const plain_allocator = c10::GetCPUAllocator();
+  compat::install_cpu_allocator(&counter);
+  const int64_t live_before = counter.live();
+  counter.reset_peak();
+  torch::Tensor loss = linear_cross_entropy_sum(h, w, y, nullptr, FusedLossOptions{});
+  const int64_t transient = counter.peak() - live_before;
+  compat::install_cpu_allocator(plain_allocator);
+  const int64_t logits_bytes = N * V * static_cast<int64_t>(sizeof(float));
+  // Half the logits, plus the gradients of h and w and the rows' losses (about 100 kB).
+  EXPECT_LE(transient, logits_bytes / 2 + (int64_t{1} << 19)) << "bytes alive at once in the forward";
+  EXPECT_GE(transient, logits_bytes / 2) << "the product's inner dimension: whole chunks, half the rows";
+  loss.backward();
+  auto h2 = h.detach().clone().requires_grad_(true), w2 = w.detach().clone().requires_grad_(true);
+  auto z = torch::mm(h2, w2.t());
+  auto want = (z.logsumexp(1) - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum();
+  want.backward();
+  EXPECT_NEAR(loss.item<double>(), want.item<double>(), 1e-5 * std::abs(want.item<double>()));
+  EXPECT_LE((w.grad() - w2.grad()).abs().max().item<double>(), 1e-4);
+  EXPECT_LE((h.grad() - h2.grad()).abs().max().item<double>(), 1e-4);
+}
+
 // Under bf16 autocast the head's products run in bf16 while the gradients land in the fp32
 // inputs' dtype, close to the float64 gradient of the bf16-rounded inputs, over several chunks
 // (the weight gradient summed over two groups of them in fp32, in blocks of vocabulary rows, the
