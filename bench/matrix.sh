@@ -30,7 +30,7 @@ train() {  # name, run.sh options...
 }
 train 1m-256 --shape 1m --steps 10 --rounds 2 --lora-rank 8
 train 10m-256 --shape 10m --steps 5 --rounds 2 --lora-rank 8 --no-check
-train 10m-1024 --shape 10m --seq 1024 --batch 2 --steps 5 --rounds 1 --variants "none sam" --no-check
+train 10m-1024 --shape 10m --seq 1024 --batch 2 --steps 5 --rounds 2 --variants "none sam" --no-check
 train 50m-256 --shape 50m --batch 4 --steps 3 --rounds 2 --variants "none sam" --no-check
 train 10m-256-bf16 --shape 10m --steps 5 --rounds 2 --variants "none sam" --bf16 --no-check
 train 50m-256-bf16 --shape 50m --batch 4 --steps 3 --rounds 2 --variants "none sam" --bf16 --no-check
